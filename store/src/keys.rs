@@ -1,0 +1,146 @@
+//! Gateway keys: generation, hashing, and their rows. A key is shown once when created; the
+//! store keeps only its SHA-256 (hex) and a short prefix for display.
+
+use chrono::Utc;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::error::not_found;
+use crate::{with_pool, ApiKey, KeyKind, Result, Store, StoreError};
+
+/// Every gateway key starts with this.
+pub const KEY_PREFIX: &str = "tg_";
+/// Random characters after the prefix (62^40 ≈ 2^238 possibilities).
+const KEY_RANDOM_CHARS: usize = 40;
+/// Characters of a key shown in listings and logs.
+const DISPLAY_CHARS: usize = 10;
+
+/// A new random gateway key: `tg_` and 40 alphanumeric characters from the OS's CSPRNG.
+pub fn generate_key() -> String {
+    let random: String = rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(KEY_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    format!("{KEY_PREFIX}{random}")
+}
+
+/// The hex SHA-256 of a key: what is stored and what the gateway looks keys up by.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The part of a key that is safe to display.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(DISPLAY_CHARS).collect()
+}
+
+const KEY_COLUMNS: &str =
+    "id, org_id, user_id, kind, name, prefix, key_hash, created_at, revoked_at";
+
+impl Store {
+    /// Creates a key for an org and returns its row and the plaintext key (shown once).
+    pub async fn create_key(
+        &self,
+        org_id: i64,
+        kind: KeyKind,
+        name: &str,
+        user_id: Option<i64>,
+    ) -> Result<(ApiKey, String)> {
+        let key = generate_key();
+        let row = self
+            .insert_key_hash(org_id, kind, name, user_id, &key_prefix(&key), &hash_key(&key))
+            .await?;
+        Ok((row, key))
+    }
+
+    /// Stores a key whose plaintext the caller already has (imports, tests).
+    pub async fn insert_key_hash(
+        &self,
+        org_id: i64,
+        kind: KeyKind,
+        name: &str,
+        user_id: Option<i64>,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<ApiKey> {
+        let sql = format!(
+            "INSERT INTO api_keys (org_id, user_id, kind, name, prefix, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+        );
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql)
+            .bind(org_id).bind(user_id).bind(kind.as_str()).bind(name)
+            .bind(prefix).bind(key_hash).bind(now)
+            .fetch_one(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// One key by id.
+    pub async fn get_key(&self, id: i64) -> Result<ApiKey> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).bind(id).fetch_one(pool).await)
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("key {id}")))
+    }
+
+    /// An org's keys, revoked ones included, oldest first.
+    pub async fn list_keys(&self, org_id: i64) -> Result<Vec<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY id");
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).bind(org_id).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+
+    /// Every key that is not revoked, for the gateway's in-memory table.
+    pub async fn active_keys(&self) -> Result<Vec<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY id");
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+
+    /// Revokes a key. Revoking a revoked key keeps its first revocation time.
+    pub async fn revoke_key(&self, id: i64) -> Result<ApiKey> {
+        let sql = format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+             RETURNING {KEY_COLUMNS}"
+        );
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).bind(id).bind(now).fetch_one(pool).await)
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("key {id}")))
+    }
+
+    /// Deletes a key row for good (revoking is usually what you want).
+    pub async fn delete_key(&self, id: i64) -> Result<()> {
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(StoreError::NotFound(format!("key {id}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_documented_shape() {
+        let k = generate_key();
+        assert!(k.starts_with("tg_"));
+        assert_eq!(k.len(), 3 + KEY_RANDOM_CHARS);
+        assert!(k[3..].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(k, generate_key(), "two keys must differ");
+    }
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(key_prefix("tg_abcdefghijkl"), "tg_abcdefg");
+    }
+}

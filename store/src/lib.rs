@@ -1,0 +1,209 @@
+//! Tollgate's data model and persistence: organizations, users, memberships, API keys, feature
+//! flags, usage limits, usage events and their daily rollups, limit alerts, the audit log and
+//! gateway heartbeats.
+//!
+//! This is the only crate that writes SQL. One [`Store`] type speaks to SQLite (the embedded
+//! default) or PostgreSQL (production and fleets) with the same API and the same behaviour; every
+//! query is written once with `$1` placeholders and runs on both. Nothing here is called on the
+//! gateway's request path: the gateway loads snapshots and writes event batches off the hot path.
+
+mod audit;
+mod error;
+mod features;
+mod instances;
+mod keys;
+mod limits;
+mod model;
+mod orgs;
+mod usage;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use error::StoreError;
+pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
+pub use model::*;
+pub use usage::{GroupBy, PeriodUsage};
+pub use users::verify_password;
+
+/// Result of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Runs the same block of code against whichever pool the store holds. The query text and binds
+/// are shared; only the concrete pool type differs.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a connection before giving up.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL only: the schema to use (created if missing). Tests use one per test.
+    pub pg_schema: Option<String>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            pg_schema: None,
+        }
+    }
+}
+
+/// A handle to the database: cheap to clone (the pools are reference counted).
+#[derive(Clone)]
+pub enum Store {
+    /// The embedded default, one file on one machine.
+    Sqlite(SqlitePool),
+    /// Production and fleets of gateways.
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the URL: it can carry a password.
+        f.write_str(match self {
+            Store::Sqlite(_) => "Store::Sqlite",
+            Store::Postgres(_) => "Store::Postgres",
+        })
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` URLs.
+    Sqlite,
+    /// `postgres:` and `postgresql:` URLs.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, or `None` for an unsupported scheme.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Opens the database a URL names. For SQLite the file and its directory are created when
+    /// missing. Migrations are not applied: call [`Store::migrate`].
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        match Backend::from_url(url) {
+            Some(Backend::Sqlite) => Self::connect_sqlite(url, opts).await,
+            Some(Backend::Postgres) => Self::connect_postgres(url, opts).await,
+            None => Err(StoreError::InvalidUrl(
+                "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+            )),
+        }
+    }
+
+    async fn connect_sqlite(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(dir) = Path::new(options.get_filename()).parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(e.to_string()))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    async fn connect_postgres(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        let mut options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        if let Some(schema) = &opts.pg_schema {
+            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(StoreError::InvalidUrl(format!("bad schema name {schema:?}")));
+            }
+            // Create the schema on a throwaway connection, then pin the pool's search_path to it.
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(options.clone())
+                .await?;
+            // The name was checked above; DDL cannot take a bind parameter.
+            let ddl = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+            sqlx::query(&ddl).execute(&pool).await?;
+            pool.close().await;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Store::Postgres(pool))
+    }
+
+    /// Applies every embedded migration not yet applied. Re-running is harmless.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Store::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// The versions of the embedded migrations, per dialect (for the lockstep test).
+    pub fn migration_versions() -> (Vec<i64>, Vec<i64>) {
+        let v = |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).collect();
+        (v(&SQLITE_MIGRATOR), v(&POSTGRES_MIGRATOR))
+    }
+}

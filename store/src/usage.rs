@@ -1,0 +1,234 @@
+//! Usage events (one per request, idempotent on the request id), their daily rollups, the
+//! queries the CLI and the dashboard read, and limit alerts.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
+
+const EVENT_COLUMNS: &str = "request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
+    model, operation, status, streamed, input_tokens, output_tokens, thinking_tokens, \
+    cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, output_image_tokens, \
+    images, videos, video_seconds, cost_micros, estimated, priced, upstream_latency_ms, \
+    total_latency_ms";
+
+const INSERT_EVENT: &str = "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
+    user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
+    thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
+    output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
+    upstream_latency_ms, total_latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+    $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+    ON CONFLICT (request_id) DO NOTHING";
+
+const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, tool, \
+    requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, images, \
+    videos, video_seconds, cost_micros) VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, \
+    $12, $13, $14) ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
+    requests = usage_rollups_daily.requests + 1, \
+    input_tokens = usage_rollups_daily.input_tokens + excluded.input_tokens, \
+    output_tokens = usage_rollups_daily.output_tokens + excluded.output_tokens, \
+    thinking_tokens = usage_rollups_daily.thinking_tokens + excluded.thinking_tokens, \
+    cached_tokens = usage_rollups_daily.cached_tokens + excluded.cached_tokens, \
+    total_tokens = usage_rollups_daily.total_tokens + excluded.total_tokens, \
+    images = usage_rollups_daily.images + excluded.images, \
+    videos = usage_rollups_daily.videos + excluded.videos, \
+    video_seconds = usage_rollups_daily.video_seconds + excluded.video_seconds, \
+    cost_micros = usage_rollups_daily.cost_micros + excluded.cost_micros";
+
+const TOTALS: &str = "COUNT(*) AS requests, \
+    CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+    CAST(COALESCE(SUM(thinking_tokens), 0) AS BIGINT) AS thinking_tokens, CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+    CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
+    CAST(COALESCE(SUM(videos), 0) AS BIGINT) AS videos, CAST(COALESCE(SUM(video_seconds), 0) AS BIGINT) AS video_seconds, \
+    CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
+
+/// How [`Store::usage_totals`] groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One row: the grand total.
+    Nothing,
+    /// One row per model.
+    Model,
+    /// One row per operation.
+    Operation,
+    /// One row per provider.
+    Provider,
+    /// One row per tool.
+    Tool,
+}
+
+impl GroupBy {
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Nothing => "''",
+            GroupBy::Model => "model",
+            GroupBy::Operation => "operation",
+            GroupBy::Provider => "provider",
+            GroupBy::Tool => "COALESCE(tool, '')",
+        }
+    }
+}
+
+/// An org's usage in the current periods, summed from the rollups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct PeriodUsage {
+    /// The organization.
+    pub org_id: i64,
+    /// Requests today.
+    pub day_requests: i64,
+    /// Images and videos today.
+    pub day_ads: i64,
+    /// Tokens this month.
+    pub month_tokens: i64,
+    /// Micro-dollars this month.
+    pub month_cost_micros: i64,
+}
+
+impl Store {
+    /// Writes a batch of events in one transaction and updates the daily rollups. An event whose
+    /// request id is already stored is skipped (so replays are harmless). Returns how many were new.
+    pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
+        let inserted = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut inserted = 0u64;
+            for e in events {
+                let n = sqlx::query(INSERT_EVENT)
+                    .bind(&e.request_id).bind(e.occurred_at).bind(e.org_id).bind(e.key_id)
+                    .bind(&e.user_ref).bind(&e.tool).bind(&e.provider).bind(&e.model)
+                    .bind(&e.operation).bind(e.status).bind(e.streamed).bind(e.input_tokens)
+                    .bind(e.output_tokens).bind(e.thinking_tokens).bind(e.cached_tokens)
+                    .bind(e.tool_prompt_tokens).bind(e.total_tokens).bind(e.input_audio_tokens)
+                    .bind(e.output_image_tokens).bind(e.images).bind(e.videos)
+                    .bind(e.video_seconds).bind(e.cost_micros).bind(e.estimated).bind(e.priced)
+                    .bind(e.upstream_latency_ms).bind(e.total_latency_ms)
+                    .execute(&mut *tx).await?.rows_affected();
+                inserted += n;
+                let Some(org_id) = e.org_id.filter(|_| n == 1) else { continue };
+                sqlx::query(UPSERT_ROLLUP)
+                    .bind(e.occurred_at.date_naive()).bind(org_id).bind(&e.provider)
+                    .bind(&e.model).bind(e.tool.as_deref().unwrap_or(""))
+                    .bind(e.input_tokens).bind(e.output_tokens).bind(e.thinking_tokens)
+                    .bind(e.cached_tokens).bind(e.total_tokens).bind(e.images).bind(e.videos)
+                    .bind(e.video_seconds).bind(e.cost_micros)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            inserted
+        });
+        Ok(inserted)
+    }
+
+    /// The most recent events of an org, newest first.
+    pub async fn recent_events(&self, org_id: i64, limit: i64) -> Result<Vec<UsageEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE org_id = $1 \
+             ORDER BY occurred_at DESC, id DESC LIMIT $2"
+        );
+        with_pool!(self, pool => sqlx::query_as::<_, UsageEvent>(&sql)
+            .bind(org_id).bind(limit).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// One event by request id.
+    pub async fn get_event(&self, request_id: &str) -> Result<UsageEvent> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM usage_events WHERE request_id = $1");
+        with_pool!(self, pool => sqlx::query_as::<_, UsageEvent>(&sql)
+            .bind(request_id).fetch_one(pool).await)
+        .map_err(StoreError::from)
+        .map_err(crate::error::not_found(format!("event {request_id:?}")))
+    }
+
+    /// Counts the events stored for an org (all time).
+    pub async fn count_events(&self, org_id: i64) -> Result<i64> {
+        let (n,): (i64,) = with_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM usage_events WHERE org_id = $1")
+            .bind(org_id).fetch_one(pool).await)?;
+        Ok(n)
+    }
+
+    /// An org's usage in `[from, to)`, exact (from the events), grouped as asked.
+    pub async fn usage_totals(
+        &self,
+        org_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group: GroupBy,
+    ) -> Result<Vec<UsageTotals>> {
+        let col = group.column();
+        let group_clause = match group {
+            GroupBy::Nothing => String::new(),
+            _ => format!("GROUP BY {col} ORDER BY cost_micros DESC, group_key"),
+        };
+        let sql = format!(
+            "SELECT {col} AS group_key, {TOTALS} FROM usage_events \
+             WHERE org_id = $1 AND occurred_at >= $2 AND occurred_at < $3 {group_clause}"
+        );
+        let mut rows: Vec<UsageTotals> = with_pool!(self, pool => sqlx::query_as::<_, UsageTotals>(&sql)
+            .bind(org_id).bind(from).bind(to).fetch_all(pool).await)?;
+        if group != GroupBy::Nothing {
+            rows.retain(|r| r.requests > 0);
+        }
+        Ok(rows)
+    }
+
+    /// The daily rollups of an org in `[from, to]`, by day.
+    pub async fn daily_rollups(
+        &self,
+        org_id: i64,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<crate::DailyRollup>> {
+        with_pool!(self, pool => sqlx::query_as::<_, crate::DailyRollup>(
+            "SELECT day, org_id, provider, model, tool, requests, input_tokens, output_tokens, \
+             thinking_tokens, cached_tokens, total_tokens, images, videos, video_seconds, cost_micros \
+             FROM usage_rollups_daily WHERE org_id = $1 AND day >= $2 AND day <= $3 \
+             ORDER BY day, provider, model, tool")
+            .bind(org_id).bind(from).bind(to).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// Every org's usage in the day `today` and the month starting `month_start`, from the
+    /// rollups (for seeding and syncing the gateway's counters).
+    pub async fn period_usage(&self, today: NaiveDate, month_start: NaiveDate) -> Result<Vec<PeriodUsage>> {
+        with_pool!(self, pool => sqlx::query_as::<_, PeriodUsage>(
+            "SELECT org_id, \
+             CAST(COALESCE(SUM(CASE WHEN day = $1 THEN requests ELSE 0 END), 0) AS BIGINT) AS day_requests, \
+             CAST(COALESCE(SUM(CASE WHEN day = $1 THEN images + videos ELSE 0 END), 0) AS BIGINT) AS day_ads, \
+             CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS month_tokens, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS month_cost_micros \
+             FROM usage_rollups_daily WHERE day >= $2 GROUP BY org_id ORDER BY org_id")
+            .bind(today).bind(month_start).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// Records that usage crossed a threshold in a period. Returns `None` when this alert was
+    /// already recorded (so each alert fires once per period, even across gateway instances).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_alert(
+        &self,
+        org_id: i64,
+        limit_type: LimitType,
+        period: &str,
+        threshold_pct: i32,
+        limit_value: i64,
+        usage_value: i64,
+    ) -> Result<Option<LimitAlert>> {
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as::<_, LimitAlert>(
+            "INSERT INTO limit_alerts (org_id, limit_type, period, threshold_pct, limit_value, \
+             usage_value, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (org_id, limit_type, period, threshold_pct) DO NOTHING \
+             RETURNING id, org_id, limit_type, period, threshold_pct, limit_value, usage_value, created_at")
+            .bind(org_id).bind(limit_type.as_str()).bind(period).bind(threshold_pct)
+            .bind(limit_value).bind(usage_value).bind(now).fetch_optional(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// An org's alerts, newest first.
+    pub async fn list_alerts(&self, org_id: i64) -> Result<Vec<LimitAlert>> {
+        with_pool!(self, pool => sqlx::query_as::<_, LimitAlert>(
+            "SELECT id, org_id, limit_type, period, threshold_pct, limit_value, usage_value, created_at \
+             FROM limit_alerts WHERE org_id = $1 ORDER BY id DESC")
+            .bind(org_id).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,198 @@
+//! Users (argon2id password hashes, superuser flag) and their memberships in organizations.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::Utc;
+
+use crate::error::not_found;
+use crate::{with_pool, Membership, Result, Role, Store, StoreError, User};
+
+/// Shortest password accepted.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+fn hash_password(password: &str) -> Result<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(StoreError::Validation(format!(
+            "password must have at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Validation(format!("cannot hash password: {e}")))
+}
+
+/// Checks a password against a stored argon2 hash (constant-time inside argon2).
+pub fn verify_password(password: &str, stored_hash: &str) -> bool {
+    PasswordHash::new(stored_hash)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+fn check_email(email: &str) -> Result<&str> {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if !valid {
+        return Err(StoreError::Validation(format!("{email:?} is not an email address")));
+    }
+    Ok(email)
+}
+
+const USER_COLUMNS: &str = "id, email, is_superuser, created_at";
+const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.email, m.role, m.created_at \
+     FROM memberships m JOIN users u ON u.id = m.user_id";
+
+impl Store {
+    /// Creates a user; the password is stored as an argon2id hash.
+    pub async fn create_user(&self, email: &str, password: &str, superuser: bool) -> Result<User> {
+        let email = check_email(email)?.to_lowercase();
+        let hash = hash_password(password)?;
+        let sql = format!(
+            "INSERT INTO users (email, password_hash, is_superuser, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
+        );
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql)
+            .bind(&email).bind(&hash).bind(superuser).bind(now).fetch_one(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// One user by id.
+    pub async fn get_user(&self, id: i64) -> Result<User> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(id).fetch_one(pool).await)
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("user {id}")))
+    }
+
+    /// One user by email (case-insensitive).
+    pub async fn get_user_by_email(&self, email: &str) -> Result<User> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+        let email = email.trim().to_lowercase();
+        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(&email).fetch_one(pool).await)
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("user {email:?}")))
+    }
+
+    /// A user named by id (all digits) or by email.
+    pub async fn resolve_user(&self, id_or_email: &str) -> Result<User> {
+        match id_or_email.parse::<i64>() {
+            Ok(id) => self.get_user(id).await,
+            Err(_) => self.get_user_by_email(id_or_email).await,
+        }
+    }
+
+    /// Checks a login: the user when the email exists and the password matches.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<Option<User>> {
+        let email = email.trim().to_lowercase();
+        let row: Option<(i64, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, password_hash FROM users WHERE email = $1")
+            .bind(&email).fetch_optional(pool).await)?;
+        let Some((id, hash)) = row else {
+            return Ok(None);
+        };
+        if !verify_password(password, &hash) {
+            return Ok(None);
+        }
+        self.get_user(id).await.map(Some)
+    }
+
+    /// Every user, by id.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+
+    /// Grants or removes superuser rights.
+    pub async fn set_superuser(&self, id: i64, superuser: bool) -> Result<User> {
+        let sql =
+            format!("UPDATE users SET is_superuser = $2 WHERE id = $1 RETURNING {USER_COLUMNS}");
+        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(id).bind(superuser).fetch_one(pool).await)
+            .map_err(StoreError::from)
+            .map_err(not_found(format!("user {id}")))
+    }
+
+    /// Replaces a user's password.
+    pub async fn set_password(&self, id: i64, password: &str) -> Result<()> {
+        let hash = hash_password(password)?;
+        let n = with_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(id).bind(&hash).execute(pool).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {id}")));
+        }
+        Ok(())
+    }
+
+    /// Deletes a user and their memberships.
+    pub async fn delete_user(&self, id: i64) -> Result<()> {
+        let n = with_pool!(self, pool => sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {id}")));
+        }
+        Ok(())
+    }
+
+    /// Makes a user a member of an org with a role.
+    pub async fn add_member(&self, org_id: i64, user_id: i64, role: Role) -> Result<Membership> {
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(org_id).bind(user_id).bind(role.as_str()).bind(now).execute(pool).await.map(drop))?;
+        self.get_membership(org_id, user_id).await
+    }
+
+    /// One membership.
+    pub async fn get_membership(&self, org_id: i64, user_id: i64) -> Result<Membership> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2");
+        with_pool!(self, pool => sqlx::query_as::<_, Membership>(&sql)
+            .bind(org_id).bind(user_id).fetch_one(pool).await)
+        .map_err(StoreError::from)
+        .map_err(not_found(format!("membership of user {user_id} in organization {org_id}")))
+    }
+
+    /// Changes a member's role.
+    pub async fn set_role(&self, org_id: i64, user_id: i64, role: Role) -> Result<Membership> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id).bind(user_id).bind(role.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "membership of user {user_id} in organization {org_id}"
+            )));
+        }
+        self.get_membership(org_id, user_id).await
+    }
+
+    /// Removes a user from an org.
+    pub async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<()> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "membership of user {user_id} in organization {org_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An org's members, by user id.
+    pub async fn list_members(&self, org_id: i64) -> Result<Vec<Membership>> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.org_id = $1 ORDER BY m.user_id");
+        with_pool!(self, pool => sqlx::query_as::<_, Membership>(&sql).bind(org_id).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+
+    /// A user's memberships, by org id.
+    pub async fn memberships_of(&self, user_id: i64) -> Result<Vec<Membership>> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.user_id = $1 ORDER BY m.org_id");
+        with_pool!(self, pool => sqlx::query_as::<_, Membership>(&sql).bind(user_id).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+}
