@@ -99,6 +99,13 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Every key, revoked ones included (the gateway answers "revoked" rather than "unknown").
+    pub async fn all_keys(&self) -> Result<Vec<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id");
+        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).fetch_all(pool).await)
+            .map_err(StoreError::from)
+    }
+
     /// Revokes a key. Revoking a revoked key keeps its first revocation time.
     pub async fn revoke_key(&self, id: i64) -> Result<ApiKey> {
         let sql = format!(

@@ -1,0 +1,89 @@
+//! Tollgate's admin service (axum): health endpoints now; the JSON API under `/api/v1` and the
+//! console grow here. It reads and writes through the `store` crate only and never depends on
+//! the gateway crate.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the admin service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} (admin): {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running admin service.
+pub struct RunningAdmin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningAdmin {
+    /// Stops accepting, finishes in-flight requests, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the router (tests can drive it without a socket).
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/api/v1/status", get(status))
+        .with_state(store)
+}
+
+/// Starts the admin service on `listen`.
+pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, StartError> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let app = router(store);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tracing::info!(listen = %addr, "admin service listening");
+    Ok(RunningAdmin { addr, stop_tx, task })
+}
+
+async fn ready(State(store): State<Store>) -> impl IntoResponse {
+    match store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready: store reachable\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n"),
+    }
+}
+
+async fn status(State(store): State<Store>) -> impl IntoResponse {
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    match store.live_instances(since).await {
+        Ok(gateways) => (StatusCode::OK, Json(serde_json::json!({ "gateways": gateways }))).into_response(),
+        Err(e) => {
+            tracing::warn!(error.kind = e.kind(), "status query failed");
+            let body = serde_json::json!({"error": {"code": "store_unavailable", "message": "the store is unreachable"}});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}

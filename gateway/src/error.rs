@@ -1,0 +1,131 @@
+//! Errors the gateway answers itself, in Google's error format so the SDKs raise their usual
+//! exceptions: `{"error":{"code":401,"message":"…","status":"UNAUTHENTICATED"}}`.
+//! Messages never carry a key, a prompt or internal detail.
+
+use bytes::Bytes;
+
+/// Every response the gateway makes up instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// No gateway key anywhere the SDKs put one.
+    #[error("missing API key: send a Tollgate key (tg_…) in x-goog-api-key, ?key= or Authorization: Bearer")]
+    MissingKey,
+    /// A key that is not ours or not known.
+    #[error("API key not valid. Please pass a valid Tollgate API key.")]
+    UnknownKey,
+    /// A key that was revoked.
+    #[error("API key revoked. Please ask your administrator for a new Tollgate API key.")]
+    RevokedKey,
+    /// `x-tollgate-org` without a service key.
+    #[error("x-tollgate-org may only be sent with a service key")]
+    OrgHeaderNotAllowed,
+    /// `x-tollgate-org` names no organization.
+    #[error("unknown organization {0:?} in x-tollgate-org")]
+    UnknownOrg(String),
+    /// A feature flag of the org is off.
+    #[error("the {feature} feature is not enabled for this organization")]
+    FeatureDisabled {
+        /// The flag that is off.
+        feature: &'static str,
+    },
+    /// The path is not a Google API path we route.
+    #[error("no route for {0}: Tollgate serves the Gemini API (/v1beta/…, /v1/…) and Vertex AI (/v1/projects/…, /v1beta1/…) paths")]
+    NoRoute(String),
+    /// No credential is configured for the provider.
+    #[error("Tollgate has no credential for the {provider} provider; the operator must set {env}")]
+    NoCredential {
+        /// `gemini` or `vertex`.
+        provider: &'static str,
+        /// The variable to set.
+        env: String,
+    },
+    /// The upstream could not be reached.
+    #[error("the upstream {provider} API could not be reached")]
+    UpstreamUnreachable {
+        /// `gemini` or `vertex`.
+        provider: &'static str,
+    },
+    /// The upstream did not answer in time.
+    #[error("the upstream {provider} API did not answer in time")]
+    UpstreamTimeout {
+        /// `gemini` or `vertex`.
+        provider: &'static str,
+    },
+    /// Anything else that went wrong inside the gateway.
+    #[error("internal error in the gateway")]
+    Internal,
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::RevokedKey => 401,
+            GatewayError::OrgHeaderNotAllowed | GatewayError::FeatureDisabled { .. } => 403,
+            GatewayError::UnknownOrg(_) => 400,
+            GatewayError::NoRoute(_) => 404,
+            GatewayError::NoCredential { .. } => 503,
+            GatewayError::UpstreamUnreachable { .. } => 502,
+            GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// Google's status string for the code.
+    pub fn google_status(&self) -> &'static str {
+        match self.status() {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            502 | 503 => "UNAVAILABLE",
+            504 => "DEADLINE_EXCEEDED",
+            _ => "INTERNAL",
+        }
+    }
+
+    /// A short static name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::MissingKey => "missing_key",
+            GatewayError::UnknownKey => "unknown_key",
+            GatewayError::RevokedKey => "revoked_key",
+            GatewayError::OrgHeaderNotAllowed => "org_header_not_allowed",
+            GatewayError::UnknownOrg(_) => "unknown_org",
+            GatewayError::FeatureDisabled { .. } => "feature_disabled",
+            GatewayError::NoRoute(_) => "no_route",
+            GatewayError::NoCredential { .. } => "no_credential",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::Internal => "internal",
+        }
+    }
+
+    /// The JSON body, as Google writes it.
+    pub fn body(&self) -> Bytes {
+        google_error_body(self.status(), &self.to_string(), self.google_status())
+    }
+}
+
+/// Builds `{"error":{"code":…,"message":…,"status":…}}`.
+pub fn google_error_body(code: u16, message: &str, status: &str) -> Bytes {
+    let v = serde_json::json!({ "error": { "code": code, "message": message, "status": status } });
+    Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_googles_format() {
+        let e = GatewayError::FeatureDisabled { feature: "video_generation" };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], 403);
+        assert_eq!(v["error"]["status"], "PERMISSION_DENIED");
+        assert!(v["error"]["message"].as_str().unwrap().contains("video_generation"));
+        assert_eq!(GatewayError::UpstreamTimeout { provider: "gemini" }.google_status(), "DEADLINE_EXCEEDED");
+        assert_eq!(GatewayError::UnknownKey.status(), 401);
+    }
+}

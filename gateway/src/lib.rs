@@ -1,0 +1,20 @@
+//! Tollgate's gateway: a pingora reverse proxy for Google's generative AI APIs that identifies
+//! the organization behind each request, checks its feature flags, swaps the gateway key for the
+//! provider credential and forwards the request unchanged to the Gemini API or Vertex AI.
+//!
+//! The request path does no database or file I/O and holds no lock across an await: keys, orgs
+//! and flags come from an in-memory snapshot refreshed in the background ([`snapshot`]). This
+//! crate writes no SQL; it talks to the store only through the `store` crate, off the hot path.
+
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod settings;
+pub mod snapshot;
+pub mod upstream;
+
+pub use server::{start, RunningGateway, StartError, Stop};
+pub use settings::{Credential, GatewaySettings, UpstreamSettings};

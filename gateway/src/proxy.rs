@@ -1,0 +1,260 @@
+//! The pingora `ProxyHttp` implementation. Hooks stay thin: they call into `route`, `identity`,
+//! `upstream` and `error`, keep per-request state in [`Ctx`], and never do I/O besides the
+//! upstream (no database, no files, no lock held across an await).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dashmap::DashMap;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::error::GatewayError;
+use crate::identity::{self, Identity};
+use crate::metrics::{status_class, Metrics};
+use crate::route::{self, Operation, Provider, Route};
+use crate::snapshot::LiveConfig;
+use crate::upstream::{self, Upstream};
+
+/// The request id header, kept if the client sent one.
+pub const REQUEST_ID: &str = "x-request-id";
+const UPLOAD_URL: &str = "x-goog-upload-url";
+/// Upload sessions older than this are forgotten.
+pub const UPLOAD_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Shared state of the proxy.
+pub struct Proxy {
+    /// Keys, orgs, flags.
+    pub live: Arc<LiveConfig>,
+    /// The Developer API upstream.
+    pub gemini: Arc<Upstream>,
+    /// The Vertex upstream.
+    pub vertex: Arc<Upstream>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Resumable uploads in progress: Google's upload id → who started it (the SDKs send the
+    /// chunks without an API key).
+    pub uploads: Arc<DashMap<String, (Identity, Instant)>>,
+    /// Public base URL for rewritten upload URLs.
+    pub public_url: Option<url::Url>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+    route: Option<Route>,
+    identity: Option<Identity>,
+    refused: Option<GatewayError>,
+    upstream_started: Option<Instant>,
+    upstream_header_ms: Option<u64>,
+}
+
+impl Proxy {
+    fn upstream(&self, p: Provider) -> &Upstream {
+        match p {
+            Provider::Gemini => &self.gemini,
+            Provider::Vertex => &self.vertex,
+        }
+    }
+
+    /// Decides whether a request may go upstream; the error says why not.
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let route = route::classify(req.method.as_str(), path).map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
+        let snap = self.live.load();
+        let identity = match self.upload_identity(&route, req) {
+            Some(id) => id,
+            None => identity::identify(&snap, &req.headers, req.uri.query()).inspect_err(|e| {
+                self.metrics.auth_failures.with_label_values(&[e.kind()]).inc();
+            })?,
+        };
+        let org_id = identity.org_id;
+        ctx.identity = Some(identity);
+        for f in route.required_features() {
+            if !snap.feature_enabled(org_id, f) {
+                self.metrics.feature_refusals.with_label_values(&[f.as_str()]).inc();
+                return Err(GatewayError::FeatureDisabled { feature: f.as_str() });
+            }
+        }
+        let up = self.upstream(route.provider);
+        if up.credential.is_none() {
+            return Err(GatewayError::NoCredential { provider: route.provider.as_str(), env: up.credential_env.clone() });
+        }
+        ctx.route = Some(route);
+        Ok(())
+    }
+
+    /// Chunks of a resumable upload carry no key; the upload id Google issued identifies them.
+    fn upload_identity(&self, route: &Route, req: &RequestHeader) -> Option<Identity> {
+        if route.operation != Operation::Upload || identity::presented_key(&req.headers, req.uri.query()).is_some() {
+            return None;
+        }
+        let id = upstream::upload_id(req.uri.query()?)?;
+        let entry = self.uploads.get(id)?;
+        (entry.1.elapsed() < UPLOAD_SESSION_TTL).then(|| entry.0.clone())
+    }
+
+    fn public_base(&self, req: &RequestHeader) -> Option<url::Url> {
+        if let Some(u) = &self.public_url {
+            return Some(u.clone());
+        }
+        let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
+        url::Url::parse(&format!("http://{host}")).ok()
+    }
+
+    /// Drops upload sessions past their lifetime (called from a background task).
+    pub fn prune_uploads(&self) {
+        self.uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_SESSION_TTL);
+    }
+}
+
+/// Writes a complete gateway-made response and keeps the client connection reusable.
+async fn respond(session: &mut Session, status: u16, body: Bytes, request_id: &str, extra: &[(&'static str, String)]) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "application/json; charset=UTF-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header(REQUEST_ID, request_id)?;
+    for (k, v) in extra {
+        resp.insert_header(*k, v.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+fn request_id(req: &RequestHeader) -> String {
+    let given = req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::trim);
+    match given {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+fn upstream_error(e: &Error, provider: &'static str) -> GatewayError {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout => {
+            GatewayError::UpstreamTimeout { provider }
+        }
+        _ => GatewayError::UpstreamUnreachable { provider },
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            route: None,
+            identity: None,
+            refused: None,
+            upstream_started: None,
+            upstream_header_ms: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = request_id(session.req_header());
+        let Err(e) = self.admit(session, ctx) else {
+            return Ok(false);
+        };
+        respond(session, e.status(), e.body(), &ctx.request_id, &[]).await?;
+        ctx.refused = Some(e);
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        self.upstream(provider)
+            .peer()
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream address not resolved yet"))
+    }
+
+    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
+        self.upstream(provider).rewrite_request(req)
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(t) = ctx.upstream_started {
+            ctx.upstream_header_ms = Some(t.elapsed().as_millis() as u64);
+        }
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let Some(google_url) = resp.headers.get(UPLOAD_URL).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+            return Ok(());
+        };
+        let Some(base) = self.public_base(session.req_header()) else {
+            return Ok(());
+        };
+        if let Some(ours) = upstream::rewrite_upload_url(&google_url, &base) {
+            if let (Some(id), Some(identity)) = (url::Url::parse(&ours).ok().and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)), &ctx.identity) {
+                self.uploads.insert(id, (identity.clone(), Instant::now()));
+            }
+            resp.insert_header(UPLOAD_URL, ours)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let provider = ctx.route.as_ref().map_or("gemini", |r| r.provider.as_str());
+        let error = match e.esource() {
+            ErrorSource::Downstream => {
+                // The client went away or sent garbage: nobody to answer.
+                let code = match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                };
+                return FailToProxy { error_code: code, can_reuse_downstream: false };
+            }
+            ErrorSource::Upstream => upstream_error(e, provider),
+            _ => GatewayError::Internal,
+        };
+        self.metrics.upstream_errors.with_label_values(&[provider, error.kind()]).inc();
+        let code = error.status();
+        if session.response_written().is_none() {
+            if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await {
+                tracing::debug!(error = %write_err, "cannot send the error response");
+            }
+        }
+        ctx.refused = Some(error);
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let (provider, operation, model) = match &ctx.route {
+            Some(r) => (r.provider.as_str(), r.operation.as_str(), r.model.as_deref().unwrap_or("")),
+            None => ("none", "none", ""),
+        };
+        self.metrics.requests.with_label_values(&[provider, operation, status_class(status)]).inc();
+        let id = ctx.identity.as_ref();
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            org = id.map_or("", |i| &*i.org_name),
+            key.prefix = id.map_or("", |i| &*i.key_prefix),
+            provider,
+            model,
+            operation,
+            status,
+            refused = ctx.refused.as_ref().map_or("", |e| e.kind()),
+            upstream_ms = ctx.upstream_header_ms,
+            total_ms = ctx.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        // pingora's default prints the whole URI, `?key=` included; the path is enough.
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+}

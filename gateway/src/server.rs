@@ -1,0 +1,235 @@
+//! Starting and stopping a gateway: the pingora proxy on its own thread (pingora builds its own
+//! runtimes and must not run inside ours), and on the caller's tokio runtime the background work
+//! (live-config refresh, DNS, upload-session pruning) and the metrics listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use dashmap::DashMap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::route::Provider;
+use crate::settings::GatewaySettings;
+use crate::snapshot::LiveConfig;
+use crate::upstream::Upstream;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address is taken or not ours.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics registry rejected a declaration (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The proxy thread could not be started or did not come up.
+    #[error("the proxy did not start: {0}")]
+    Proxy(String),
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, let in-flight requests finish (up to the grace period).
+    Graceful,
+    /// Stop now.
+    Fast,
+}
+
+struct ChannelSignal(watch::Receiver<Option<Stop>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        let stop = match rx.wait_for(Option::is_some).await {
+            Ok(v) => *v,
+            Err(_) => Some(Stop::Fast), // the handle was dropped
+        };
+        match stop {
+            Some(Stop::Graceful) => ShutdownSignal::GracefulTerminate,
+            _ => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    /// The proxy's address.
+    pub addr: SocketAddr,
+    /// The metrics listener's address.
+    pub metrics_addr: SocketAddr,
+    /// Its metrics (tests read them directly).
+    pub metrics: Arc<Metrics>,
+    /// Its live configuration.
+    pub live: Arc<LiveConfig>,
+    stop_tx: watch::Sender<Option<Stop>>,
+    proxy_thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Stops the proxy and the background tasks and waits for the proxy thread.
+    pub async fn stop(mut self, how: Stop) {
+        let _ = self.stop_tx.send(Some(how));
+        if let Some(t) = self.proxy_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        let _ = self.stop_tx.send(Some(Stop::Fast));
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts a gateway: loads the live configuration, resolves the upstreams, opens the metrics
+/// listener, and starts the proxy. Returns once the proxy accepts connections. Must be called on
+/// a multi-thread tokio runtime that outlives the gateway (the background tasks run on it).
+pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGateway, StartError> {
+    // Fail with a clear message rather than a pingora panic when the port is taken.
+    std::net::TcpListener::bind(settings.listen)
+        .map_err(|source| StartError::Listen { what: "gateway", addr: settings.listen, source })?;
+    let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|source| StartError::Listen { what: "metrics", addr: settings.metrics_listen, source })?;
+    let metrics_addr = metrics_listener.local_addr().unwrap_or(settings.metrics_listen);
+
+    let metrics = Arc::new(Metrics::new()?);
+    let live = Arc::new(LiveConfig::new());
+    if !live.refresh(&store).await {
+        tracing::error!("cannot load keys from the store; every request is refused until it can (retrying in the background)");
+    }
+    metrics.keys_loaded.set(live.load().key_count() as i64);
+    let gemini = Arc::new(Upstream::new(Provider::Gemini, &settings.gemini, &settings));
+    let vertex = Arc::new(Upstream::new(Provider::Vertex, &settings.vertex, &settings));
+    for up in [&gemini, &vertex] {
+        up.resolve().await;
+        if up.credential.is_none() {
+            tracing::warn!(provider = up.provider.as_str(), env = %up.credential_env, "no provider credential: requests to this provider get 503 until it is set");
+        }
+    }
+    let proxy = Proxy {
+        live: live.clone(),
+        gemini: gemini.clone(),
+        vertex: vertex.clone(),
+        metrics: metrics.clone(),
+        uploads: Arc::new(DashMap::new()),
+        public_url: settings.public_url.clone(),
+    };
+    let uploads = proxy.uploads.clone();
+
+    let mut tasks = Vec::new();
+    {
+        let (live, store, metrics, every) = (live.clone(), store.clone(), metrics.clone(), settings.refresh_interval);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                live.refresh(&store).await;
+                metrics.keys_loaded.set(live.load().key_count() as i64);
+                uploads.retain(|_, (_, at)| at.elapsed() < crate::proxy::UPLOAD_SESSION_TTL);
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(gemini.resolve_loop(Duration::from_secs(60))));
+    tasks.push(tokio::spawn(vertex.resolve_loop(Duration::from_secs(60))));
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(HealthState { metrics: metrics.clone(), live: live.clone() });
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, app).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    }));
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let server = build_server(&settings, proxy);
+    let proxy_thread = std::thread::Builder::new()
+        .name("tollgate-proxy".into())
+        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(ChannelSignal(stop_rx)) }))
+        .map_err(|e| StartError::Proxy(e.to_string()))?;
+    let running = RunningGateway {
+        addr: settings.listen,
+        metrics_addr,
+        metrics,
+        live,
+        stop_tx,
+        proxy_thread: Some(proxy_thread),
+        tasks,
+    };
+    wait_listening(settings.listen).await.map_err(StartError::Proxy)?;
+    tracing::info!(listen = %settings.listen, metrics = %metrics_addr, "gateway listening");
+    Ok(running)
+}
+
+fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
+    let conf = ServerConf {
+        threads: settings.threads.max(1),
+        grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "tollgate proxy");
+    service.add_tcp(&settings.listen.to_string());
+    server.add_service(service);
+    server
+}
+
+async fn wait_listening(addr: SocketAddr) -> Result<(), String> {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("nothing listens on {addr} after 5 s"))
+}
+
+#[derive(Clone)]
+struct HealthState {
+    metrics: Arc<Metrics>,
+    live: Arc<LiveConfig>,
+}
+
+async fn metrics_handler(State(s): State<HealthState>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
+    match s.live.age() {
+        Some(age) => (StatusCode::OK, format!("ready: live config refreshed {} ms ago\n", age.as_millis())),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: keys not loaded from the store yet\n".to_owned()),
+    }
+}

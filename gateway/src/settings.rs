@@ -1,0 +1,61 @@
+//! The gateway's resolved settings: what the binary's configuration validates into. No parsing
+//! or environment reads here; the caller hands over finished values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How Tollgate authenticates to a provider.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Sent as `x-goog-api-key`.
+    ApiKey(String),
+    /// Sent as `Authorization: Bearer`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::ApiKey(_) => "ApiKey(<redacted>)",
+            Credential::Bearer(_) => "Bearer(<redacted>)",
+        })
+    }
+}
+
+/// One Google surface's upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `https://host[:port][/prefix]` or `http://…` (tests).
+    pub base_url: url::Url,
+    /// The provider credential; `None` answers 503 naming `credential_env`.
+    pub credential: Option<Credential>,
+    /// The environment variable the credential should come from.
+    pub credential_env: String,
+}
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Metrics and health listener.
+    pub metrics_listen: SocketAddr,
+    /// Proxy worker threads (0 = one per core).
+    pub threads: usize,
+    /// The Gemini Developer API.
+    pub gemini: UpstreamSettings,
+    /// Vertex AI.
+    pub vertex: UpstreamSettings,
+    /// Connect timeout to an upstream.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading from an upstream.
+    pub read_timeout: Duration,
+    /// Pooled upstream connections idle longer than this are closed.
+    pub idle_timeout: Duration,
+    /// How often keys, orgs and flags are reloaded from the store.
+    pub refresh_interval: Duration,
+    /// On graceful shutdown, how long in-flight requests may take.
+    pub shutdown_grace: Duration,
+    /// Public base URL for rewritten upload URLs; `None` = from each request's `Host`.
+    pub public_url: Option<url::Url>,
+}

@@ -1,0 +1,237 @@
+//! Upstream choice and request rewriting: which Google host a request goes to, the peer to
+//! connect to (DNS resolved off the request path, since `HttpPeer::new` would block), and the
+//! header and path changes that swap the gateway key for the provider credential.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::route::Provider;
+use crate::settings::{Credential, GatewaySettings, UpstreamSettings};
+
+/// One upstream: its address (re-resolved in the background) and what to send it.
+pub struct Upstream {
+    /// Which surface.
+    pub provider: Provider,
+    host: String,
+    port: u16,
+    tls: bool,
+    /// `Host` header value (`host` or `host:port`).
+    pub authority: String,
+    /// A path prefix from the base URL, without the trailing slash ("" for none).
+    pub base_path: String,
+    /// The credential, if configured.
+    pub credential: Option<Credential>,
+    /// Where the credential should come from (for the 503 message).
+    pub credential_env: String,
+    peer: ArcSwapOption<HttpPeer>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds an upstream from settings; call [`Upstream::resolve`] before serving.
+    pub fn new(provider: Provider, s: &UpstreamSettings, g: &GatewaySettings) -> Upstream {
+        let url = &s.base_url;
+        let tls = url.scheme() == "https";
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let authority = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        Upstream {
+            provider,
+            host,
+            port,
+            tls,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            credential: s.credential.clone(),
+            credential_env: s.credential_env.clone(),
+            peer: ArcSwapOption::empty(),
+            connect_timeout: g.connect_timeout,
+            read_timeout: g.read_timeout,
+            idle_timeout: g.idle_timeout,
+        }
+    }
+
+    /// Resolves the host and installs a fresh peer template. Returns false when resolution failed
+    /// (the previous peer, if any, stays in use).
+    pub async fn resolve(&self) -> bool {
+        let addr = match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(e) => {
+                tracing::warn!(provider = self.provider.as_str(), host = %self.host, error = %e, "cannot resolve upstream host");
+                None
+            }
+        };
+        let Some(addr) = addr else { return false };
+        self.peer.store(Some(Arc::new(self.make_peer(addr))));
+        true
+    }
+
+    fn make_peer(&self, addr: SocketAddr) -> HttpPeer {
+        let sni = if self.tls { self.host.clone() } else { String::new() };
+        let mut peer = HttpPeer::new(addr, self.tls, sni);
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout + Duration::from_secs(5));
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+        peer
+    }
+
+    /// A peer for one request (a clone of the template), or `None` before the first resolution.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        self.peer.load().as_deref().map(|p| Box::new(p.clone()))
+    }
+
+    /// Re-resolves every `every` (DNS answers change; Google rotates addresses).
+    pub async fn resolve_loop(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.resolve().await;
+        }
+    }
+
+    /// Rewrites the request about to go upstream: path (base prefix, `key` parameter removed),
+    /// `Host`, credentials, and no `x-tollgate-*` headers.
+    pub fn rewrite_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        let uri = &req.uri;
+        let path = uri.path();
+        let query = uri.query().map(strip_key_param).filter(|q| !q.is_empty());
+        let mut target = String::with_capacity(self.base_path.len() + path.len() + 64);
+        target.push_str(&self.base_path);
+        target.push_str(path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(&q);
+        }
+        if target != uri.to_string() {
+            let new_uri = target.parse::<http::Uri>().map_err(|e| {
+                pingora::Error::because(pingora::ErrorType::InternalError, "rewriting the upstream path", e)
+            })?;
+            req.set_uri(new_uri);
+        }
+        req.remove_header("x-goog-api-key");
+        req.remove_header(&http::header::AUTHORIZATION);
+        let tollgate: Vec<http::HeaderName> =
+            req.headers.keys().filter(|k| k.as_str().starts_with("x-tollgate-")).cloned().collect();
+        for name in tollgate {
+            req.remove_header(&name);
+        }
+        match &self.credential {
+            Some(Credential::ApiKey(k)) => req.insert_header("x-goog-api-key", k.as_str())?,
+            Some(Credential::Bearer(t)) => req.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?,
+            None => {}
+        }
+        req.insert_header(http::header::HOST, self.authority.as_str())?;
+        Ok(())
+    }
+}
+
+/// A query string without its `key=` parameters.
+pub fn strip_key_param(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("key=") && *p != "key")
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Points an `X-Goog-Upload-URL` at the gateway: same path and query, the gateway's origin.
+pub fn rewrite_upload_url(value: &str, public_base: &url::Url) -> Option<String> {
+    let upstream = url::Url::parse(value).ok()?;
+    let mut out = public_base.clone();
+    let prefix = public_base.path().trim_end_matches('/');
+    out.set_path(&format!("{prefix}{}", upstream.path()));
+    out.set_query(upstream.query());
+    Some(out.to_string())
+}
+
+/// The upload session id of a resumable-upload URL's query.
+pub fn upload_id(query: &str) -> Option<&str> {
+    query.split('&').find_map(|p| p.strip_prefix("upload_id=")).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parameters_are_stripped_and_others_kept() {
+        assert_eq!(strip_key_param("key=tg_x&alt=sse"), "alt=sse");
+        assert_eq!(strip_key_param("alt=sse&key=tg_x"), "alt=sse");
+        assert_eq!(strip_key_param("key=tg_x"), "");
+        assert_eq!(strip_key_param("pageSize=5&monkey=1"), "pageSize=5&monkey=1");
+    }
+
+    #[test]
+    fn upload_urls_point_at_the_gateway() {
+        let base = url::Url::parse("http://127.0.0.1:8080").unwrap();
+        let google = "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable";
+        assert_eq!(
+            rewrite_upload_url(google, &base).unwrap(),
+            "http://127.0.0.1:8080/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable"
+        );
+        assert_eq!(upload_id("upload_id=ABC&upload_protocol=resumable"), Some("ABC"));
+        assert_eq!(upload_id("upload_protocol=resumable"), None);
+    }
+
+    fn gs(base: &str) -> (UpstreamSettings, GatewaySettings) {
+        let u = UpstreamSettings {
+            base_url: url::Url::parse(base).unwrap(),
+            credential: Some(Credential::ApiKey("AIzaProvider".into())),
+            credential_env: "GEMINI_API_KEY".into(),
+        };
+        let g = GatewaySettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            threads: 1,
+            gemini: u.clone(),
+            vertex: u.clone(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+            public_url: None,
+        };
+        (u, g)
+    }
+
+    #[test]
+    fn the_gateway_key_is_swapped_for_the_provider_key() {
+        let (u, g) = gs("https://generativelanguage.googleapis.com");
+        let up = Upstream::new(Provider::Gemini, &u, &g);
+        let mut req = RequestHeader::build("POST", b"/v1beta/models/m:streamGenerateContent?key=tg_secret&alt=sse", None).unwrap();
+        req.insert_header("x-goog-api-key", "tg_secret").unwrap();
+        req.insert_header("authorization", "Bearer tg_secret").unwrap();
+        req.insert_header("x-tollgate-org", "acme").unwrap();
+        req.insert_header("x-tollgate-user", "u1").unwrap();
+        req.insert_header("host", "127.0.0.1:8080").unwrap();
+        up.rewrite_request(&mut req).unwrap();
+        assert_eq!(req.uri.to_string(), "/v1beta/models/m:streamGenerateContent?alt=sse");
+        assert_eq!(req.headers.get("x-goog-api-key").unwrap(), "AIzaProvider");
+        assert!(req.headers.get("authorization").is_none());
+        assert!(req.headers.keys().all(|k| !k.as_str().starts_with("x-tollgate-")));
+        assert_eq!(req.headers.get("host").unwrap(), "generativelanguage.googleapis.com");
+    }
+
+    #[test]
+    fn base_paths_and_ports_are_kept() {
+        let (u, g) = gs("http://127.0.0.1:9000/google/");
+        let up = Upstream::new(Provider::Vertex, &u, &g);
+        assert_eq!((up.authority.as_str(), up.base_path.as_str(), up.port, up.tls), ("127.0.0.1:9000", "/google", 9000, false));
+        let mut req = RequestHeader::build("GET", b"/v1beta/models", None).unwrap();
+        up.rewrite_request(&mut req).unwrap();
+        assert_eq!(req.uri.to_string(), "/google/v1beta/models");
+    }
+}

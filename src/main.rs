@@ -1,0 +1,17 @@
+//! The `tollgate` binary: parse the command line and run it. Errors become one line on stderr
+//! and a non-zero exit status.
+
+fn main() -> std::process::ExitCode {
+    match tollgate::cli::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Wiring for `serve`, `gateway` and `admin`: one tokio runtime for the store, the admin service
+//! and the gateway's background work; the pingora proxy on its own thread; shutdown on Ctrl-C
+//! (fast) or SIGTERM (graceful).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use store::Store;
+
+use crate::config::{redact_url, Credential, ProviderSettings, Settings};
+
+/// Which services a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    /// The proxy and its metrics listener.
+    pub gateway: bool,
+    /// The admin service.
+    pub admin: bool,
+}
+
+impl Services {
+    /// `tollgate serve`
+    pub const ALL: Services = Services { gateway: true, admin: true };
+    /// `tollgate gateway`
+    pub const GATEWAY: Services = Services { gateway: true, admin: false };
+    /// `tollgate admin`
+    pub const ADMIN: Services = Services { gateway: false, admin: true };
+}
+
+/// Services started in this process.
+pub struct Running {
+    /// The gateway, when started.
+    pub gateway: Option<gateway::RunningGateway>,
+    /// The admin service, when started.
+    pub admin: Option<admin::RunningAdmin>,
+    /// The store they share.
+    pub store: Store,
+}
+
+impl Running {
+    /// Stops everything: the proxy first (so no new requests), then the admin service.
+    pub async fn stop(self, how: gateway::Stop) {
+        if let Some(g) = self.gateway {
+            g.stop(how).await;
+        }
+        if let Some(a) = self.admin {
+            a.stop().await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// The gateway's settings from the validated configuration.
+pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
+    let g = &s.raw.gateway;
+    let upstream = |p: &ProviderSettings| gateway::UpstreamSettings {
+        base_url: p.base_url.clone(),
+        credential: p.credential.as_ref().map(|c| match c {
+            Credential::ApiKey(k) => gateway::Credential::ApiKey(k.clone()),
+            Credential::Bearer(t) => gateway::Credential::Bearer(t.clone()),
+        }),
+        credential_env: p.credential_env.clone(),
+    };
+    gateway::GatewaySettings {
+        listen: s.gateway_listen,
+        metrics_listen: s.metrics_listen,
+        threads: g.threads,
+        gemini: upstream(&s.gemini),
+        vertex: upstream(&s.vertex),
+        connect_timeout: Duration::from_millis(g.upstream_connect_timeout_ms),
+        read_timeout: Duration::from_millis(g.upstream_read_timeout_ms),
+        idle_timeout: Duration::from_millis(g.upstream_idle_timeout_ms),
+        refresh_interval: Duration::from_secs(g.refresh_secs),
+        shutdown_grace: Duration::from_secs(g.shutdown_grace_secs),
+        public_url: (!g.public_url.is_empty()).then(|| url::Url::parse(&g.public_url).ok()).flatten(),
+    }
+}
+
+/// Opens the store, applies migrations and starts the requested services. Call on a
+/// multi-thread runtime that outlives the services.
+pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Running> {
+    let store = Store::connect(&settings.database_url, &settings.connect)
+        .await
+        .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;
+    store.migrate().await.context("cannot apply migrations")?;
+    let admin = match services.admin {
+        true => Some(admin::start(settings.admin_listen, store.clone()).await?),
+        false => None,
+    };
+    let gateway = match services.gateway {
+        true => Some(gateway::start(gateway_settings(settings), store.clone()).await?),
+        false => None,
+    };
+    Ok(Running { gateway, admin, store })
+}
+
+/// Runs services until Ctrl-C (fast stop) or SIGTERM (graceful stop).
+pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
+    init_logging(&settings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tollgate-bg")
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let running = start(&settings, services).await?;
+        tracing::info!(database = %redact_url(&settings.database_url), "tollgate started; Ctrl-C or SIGTERM stops it");
+        let how = wait_for_signal().await?;
+        tracing::info!(how = ?how, "stopping");
+        running.stop(how).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<gateway::Stop> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r?; Ok(gateway::Stop::Fast) }
+        _ = term.recv() => Ok(gateway::Stop::Graceful),
+    }
+}
+
+/// Logs to stderr, text or JSON, level from `RUST_LOG` or the config (pingora kept at warn).
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let log = &settings.raw.log;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v)?,
+        _ => tracing_subscriber::EnvFilter::try_new(format!("{},pingora_core=warn,pingora_proxy=warn", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
