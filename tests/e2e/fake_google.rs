@@ -1,0 +1,353 @@
+//! A fake Google upstream on 127.0.0.1:0 speaking both surfaces' wire format: JSON answers with
+//! `usageMetadata`, SSE and JSON-array streams (optionally slow, or cut off), Imagen predictions,
+//! Veo long-running operations and their polling, resumable uploads, model listing, and errors.
+//! It logs every request and records any that carried something only the gateway should see.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+/// The provider key the gateway must present.
+pub const PROVIDER_KEY: &str = "AIzaFakeProviderKey0123456789";
+/// A 1×1 PNG, base64.
+pub const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    violations: Vec<String>,
+}
+
+/// A running fake.
+#[derive(Clone)]
+pub struct FakeGoogle {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    /// When set, requests must carry this key (the gateway's provider key).
+    expect_provider_key: bool,
+}
+
+impl FakeGoogle {
+    /// Starts a fake that asserts every request carries the provider key and nothing of ours.
+    pub async fn start() -> FakeGoogle {
+        Self::start_with(true).await
+    }
+
+    pub async fn start_with(expect_provider_key: bool) -> FakeGoogle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = FakeGoogle { addr, inner: Arc::default(), expect_provider_key };
+        let app = axum::Router::new().fallback(handle).with_state(fake.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        fake
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    /// Requests that carried a gateway key, an `x-tollgate-*` header, a `key=` parameter, or
+    /// lacked the provider key.
+    pub fn violations(&self) -> Vec<String> {
+        self.inner.lock().unwrap().violations.clone()
+    }
+
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap) {
+        let call = Call {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or("").to_owned(),
+            headers: headers.clone(),
+        };
+        let mut v = Vec::new();
+        let what = format!("{} {}", call.method, call.path);
+        for (name, value) in headers {
+            let value = value.to_str().unwrap_or("");
+            if name.as_str().starts_with("x-tollgate-") {
+                v.push(format!("{what}: header {name} reached the upstream"));
+            }
+            if value.contains("tg_") {
+                v.push(format!("{what}: a gateway key reached the upstream in {name}"));
+            }
+        }
+        if call.query.split('&').any(|p| p.starts_with("key=")) {
+            v.push(format!("{what}: a key= query parameter reached the upstream"));
+        }
+        if self.expect_provider_key {
+            let provider = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
+            if provider != Some(PROVIDER_KEY) {
+                v.push(format!("{what}: the provider key was missing (x-goog-api-key = {provider:?})"));
+            }
+        }
+        let mut inner = self.inner.lock().unwrap();
+        inner.calls.push(call);
+        inner.violations.extend(v);
+    }
+}
+
+fn google_error(code: u16, status: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message, "status": status,
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "FAKE"}]}});
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn json_response(v: Value) -> Response {
+    Response::builder()
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Body::from(v.to_string()))
+        .unwrap()
+}
+
+fn first_text(body: &Value) -> String {
+    body.pointer("/contents/0/parts/0/text")
+        .or_else(|| body.pointer("/contents/0/parts/0/text"))
+        .and_then(Value::as_str)
+        .or_else(|| body.pointer("/contents").and_then(Value::as_str))
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn words(s: &str) -> i64 {
+    s.split_whitespace().count().max(1) as i64
+}
+
+/// A generateContent answer; `chunk` i of `n` for streams (cumulative usage on every chunk).
+fn gen_response(model: &str, prompt: &str, chunk: usize, n: usize) -> Value {
+    let prompt_tokens = words(prompt);
+    let candidates = 5 * (chunk as i64 + 1);
+    let mut candidate = json!({
+        "content": {"parts": [{"text": format!("chunk {chunk} of the answer to: {prompt}")}], "role": "model"},
+        "index": 0
+    });
+    if model.contains("-image") {
+        candidate["content"]["parts"] = json!([{"text": "here is your image"}, {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]);
+    }
+    if chunk + 1 == n {
+        candidate["finishReason"] = json!("STOP");
+    }
+    let mut usage = json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt_tokens + candidates + 7,
+        "thoughtsTokenCount": 7,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]
+    });
+    if model.contains("-image") {
+        usage["candidatesTokensDetails"] = json!([{"modality": "IMAGE", "tokenCount": 1290}]);
+    }
+    json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "fake-response-1"})
+}
+
+fn sse_events(model: &str, prompt: &str, n: usize) -> Vec<Bytes> {
+    (0..n).map(|i| Bytes::from(format!("data: {}\r\n\r\n", gen_response(model, prompt, i, n)))).collect()
+}
+
+/// A streamed body: the chunks, `gap` apart, optionally cut (connection reset) before the end.
+fn stream_body(chunks: Vec<Bytes>, gap: Duration, cut_after: Option<usize>) -> Body {
+    let stream = async_stream(chunks, gap, cut_after);
+    Body::from_stream(stream)
+}
+
+fn async_stream(chunks: Vec<Bytes>, gap: Duration, cut_after: Option<usize>) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        for (i, c) in chunks.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            if cut_after == Some(i) {
+                let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                return;
+            }
+            if tx.send(Ok(c)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn handle(State(fake): State<FakeGoogle>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, Infallible> {
+    fake.record(&method, &uri, &headers);
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or("").to_owned();
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok(route(&fake, &method, &path, &query, &headers, &req, body.len()).await)
+}
+
+async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, headers: &HeaderMap, req: &Value, body_len: usize) -> Response {
+    if path.starts_with("/upload/") {
+        return upload(fake, query, headers, body_len);
+    }
+    let vertex = path.starts_with("/v1beta1/") || path.contains("/publishers/");
+    // Operation polling (Developer API): GET /{v}/models/{m}/operations/{id}
+    if method == Method::GET && path.contains("/operations/") {
+        let name = path.splitn(3, '/').nth(2).unwrap_or("");
+        return json_response(veo_done(name, false));
+    }
+    if path.ends_with("/files") || path.contains("/files/") {
+        let id = path.rsplit('/').next().unwrap_or("f");
+        return json_response(file_json(id));
+    }
+    if method == Method::GET && (path.ends_with("/models") || !path.contains(':')) {
+        return models(path);
+    }
+    let Some((model_path, op)) = path.rsplit_once(':') else {
+        return google_error(404, "NOT_FOUND", "no such method");
+    };
+    let model = model_path.rsplit('/').next().unwrap_or("");
+    if let Some(code) = model.strip_prefix("error-") {
+        return match code {
+            "429" => google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+            "400" => google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
+            _ => google_error(500, "INTERNAL", "An internal error has occurred."),
+        };
+    }
+    if model.contains("slow-json") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let prompt = first_text(req);
+    match op {
+        "generateContent" => json_response(gen_response(model, &prompt, 0, 1)),
+        "streamGenerateContent" => stream(model, &prompt, query),
+        "countTokens" => json_response(json!({"totalTokens": words(&prompt) + 1,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": words(&prompt) + 1}]})),
+        "embedContent" => json_response(json!({"embedding": {"values": [0.25, -0.5, 0.125]}})),
+        "batchEmbedContents" => {
+            let n = req.get("requests").and_then(Value::as_array).map_or(1, Vec::len);
+            json_response(json!({"embeddings": vec![json!({"values": [0.25, -0.5, 0.125]}); n]}))
+        }
+        "predict" => imagen(model, req),
+        "predictLongRunning" => {
+            let count = req.pointer("/parameters/sampleCount").and_then(Value::as_i64).unwrap_or(1);
+            let name = if vertex {
+                format!("projects/test-project/locations/us-central1/publishers/google/models/{model}/operations/v{count}")
+            } else {
+                format!("models/{model}/operations/v{count}")
+            };
+            json_response(json!({"name": name}))
+        }
+        "fetchPredictOperation" => {
+            let name = req.get("operationName").and_then(Value::as_str).unwrap_or("");
+            json_response(veo_done(name, true))
+        }
+        _ => google_error(404, "NOT_FOUND", "unknown method"),
+    }
+}
+
+fn stream(model: &str, prompt: &str, query: &str) -> Response {
+    let sse = query.split('&').any(|p| p == "alt=sse");
+    let gap = if model.contains("slow") { Duration::from_millis(700) } else { Duration::from_millis(5) };
+    let cut = model.contains("cut").then_some(2);
+    let n = if model.contains("slow") { 3 } else { 4 };
+    if sse {
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("content-disposition", "attachment")
+            .body(stream_body(sse_events(model, prompt, n), gap, cut))
+            .unwrap();
+    }
+    // The JSON-array form: "[{…}\r\n,\r\n{…}\r\n]"
+    let mut chunks: Vec<Bytes> = (0..n)
+        .map(|i| {
+            let lead = if i == 0 { "[" } else { ",\r\n" };
+            Bytes::from(format!("{lead}{}\r\n", serde_json::to_string_pretty(&gen_response(model, prompt, i, n)).unwrap()))
+        })
+        .collect();
+    chunks.push(Bytes::from_static(b"]"));
+    Response::builder()
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(stream_body(chunks, gap, cut))
+        .unwrap()
+}
+
+fn imagen(model: &str, req: &Value) -> Response {
+    if model.contains("embedding") {
+        return json_response(json!({"metadata": {"billableCharacterCount": 10},
+            "predictions": [{"embeddings": {"statistics": {"token_count": 2, "truncated": false}, "values": [0.5, 0.25]}}]}));
+    }
+    let n = req.pointer("/parameters/sampleCount").and_then(Value::as_u64).unwrap_or(4);
+    let predictions: Vec<Value> = (0..n).map(|_| json!({"bytesBase64Encoded": PNG_B64, "mimeType": "image/png"})).collect();
+    json_response(json!({"predictions": predictions}))
+}
+
+fn veo_done(name: &str, vertex: bool) -> Value {
+    let count: usize = name.rsplit("/v").next().and_then(|c| c.parse().ok()).unwrap_or(1);
+    if vertex {
+        let videos: Vec<Value> = (0..count).map(|_| json!({"bytesBase64Encoded": "AAAAIGZ0eXBpc29t", "mimeType": "video/mp4"})).collect();
+        return json!({"name": name, "done": true, "response": {
+            "@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",
+            "raiMediaFilteredCount": 0, "videos": videos}});
+    }
+    let samples: Vec<Value> = (0..count)
+        .map(|i| json!({"video": {"uri": format!("https://generativelanguage.googleapis.com/v1beta/files/vid{i}:download?alt=media")}}))
+        .collect();
+    json!({"name": name, "done": true, "response": {
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
+        "generateVideoResponse": {"generatedSamples": samples}}})
+}
+
+fn file_json(id: &str) -> Value {
+    json!({"name": format!("files/{id}"), "displayName": "hello.txt", "mimeType": "text/plain", "sizeBytes": "11",
+        "createTime": "2026-11-28T00:00:00.000000Z", "updateTime": "2026-11-28T00:00:00.000000Z",
+        "expirationTime": "2026-11-30T00:00:00.000000Z", "sha256Hash": "ZmFrZQ==",
+        "uri": format!("https://generativelanguage.googleapis.com/v1beta/files/{id}"), "state": "ACTIVE", "source": "UPLOADED"})
+}
+
+fn upload(fake: &FakeGoogle, query: &str, headers: &HeaderMap, body_len: usize) -> Response {
+    let command = headers.get("x-goog-upload-command").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if command.contains("start") {
+        let url = format!("http://{}/upload/v1beta/files?upload_id=UPLOAD-abc123&upload_protocol=resumable", fake.addr);
+        return Response::builder()
+            .header("x-goog-upload-url", url)
+            .header("x-goog-upload-status", "active")
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(Body::from("{}"))
+            .unwrap();
+    }
+    if !query.contains("upload_id=UPLOAD-abc123") {
+        return google_error(404, "NOT_FOUND", "unknown upload");
+    }
+    let mut file = file_json("uploaded1");
+    file["sizeBytes"] = json!(body_len.to_string());
+    Response::builder()
+        .header("x-goog-upload-status", "final")
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Body::from(json!({"file": file}).to_string()))
+        .unwrap()
+}
+
+fn models(path: &str) -> Response {
+    let entry = |name: &str| json!({"name": format!("models/{name}"), "displayName": name, "inputTokenLimit": 1048576,
+        "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"]});
+    if path.ends_with("/models") {
+        return json_response(json!({"models": [entry("gemini-2.5-flash"), entry("gemini-2.5-pro")]}));
+    }
+    json_response(entry(path.rsplit('/').next().unwrap_or("")))
+}

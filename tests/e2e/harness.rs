@@ -1,0 +1,115 @@
+//! Starting a whole Tollgate in-process against the fake upstream, and small helpers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use store::{Feature, KeyKind, Store};
+use tollgate::config::Config;
+use tollgate::serve::{self, Running, Services};
+
+use crate::fake_google::{FakeGoogle, PROVIDER_KEY};
+
+/// A port that was free a moment ago (pingora needs a concrete port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Options for [`TestEnv::start`].
+pub struct Opts {
+    pub read_timeout_ms: u64,
+    pub extra_toml: String,
+    /// Point the gemini upstream here instead of the fake (e.g. a closed port).
+    pub gemini_url: Option<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { read_timeout_ms: 10_000, extra_toml: String::new(), gemini_url: None }
+    }
+}
+
+/// A running Tollgate with a fake Google behind it.
+pub struct TestEnv {
+    pub fake: FakeGoogle,
+    pub running: Option<Running>,
+    pub store: Store,
+    pub gateway_url: String,
+    pub metrics_url: String,
+    pub admin_url: String,
+    pub db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn start() -> TestEnv {
+        Self::start_with(Opts::default()).await
+    }
+
+    pub async fn start_with(opts: Opts) -> TestEnv {
+        let fake = FakeGoogle::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}/tollgate.db", dir.path().display());
+        let gateway_port = free_port();
+        let toml_text = format!(
+            "[database]\nurl = \"{db_url}\"\n\
+             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\n\
+             upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n{extra}",
+            rt = opts.read_timeout_ms,
+            g = opts.gemini_url.clone().unwrap_or_else(|| fake.base_url()),
+            v = fake.base_url(),
+            extra = opts.extra_toml,
+        );
+        let env: BTreeMap<String, String> =
+            [("GEMINI_API_KEY", PROVIDER_KEY), ("VERTEX_API_KEY", PROVIDER_KEY)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let settings = Config::from_toml_str(&toml_text, &env).unwrap().validate(&env).unwrap();
+        let running = serve::start(&settings, Services::ALL).await.unwrap();
+        let g = running.gateway.as_ref().unwrap();
+        TestEnv {
+            gateway_url: format!("http://{}", g.addr),
+            metrics_url: format!("http://{}", g.metrics_addr),
+            admin_url: format!("http://{}", running.admin.as_ref().unwrap().addr),
+            store: running.store.clone(),
+            running: Some(running),
+            fake,
+            db_url,
+            _dir: dir,
+        }
+    }
+
+    /// An org with every feature on, and an app key for it.
+    pub async fn org_with_key(&self, name: &str) -> (i64, String) {
+        let org = self.store.create_org(name, Feature::ALL).await.unwrap();
+        let (_, key) = self.store.create_key(org.id, KeyKind::App, "test", None).await.unwrap();
+        self.refresh().await;
+        (org.id, key)
+    }
+
+    /// Makes the gateway see the store's current keys and flags now (instead of within 1 s).
+    pub async fn refresh(&self) {
+        let g = self.running.as_ref().unwrap().gateway.as_ref().unwrap();
+        assert!(g.live.refresh(&self.store).await);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop(gateway::Stop::Fast).await;
+        }
+    }
+
+    /// Asserts the fake saw nothing it should not have.
+    pub fn assert_clean_upstream(&self) {
+        let v = self.fake.violations();
+        assert!(v.is_empty(), "the upstream received what only the gateway may see: {v:#?}");
+    }
+}
+
+/// The built `tollgate` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
