@@ -267,3 +267,27 @@ async fn a_key_revoked_with_the_cli_is_refused_within_5_seconds() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developer_api_imagen_and_veo_as_older_sdks_call_them() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    let calls: [(&str, &str, Value); 3] = [
+        ("POST", "/v1beta/models/imagen-4.0-generate-001:predict", json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 3}})),
+        ("POST", "/v1beta/models/veo-3.0-generate-001:predictLongRunning", json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2, "durationSeconds": 8}})),
+        ("GET", "/v1beta/models/veo-3.0-generate-001/operations/v2", Value::Null),
+    ];
+    for (method, path, body) in calls {
+        let send = |base: String, key: &str| {
+            let req = if method == "GET" { client().get(format!("{base}{path}")) } else { client().post(format!("{base}{path}")).json(&body) };
+            req.header("x-goog-api-key", key).send()
+        };
+        let via = send(env.gateway_url.clone(), &key).await.unwrap();
+        assert_eq!(via.status(), 200, "{path}");
+        let via = via.bytes().await.unwrap();
+        let direct = send(env.fake.base_url(), crate::fake_google::PROVIDER_KEY).await.unwrap().bytes().await.unwrap();
+        assert_eq!(via, direct, "{path}");
+    }
+    env.assert_clean_upstream();
+    env.stop().await;
+}

@@ -1,0 +1,37 @@
+# The two commands: `make run` (the gateway, admin and metrics with the embedded SQLite default)
+# and `make test` (the whole test suite). Both install what a fresh machine lacks first.
+
+SHELL := /bin/bash
+VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test prereqs sdk
+
+## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
+prereqs:
+	@command -v cmake >/dev/null 2>&1 || { \
+		echo "tollgate: installing cmake (needed to build pingora's zlib-ng)"; \
+		$(SUDO) apt-get install -y -q cmake >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q cmake >/dev/null; } \
+		|| { echo "tollgate: could not install cmake; install it and retry" >&2; exit 1; }; }
+	@command -v cargo >/dev/null 2>&1 || { echo "tollgate: cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+## Google's Python SDK for the end-to-end tests, in a local virtualenv.
+sdk: $(VENV)/.installed
+$(VENV)/.installed: tests/sdk/requirements.txt
+	@echo "tollgate: installing google-genai into $(VENV) for the SDK tests"
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/sdk/requirements.txt
+	@touch $@
+
+## Runs Tollgate: gateway on 127.0.0.1:8080, admin on :8081, metrics on :9464, SQLite in data/.
+run: prereqs
+	cargo run --release --locked -- serve
+
+## Runs every test: unit, store conformance (SQLite; PostgreSQL when TOLLGATE_TEST_POSTGRES is
+## set), CLI and gateway end-to-end, and Google's own SDK against the gateway.
+test: prereqs sdk
+	@if command -v cargo-nextest >/dev/null 2>&1; then \
+		TOLLGATE_TEST_REQUIRE_SDK=1 cargo nextest run --workspace --locked --no-fail-fast; \
+	else \
+		TOLLGATE_TEST_REQUIRE_SDK=1 cargo test --workspace --locked --no-fail-fast; \
+	fi
