@@ -234,7 +234,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Gateway => crate::serve::run(settings, crate::serve::Services::GATEWAY),
         Command::Admin => crate::serve::run(settings, crate::serve::Services::ADMIN),
         command => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(manage(&settings, command, cli.json))
         }
     }
@@ -243,7 +245,12 @@ pub fn run() -> anyhow::Result<()> {
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.database_url, &settings.connect)
         .await
-        .with_context(|| format!("cannot open database {}", crate::config::redact_url(&settings.database_url)))?;
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                crate::config::redact_url(&settings.database_url)
+            )
+        })?;
     store.migrate().await?;
     Ok(store)
 }
@@ -270,19 +277,31 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
 async fn org(store: &Store, settings: &Settings, c: OrgCmd, json: bool) -> anyhow::Result<()> {
     match c {
         OrgCmd::Create { name } => {
-            let org = store.create_org(&name, &settings.features_on).await.map_err(|e| match e {
-                store::StoreError::Conflict { .. } => anyhow!("an organization named {:?} already exists", name.trim()),
-                e => e.into(),
-            })?;
-            store.audit(ACTOR, "org.create", Some(org.id), &org.name, "").await?;
+            let org = store
+                .create_org(&name, &settings.features_on)
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::Conflict { .. } => {
+                        anyhow!("an organization named {:?} already exists", name.trim())
+                    }
+                    e => e.into(),
+                })?;
+            store
+                .audit(ACTOR, "org.create", Some(org.id), &org.name, "")
+                .await?;
             print_orgs(&[org], json)
         }
         OrgCmd::List => print_orgs(&store.list_orgs().await?, json),
         OrgCmd::Delete { org } => {
             let org = store.resolve_org(&org).await?;
             store.delete_org(org.id).await?;
-            store.audit(ACTOR, "org.delete", None, &org.name, "").await?;
-            done(json, &format!("deleted organization {} ({})", org.name, org.id))
+            store
+                .audit(ACTOR, "org.delete", None, &org.name, "")
+                .await?;
+            done(
+                json,
+                &format!("deleted organization {} ({})", org.name, org.id),
+            )
         }
     }
 }
@@ -291,7 +310,10 @@ fn print_orgs(orgs: &[store::Org], json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(orgs);
     }
-    let rows = orgs.iter().map(|o| vec![o.id.to_string(), o.name.clone(), o.created_at.to_rfc3339()]).collect::<Vec<_>>();
+    let rows = orgs
+        .iter()
+        .map(|o| vec![o.id.to_string(), o.name.clone(), o.created_at.to_rfc3339()])
+        .collect::<Vec<_>>();
     output::table(&["ID", "NAME", "CREATED"], &rows);
     Ok(())
 }
@@ -306,19 +328,42 @@ struct CreatedKey<'a> {
 
 async fn key(store: &Store, c: KeyCmd, json: bool) -> anyhow::Result<()> {
     match c {
-        KeyCmd::Create { org, service, name, user } => {
+        KeyCmd::Create {
+            org,
+            service,
+            name,
+            user,
+        } => {
             let org = store.resolve_org(&org).await?;
             let user_id = match user {
                 Some(u) => Some(store.resolve_user(&u).await?.id),
                 None => None,
             };
-            let kind = if service { KeyKind::Service } else { KeyKind::App };
+            let kind = if service {
+                KeyKind::Service
+            } else {
+                KeyKind::App
+            };
             let (row, secret) = store.create_key(org.id, kind, &name, user_id).await?;
-            store.audit(ACTOR, "key.create", Some(org.id), &row.id.to_string(), &format!("{{\"prefix\":\"{}\"}}", row.prefix)).await?;
+            store
+                .audit(
+                    ACTOR,
+                    "key.create",
+                    Some(org.id),
+                    &row.id.to_string(),
+                    &format!("{{\"prefix\":\"{}\"}}", row.prefix),
+                )
+                .await?;
             if json {
-                return output::json(&CreatedKey { key: &row, secret: &secret });
+                return output::json(&CreatedKey {
+                    key: &row,
+                    secret: &secret,
+                });
             }
-            output::line(&format!("created {kind} key {} for organization {}", row.id, org.name));
+            output::line(&format!(
+                "created {kind} key {} for organization {}",
+                row.id, org.name
+            ));
             output::line(&format!("key: {secret}"));
             output::line("store it now: it cannot be shown again");
             Ok(())
@@ -338,16 +383,24 @@ async fn key(store: &Store, c: KeyCmd, json: bool) -> anyhow::Result<()> {
                         format!("{}…", k.prefix),
                         k.name.clone(),
                         k.created_at.to_rfc3339(),
-                        k.revoked_at.map_or_else(|| "active".into(), |t| format!("revoked {}", t.to_rfc3339())),
+                        k.revoked_at.map_or_else(
+                            || "active".into(),
+                            |t| format!("revoked {}", t.to_rfc3339()),
+                        ),
                     ]
                 })
                 .collect::<Vec<_>>();
-            output::table(&["ID", "KIND", "PREFIX", "NAME", "CREATED", "STATUS"], &rows);
+            output::table(
+                &["ID", "KIND", "PREFIX", "NAME", "CREATED", "STATUS"],
+                &rows,
+            );
             Ok(())
         }
         KeyCmd::Revoke { id } => {
             let k = store.revoke_key(id).await?;
-            store.audit(ACTOR, "key.revoke", Some(k.org_id), &id.to_string(), "").await?;
+            store
+                .audit(ACTOR, "key.revoke", Some(k.org_id), &id.to_string(), "")
+                .await?;
             if json {
                 return output::json(&k);
             }
@@ -377,11 +430,24 @@ async fn user(store: &Store, c: UserCmd, json: bool) -> anyhow::Result<()> {
     match c {
         UserCmd::Create { email, superuser } => {
             let password = read_password()?;
-            let u = store.create_user(&email, &password, superuser).await.map_err(|e| match e {
-                store::StoreError::Conflict { .. } => anyhow!("a user with email {:?} already exists", email.trim()),
-                e => e.into(),
-            })?;
-            store.audit(ACTOR, "user.create", None, &u.email, &format!("{{\"superuser\":{superuser}}}")).await?;
+            let u = store
+                .create_user(&email, &password, superuser)
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::Conflict { .. } => {
+                        anyhow!("a user with email {:?} already exists", email.trim())
+                    }
+                    e => e.into(),
+                })?;
+            store
+                .audit(
+                    ACTOR,
+                    "user.create",
+                    None,
+                    &u.email,
+                    &format!("{{\"superuser\":{superuser}}}"),
+                )
+                .await?;
             print_users(&[u], json)
         }
         UserCmd::List => print_users(&store.list_users().await?, json),
@@ -394,7 +460,14 @@ fn print_users(users: &[store::User], json: bool) -> anyhow::Result<()> {
     }
     let rows = users
         .iter()
-        .map(|u| vec![u.id.to_string(), u.email.clone(), if u.is_superuser { "yes" } else { "no" }.into(), u.created_at.to_rfc3339()])
+        .map(|u| {
+            vec![
+                u.id.to_string(),
+                u.email.clone(),
+                if u.is_superuser { "yes" } else { "no" }.into(),
+                u.created_at.to_rfc3339(),
+            ]
+        })
         .collect::<Vec<_>>();
     output::table(&["ID", "EMAIL", "SUPERUSER", "CREATED"], &rows);
     Ok(())
@@ -404,24 +477,47 @@ async fn member(store: &Store, c: MemberCmd, json: bool) -> anyhow::Result<()> {
     let m = match c {
         MemberCmd::Add(a) => {
             let (org, user, role) = member_args(store, &a).await?;
-            let m = store.add_member(org.id, user.id, role).await.map_err(|e| match e {
-                store::StoreError::Conflict { .. } => anyhow!("{} is already a member of {}", user.email, org.name),
-                e => e.into(),
-            })?;
-            store.audit(ACTOR, "member.add", Some(org.id), &user.email, &format!("{{\"role\":\"{role}\"}}")).await?;
+            let m = store
+                .add_member(org.id, user.id, role)
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::Conflict { .. } => {
+                        anyhow!("{} is already a member of {}", user.email, org.name)
+                    }
+                    e => e.into(),
+                })?;
+            store
+                .audit(
+                    ACTOR,
+                    "member.add",
+                    Some(org.id),
+                    &user.email,
+                    &format!("{{\"role\":\"{role}\"}}"),
+                )
+                .await?;
             m
         }
         MemberCmd::Role(a) => {
             let (org, user, role) = member_args(store, &a).await?;
             let m = store.set_role(org.id, user.id, role).await?;
-            store.audit(ACTOR, "member.role", Some(org.id), &user.email, &format!("{{\"role\":\"{role}\"}}")).await?;
+            store
+                .audit(
+                    ACTOR,
+                    "member.role",
+                    Some(org.id),
+                    &user.email,
+                    &format!("{{\"role\":\"{role}\"}}"),
+                )
+                .await?;
             m
         }
         MemberCmd::Remove { org, user } => {
             let org = store.resolve_org(&org).await?;
             let user = store.resolve_user(&user).await?;
             store.remove_member(org.id, user.id).await?;
-            store.audit(ACTOR, "member.remove", Some(org.id), &user.email, "").await?;
+            store
+                .audit(ACTOR, "member.remove", Some(org.id), &user.email, "")
+                .await?;
             return done(json, &format!("removed {} from {}", user.email, org.name));
         }
         MemberCmd::List { org } => {
@@ -432,7 +528,10 @@ async fn member(store: &Store, c: MemberCmd, json: bool) -> anyhow::Result<()> {
     print_members(&[m], json)
 }
 
-async fn member_args(store: &Store, a: &MemberArgs) -> anyhow::Result<(store::Org, store::User, Role)> {
+async fn member_args(
+    store: &Store,
+    a: &MemberArgs,
+) -> anyhow::Result<(store::Org, store::User, Role)> {
     let role: Role = a.role.parse()?;
     let org = store.resolve_org(&a.org).await?;
     let user = store.resolve_user(&a.user).await?;
@@ -445,7 +544,14 @@ fn print_members(members: &[store::Membership], json: bool) -> anyhow::Result<()
     }
     let rows = members
         .iter()
-        .map(|m| vec![m.user_id.to_string(), m.email.clone(), m.role.to_string(), m.created_at.to_rfc3339()])
+        .map(|m| {
+            vec![
+                m.user_id.to_string(),
+                m.email.clone(),
+                m.role.to_string(),
+                m.created_at.to_rfc3339(),
+            ]
+        })
         .collect::<Vec<_>>();
     output::table(&["USER", "EMAIL", "ROLE", "SINCE"], &rows);
     Ok(())
@@ -458,7 +564,11 @@ async fn feature(store: &Store, c: FeatureCmd, json: bool) -> anyhow::Result<()>
             let flags = store.list_features(org.id).await?;
             (org, flags)
         }
-        FeatureCmd::Set { org, feature, state } => {
+        FeatureCmd::Set {
+            org,
+            feature,
+            state,
+        } => {
             let feature: Feature = feature.parse()?;
             let enabled = match state.to_ascii_lowercase().as_str() {
                 "on" | "true" | "enable" | "enabled" => true,
@@ -467,7 +577,15 @@ async fn feature(store: &Store, c: FeatureCmd, json: bool) -> anyhow::Result<()>
             };
             let org = store.resolve_org(&org).await?;
             let flag = store.set_feature(org.id, feature, enabled).await?;
-            store.audit(ACTOR, "feature.set", Some(org.id), feature.as_str(), &format!("{{\"enabled\":{enabled}}}")).await?;
+            store
+                .audit(
+                    ACTOR,
+                    "feature.set",
+                    Some(org.id),
+                    feature.as_str(),
+                    &format!("{{\"enabled\":{enabled}}}"),
+                )
+                .await?;
             (org, vec![flag])
         }
     };
@@ -476,7 +594,13 @@ async fn feature(store: &Store, c: FeatureCmd, json: bool) -> anyhow::Result<()>
     }
     let rows = flags
         .iter()
-        .map(|f| vec![org.name.clone(), f.feature.to_string(), if f.enabled { "on" } else { "off" }.into()])
+        .map(|f| {
+            vec![
+                org.name.clone(),
+                f.feature.to_string(),
+                if f.enabled { "on" } else { "off" }.into(),
+            ]
+        })
         .collect::<Vec<_>>();
     output::table(&["ORG", "FEATURE", "STATE"], &rows);
     Ok(())
@@ -488,7 +612,9 @@ pub fn parse_limit_value(limit_type: LimitType, raw: &str) -> anyhow::Result<i64
     let raw = raw.trim();
     let negative = || anyhow!("limit value must be 0 or more, got {raw}");
     if limit_type != LimitType::MonthlyCost {
-        let v: i64 = raw.parse().map_err(|_| anyhow!("limit value must be a whole number, got {raw:?}"))?;
+        let v: i64 = raw
+            .parse()
+            .map_err(|_| anyhow!("limit value must be a whole number, got {raw:?}"))?;
         if v < 0 {
             return Err(negative());
         }
@@ -499,13 +625,29 @@ pub fn parse_limit_value(limit_type: LimitType, raw: &str) -> anyhow::Result<i64
         return Err(negative());
     }
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let bad = || anyhow!("a monthly_cost value is US dollars with up to 6 decimals (e.g. 25 or 12.50), got {raw:?}");
-    if whole.is_empty() && frac.is_empty() || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    let bad = || {
+        anyhow!("a monthly_cost value is US dollars with up to 6 decimals (e.g. 25 or 12.50), got {raw:?}")
+    };
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 6
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let frac_micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
-    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micros)).ok_or_else(bad)
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(frac_micros))
+        .ok_or_else(bad)
 }
 
 /// Formats a limit value in its unit (dollars for cost).
@@ -518,15 +660,38 @@ pub fn format_limit_value(limit_type: LimitType, value: i64) -> String {
 
 async fn limit(store: &Store, c: LimitCmd, json: bool) -> anyhow::Result<()> {
     let (org, limits) = match c {
-        LimitCmd::Set { org, limit_type, value, alert, disabled } => {
+        LimitCmd::Set {
+            org,
+            limit_type,
+            value,
+            alert,
+            disabled,
+        } => {
             let limit_type: LimitType = limit_type.parse()?;
             let value = parse_limit_value(limit_type, &value)?;
-            let alert_threshold = i32::try_from(alert).ok().filter(|a| (1..=100).contains(a))
-                .ok_or_else(|| anyhow!("alert threshold must be a percent between 1 and 100, got {alert}"))?;
+            let alert_threshold = i32::try_from(alert)
+                .ok()
+                .filter(|a| (1..=100).contains(a))
+                .ok_or_else(|| {
+                    anyhow!("alert threshold must be a percent between 1 and 100, got {alert}")
+                })?;
             let org = store.resolve_org(&org).await?;
-            let spec = LimitSpec { limit_type, value, alert_threshold, enabled: !disabled };
+            let spec = LimitSpec {
+                limit_type,
+                value,
+                alert_threshold,
+                enabled: !disabled,
+            };
             let l = store.set_limit(org.id, &spec).await?;
-            store.audit(ACTOR, "limit.set", Some(org.id), limit_type.as_str(), &serde_json::to_string(&spec)?).await?;
+            store
+                .audit(
+                    ACTOR,
+                    "limit.set",
+                    Some(org.id),
+                    limit_type.as_str(),
+                    &serde_json::to_string(&spec)?,
+                )
+                .await?;
             (org, vec![l])
         }
         LimitCmd::List { org } => {
@@ -538,8 +703,13 @@ async fn limit(store: &Store, c: LimitCmd, json: bool) -> anyhow::Result<()> {
             let limit_type: LimitType = limit_type.parse()?;
             let org = store.resolve_org(&org).await?;
             store.remove_limit(org.id, limit_type).await?;
-            store.audit(ACTOR, "limit.remove", Some(org.id), limit_type.as_str(), "").await?;
-            return done(json, &format!("removed the {limit_type} limit of {}", org.name));
+            store
+                .audit(ACTOR, "limit.remove", Some(org.id), limit_type.as_str(), "")
+                .await?;
+            return done(
+                json,
+                &format!("removed the {limit_type} limit of {}", org.name),
+            );
         }
     };
     if json {
@@ -580,7 +750,10 @@ mod tests {
         assert_eq!(parse_limit_value(c, "$12.5").unwrap(), 12_500_000);
         assert_eq!(parse_limit_value(c, "0.000001").unwrap(), 1);
         assert!(parse_limit_value(c, "-1").is_err());
-        assert!(parse_limit_value(c, "1.0000001").is_err(), "more than micro-dollar precision");
+        assert!(
+            parse_limit_value(c, "1.0000001").is_err(),
+            "more than micro-dollar precision"
+        );
         assert!(parse_limit_value(c, "abc").is_err());
         assert_eq!(format_limit_value(c, 12_500_000), "$12.500000");
     }
@@ -589,7 +762,10 @@ mod tests {
     fn counts_are_whole_non_negative_numbers() {
         let t = LimitType::DailyRequests;
         assert_eq!(parse_limit_value(t, "50").unwrap(), 50);
-        assert!(parse_limit_value(t, "-5").unwrap_err().to_string().contains("0 or more"));
+        assert!(parse_limit_value(t, "-5")
+            .unwrap_err()
+            .to_string()
+            .contains("0 or more"));
         assert!(parse_limit_value(t, "1.5").is_err());
     }
 }

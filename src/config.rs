@@ -28,7 +28,9 @@ impl Env for ProcessEnv {
         std::env::var(name).ok()
     }
     fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        std::env::vars().filter(|(k, _)| k.starts_with(prefix)).collect()
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect()
     }
 }
 
@@ -190,7 +192,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into() }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+        }
     }
 }
 
@@ -204,7 +208,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9464".into() }
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -268,7 +274,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: "text".into() }
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -287,7 +296,10 @@ impl std::fmt::Debug for ProviderSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderSettings")
             .field("base_url", &self.base_url.as_str())
-            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
             .field("credential_env", &self.credential_env)
             .finish()
     }
@@ -355,10 +367,12 @@ impl Config {
 
     /// Parses a TOML document and applies the environment overrides.
     pub fn from_toml_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-            origin: String::new(),
-            message: one_line(&e.to_string()),
-        })?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse {
+                origin: String::new(),
+                message: one_line(&e.to_string()),
+            })?;
         Self::from_table(table, "", env)
     }
 
@@ -381,15 +395,29 @@ impl Config {
     /// Checks every value and resolves addresses, URLs and credentials.
     pub fn validate(&self, env: &dyn Env) -> Result<Settings, ConfigError> {
         if store::Backend::from_url(&self.database.url).is_none() {
-            return Err(invalid("database.url", &redact_url(&self.database.url), "sqlite://PATH or postgres://USER@HOST/DB"));
+            return Err(invalid(
+                "database.url",
+                &redact_url(&self.database.url),
+                "sqlite://PATH or postgres://USER@HOST/DB",
+            ));
         }
         if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "0", "a number of connections of 1 or more"));
+            return Err(invalid(
+                "database.max_connections",
+                "0",
+                "a number of connections of 1 or more",
+            ));
         }
         let g = &self.gateway;
         for (key, v) in [
-            ("gateway.upstream_connect_timeout_ms", g.upstream_connect_timeout_ms),
-            ("gateway.upstream_read_timeout_ms", g.upstream_read_timeout_ms),
+            (
+                "gateway.upstream_connect_timeout_ms",
+                g.upstream_connect_timeout_ms,
+            ),
+            (
+                "gateway.upstream_read_timeout_ms",
+                g.upstream_read_timeout_ms,
+            ),
             ("gateway.refresh_secs", g.refresh_secs),
         ] {
             if v == 0 {
@@ -403,13 +431,21 @@ impl Config {
             return Err(invalid("log.format", &self.log.format, "text or json"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid("log.level", &self.log.level, "error, warn, info, debug or trace"));
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "error, warn, info, debug or trace",
+            ));
         }
         let mut features_on = store::Feature::ALL.to_vec();
         for name in &self.features.default_off {
             let f: store::Feature = name.parse().map_err(|_| {
                 let all: Vec<_> = store::Feature::ALL.iter().map(|f| f.as_str()).collect();
-                invalid("features.default_off", name, &format!("feature names among {}", all.join(", ")))
+                invalid(
+                    "features.default_off",
+                    name,
+                    &format!("feature names among {}", all.join(", ")),
+                )
             })?;
             features_on.retain(|x| *x != f);
         }
@@ -433,12 +469,19 @@ impl Config {
 
 fn provider(key: &str, p: &ProviderConfig, env: &dyn Env) -> Result<ProviderSettings, ConfigError> {
     let base_url = parse_http_url(&format!("{key}.base_url"), &p.base_url)?;
-    let read = |name: &str| env.var(name).filter(|v| !name.is_empty() && !v.trim().is_empty());
+    let read = |name: &str| {
+        env.var(name)
+            .filter(|v| !name.is_empty() && !v.trim().is_empty())
+    };
     let credential = match read(&p.bearer_token_env) {
         Some(token) => Some(Credential::Bearer(token.trim().to_owned())),
         None => read(&p.api_key_env).map(|k| Credential::ApiKey(k.trim().to_owned())),
     };
-    Ok(ProviderSettings { base_url, credential, credential_env: p.api_key_env.clone() })
+    Ok(ProviderSettings {
+        base_url,
+        credential,
+        credential_env: p.api_key_env.clone(),
+    })
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
@@ -475,7 +518,12 @@ fn apply_env_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), Con
     Ok(())
 }
 
-fn typed_value(key: &str, var: &str, raw: &str, default: Option<&toml::Value>) -> Result<toml::Value, ConfigError> {
+fn typed_value(
+    key: &str,
+    var: &str,
+    raw: &str,
+    default: Option<&toml::Value>,
+) -> Result<toml::Value, ConfigError> {
     use toml::Value;
     let bad = |expected: &str| ConfigError::Invalid {
         key: format!("{key} (from {var})"),
@@ -484,12 +532,20 @@ fn typed_value(key: &str, var: &str, raw: &str, default: Option<&toml::Value>) -
     };
     Ok(match default {
         Some(Value::String(_)) => Value::String(raw.to_owned()),
-        Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+        Some(Value::Integer(_)) => {
+            Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+        }
+        Some(Value::Boolean(_)) => {
+            Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
+        }
         Some(Value::Float(_)) => Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
         Some(Value::Array(_)) => {
             // `a,b,c` or a TOML array literal.
-            match format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")) {
+            match format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+            {
                 Some(v @ Value::Array(_)) => v,
                 _ => Value::Array(
                     raw.split(',')
@@ -520,13 +576,20 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value, key: &str) -> Result<(), ConfigError> {
+fn set_path(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
     let Some((last, parents)) = path.split_last() else {
         return Ok(());
     };
     let mut cur = table;
     for p in parents {
-        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             _ => {
@@ -542,19 +605,30 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value, key: &
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| invalid(key, value, "an IP address and port like 127.0.0.1:8080"))
+    value
+        .parse()
+        .map_err(|_| invalid(key, value, "an IP address and port like 127.0.0.1:8080"))
 }
 
 fn parse_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(value).map_err(|_| invalid(key, value, "an http:// or https:// URL"))?;
+    let u =
+        url::Url::parse(value).map_err(|_| invalid(key, value, "an http:// or https:// URL"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(invalid(key, value, "an http:// or https:// URL with a host"));
+        return Err(invalid(
+            key,
+            value,
+            "an http:// or https:// URL with a host",
+        ));
     }
     Ok(u)
 }
 
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.into(), expected: expected.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
 }
 
 fn one_line(s: &str) -> String {

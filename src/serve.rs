@@ -20,11 +20,20 @@ pub struct Services {
 
 impl Services {
     /// `tollgate serve`
-    pub const ALL: Services = Services { gateway: true, admin: true };
+    pub const ALL: Services = Services {
+        gateway: true,
+        admin: true,
+    };
     /// `tollgate gateway`
-    pub const GATEWAY: Services = Services { gateway: true, admin: false };
+    pub const GATEWAY: Services = Services {
+        gateway: true,
+        admin: false,
+    };
     /// `tollgate admin`
-    pub const ADMIN: Services = Services { gateway: false, admin: true };
+    pub const ADMIN: Services = Services {
+        gateway: false,
+        admin: true,
+    };
 }
 
 /// Services started in this process.
@@ -72,7 +81,9 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         idle_timeout: Duration::from_millis(g.upstream_idle_timeout_ms),
         refresh_interval: Duration::from_secs(g.refresh_secs),
         shutdown_grace: Duration::from_secs(g.shutdown_grace_secs),
-        public_url: (!g.public_url.is_empty()).then(|| url::Url::parse(&g.public_url).ok()).flatten(),
+        public_url: (!g.public_url.is_empty())
+            .then(|| url::Url::parse(&g.public_url).ok())
+            .flatten(),
     }
 }
 
@@ -81,7 +92,12 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
 pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Running> {
     let store = Store::connect(&settings.database_url, &settings.connect)
         .await
-        .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                redact_url(&settings.database_url)
+            )
+        })?;
     store.migrate().await.context("cannot apply migrations")?;
     let admin = match services.admin {
         true => Some(admin::start(settings.admin_listen, store.clone()).await?),
@@ -91,7 +107,11 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         true => Some(gateway::start(gateway_settings(settings), store.clone()).await?),
         false => None,
     };
-    Ok(Running { gateway, admin, store })
+    Ok(Running {
+        gateway,
+        admin,
+        store,
+    })
 }
 
 /// Runs services until Ctrl-C (fast stop) or SIGTERM (graceful stop).
@@ -126,9 +146,18 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     let log = &settings.raw.log;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v)?,
-        _ => tracing_subscriber::EnvFilter::try_new(format!("{},pingora_core=warn,pingora_proxy=warn", log.level))?,
+        _ => tracing_subscriber::EnvFilter::try_new(format!(
+            "{},pingora_core=warn,pingora_proxy=warn",
+            log.level
+        ))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

@@ -53,7 +53,12 @@ pub fn router(store: Store) -> Router {
 
 /// Starts the admin service on `listen`.
 pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, StartError> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let app = router(store);
@@ -61,25 +66,39 @@ pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, Sta
         let shutdown = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
     tracing::info!(listen = %addr, "admin service listening");
-    Ok(RunningAdmin { addr, stop_tx, task })
+    Ok(RunningAdmin {
+        addr,
+        stop_tx,
+        task,
+    })
 }
 
 async fn ready(State(store): State<Store>) -> impl IntoResponse {
     match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready: store reachable\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n"),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: store unreachable\n",
+        ),
     }
 }
 
 async fn status(State(store): State<Store>) -> impl IntoResponse {
     let since = chrono::Utc::now() - chrono::Duration::seconds(60);
     match store.live_instances(since).await {
-        Ok(gateways) => (StatusCode::OK, Json(serde_json::json!({ "gateways": gateways }))).into_response(),
+        Ok(gateways) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "gateways": gateways })),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error.kind = e.kind(), "status query failed");
             let body = serde_json::json!({"error": {"code": "store_unavailable", "message": "the store is unreachable"}});

@@ -120,12 +120,20 @@ mod tests {
 
     #[test]
     fn bodies_are_googles_format() {
-        let e = GatewayError::FeatureDisabled { feature: "video_generation" };
+        let e = GatewayError::FeatureDisabled {
+            feature: "video_generation",
+        };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["code"], 403);
         assert_eq!(v["error"]["status"], "PERMISSION_DENIED");
-        assert!(v["error"]["message"].as_str().unwrap().contains("video_generation"));
-        assert_eq!(GatewayError::UpstreamTimeout { provider: "gemini" }.google_status(), "DEADLINE_EXCEEDED");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("video_generation"));
+        assert_eq!(
+            GatewayError::UpstreamTimeout { provider: "gemini" }.google_status(),
+            "DEADLINE_EXCEEDED"
+        );
         assert_eq!(GatewayError::UnknownKey.status(), 401);
     }
 }

@@ -49,7 +49,10 @@ pub enum KeySource {
 }
 
 /// The presented key and where it came from, in the SDKs' order of preference.
-pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<(&'a str, KeySource)> {
+pub fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<(&'a str, KeySource)> {
     if let Some(k) = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
         return Some((k.trim(), KeySource::Header));
     }
@@ -58,7 +61,9 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
     }
     let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| (token.trim(), KeySource::Bearer))
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| (token.trim(), KeySource::Bearer))
 }
 
 /// The value of the `key` query parameter (gateway keys need no percent-decoding).
@@ -76,11 +81,20 @@ fn attribution(headers: &HeaderMap, name: &str) -> Option<String> {
     if v.is_empty() {
         return None;
     }
-    Some(v.chars().filter(|c| !c.is_control()).take(MAX_ATTRIBUTION_CHARS).collect())
+    Some(
+        v.chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_ATTRIBUTION_CHARS)
+            .collect(),
+    )
 }
 
 /// Identifies a request from its headers and query.
-pub fn identify(snap: &Snapshot, headers: &HeaderMap, query: Option<&str>) -> Result<Identity, GatewayError> {
+pub fn identify(
+    snap: &Snapshot,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Identity, GatewayError> {
     let (key, _) = presented_key(headers, query).ok_or(GatewayError::MissingKey)?;
     if !key.starts_with(store::KEY_PREFIX) {
         return Err(GatewayError::UnknownKey);
@@ -91,7 +105,9 @@ pub fn identify(snap: &Snapshot, headers: &HeaderMap, query: Option<&str>) -> Re
     }
     let org = match attribution(headers, ORG_HEADER) {
         Some(_) if entry.kind != KeyKind::Service => return Err(GatewayError::OrgHeaderNotAllowed),
-        Some(named) => snap.org_by_ref(&named).ok_or(GatewayError::UnknownOrg(named))?,
+        Some(named) => snap
+            .org_by_ref(&named)
+            .ok_or(GatewayError::UnknownOrg(named))?,
         None => snap.org(entry.org_id).ok_or(GatewayError::UnknownKey)?,
     };
     Ok(Identity {

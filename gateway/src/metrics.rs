@@ -20,7 +20,12 @@ pub struct Metrics {
     pub keys_loaded: IntGauge,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(c.clone()))?;
     Ok(c)
@@ -54,9 +59,19 @@ impl Metrics {
             "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.",
             &["provider", "kind"],
         )?;
-        let keys_loaded = IntGauge::new("tollgate_live_config_keys", "Gateway keys in the live snapshot (revoked included).")?;
+        let keys_loaded = IntGauge::new(
+            "tollgate_live_config_keys",
+            "Gateway keys in the live snapshot (revoked included).",
+        )?;
         registry.register(Box::new(keys_loaded.clone()))?;
-        Ok(Metrics { registry, requests, auth_failures, feature_refusals, upstream_errors, keys_loaded })
+        Ok(Metrics {
+            registry,
+            requests,
+            auth_failures,
+            feature_refusals,
+            upstream_errors,
+            keys_loaded,
+        })
     }
 
     /// The Prometheus text exposition of every metric.

@@ -65,25 +65,37 @@ impl Proxy {
     fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
         let req = session.req_header();
         let path = req.uri.path();
-        let route = route::classify(req.method.as_str(), path).map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
+        let route = route::classify(req.method.as_str(), path)
+            .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
         let snap = self.live.load();
         let identity = match self.upload_identity(&route, req) {
             Some(id) => id,
             None => identity::identify(&snap, &req.headers, req.uri.query()).inspect_err(|e| {
-                self.metrics.auth_failures.with_label_values(&[e.kind()]).inc();
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[e.kind()])
+                    .inc();
             })?,
         };
         let org_id = identity.org_id;
         ctx.identity = Some(identity);
         for f in route.required_features() {
             if !snap.feature_enabled(org_id, f) {
-                self.metrics.feature_refusals.with_label_values(&[f.as_str()]).inc();
-                return Err(GatewayError::FeatureDisabled { feature: f.as_str() });
+                self.metrics
+                    .feature_refusals
+                    .with_label_values(&[f.as_str()])
+                    .inc();
+                return Err(GatewayError::FeatureDisabled {
+                    feature: f.as_str(),
+                });
             }
         }
         let up = self.upstream(route.provider);
         if up.credential.is_none() {
-            return Err(GatewayError::NoCredential { provider: route.provider.as_str(), env: up.credential_env.clone() });
+            return Err(GatewayError::NoCredential {
+                provider: route.provider.as_str(),
+                env: up.credential_env.clone(),
+            });
         }
         ctx.route = Some(route);
         Ok(())
@@ -91,7 +103,9 @@ impl Proxy {
 
     /// Chunks of a resumable upload carry no key; the upload id Google issued identifies them.
     fn upload_identity(&self, route: &Route, req: &RequestHeader) -> Option<Identity> {
-        if route.operation != Operation::Upload || identity::presented_key(&req.headers, req.uri.query()).is_some() {
+        if route.operation != Operation::Upload
+            || identity::presented_key(&req.headers, req.uri.query()).is_some()
+        {
             return None;
         }
         let id = upstream::upload_id(req.uri.query()?)?;
@@ -109,12 +123,19 @@ impl Proxy {
 
     /// Drops upload sessions past their lifetime (called from a background task).
     pub fn prune_uploads(&self) {
-        self.uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_SESSION_TTL);
+        self.uploads
+            .retain(|_, (_, at)| at.elapsed() < UPLOAD_SESSION_TTL);
     }
 }
 
 /// Writes a complete gateway-made response and keeps the client connection reusable.
-async fn respond(session: &mut Session, status: u16, body: Bytes, request_id: &str, extra: &[(&'static str, String)]) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json; charset=UTF-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -128,18 +149,27 @@ async fn respond(session: &mut Session, status: u16, body: Bytes, request_id: &s
 }
 
 fn request_id(req: &RequestHeader) -> String {
-    let given = req.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::trim);
+    let given = req
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     match given {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_owned(),
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_owned()
+        }
         _ => format!("{:032x}", rand::random::<u128>()),
     }
 }
 
 fn upstream_error(e: &Error, provider: &'static str) -> GatewayError {
     match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout => {
-            GatewayError::UpstreamTimeout { provider }
-        }
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => GatewayError::UpstreamTimeout { provider },
         _ => GatewayError::UpstreamUnreachable { provider },
     }
 }
@@ -173,29 +203,52 @@ impl ProxyHttp for Proxy {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        self.upstream(provider)
-            .peer()
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream address not resolved yet"))
+        self.upstream(provider).peer().ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectNoRoute,
+                "upstream address not resolved yet",
+            )
+        })
     }
 
-    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
         self.upstream(provider).rewrite_request(req)
     }
 
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_header_ms = Some(t.elapsed().as_millis() as u64);
         }
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        let Some(google_url) = resp.headers.get(UPLOAD_URL).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        let Some(google_url) = resp
+            .headers
+            .get(UPLOAD_URL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
             return Ok(());
         };
         let Some(base) = self.public_base(session.req_header()) else {
             return Ok(());
         };
         if let Some(ours) = upstream::rewrite_upload_url(&google_url, &base) {
-            if let (Some(id), Some(identity)) = (url::Url::parse(&ours).ok().and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)), &ctx.identity) {
+            if let (Some(id), Some(identity)) = (
+                url::Url::parse(&ours)
+                    .ok()
+                    .and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)),
+                &ctx.identity,
+            ) {
                 self.uploads.insert(id, (identity.clone(), Instant::now()));
             }
             resp.insert_header(UPLOAD_URL, ours)?;
@@ -212,29 +265,46 @@ impl ProxyHttp for Proxy {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
                 };
-                return FailToProxy { error_code: code, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: code,
+                    can_reuse_downstream: false,
+                };
             }
             ErrorSource::Upstream => upstream_error(e, provider),
             _ => GatewayError::Internal,
         };
-        self.metrics.upstream_errors.with_label_values(&[provider, error.kind()]).inc();
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[provider, error.kind()])
+            .inc();
         let code = error.status();
         if session.response_written().is_none() {
-            if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await {
+            if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await
+            {
                 tracing::debug!(error = %write_err, "cannot send the error response");
             }
         }
         ctx.refused = Some(error);
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let (provider, operation, model) = match &ctx.route {
-            Some(r) => (r.provider.as_str(), r.operation.as_str(), r.model.as_deref().unwrap_or("")),
+            Some(r) => (
+                r.provider.as_str(),
+                r.operation.as_str(),
+                r.model.as_deref().unwrap_or(""),
+            ),
             None => ("none", "none", ""),
         };
-        self.metrics.requests.with_label_values(&[provider, operation, status_class(status)]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[provider, operation, status_class(status)])
+            .inc();
         let id = ctx.identity.as_ref();
         tracing::info!(
             target: "access",

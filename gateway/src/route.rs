@@ -124,9 +124,13 @@ pub fn classify(method: &str, path: &str) -> Result<Route, NoRoute> {
     let segs: Vec<&str> = path.split('/').collect();
     match segs.as_slice() {
         // Resumable uploads: /upload/{version}/files…
-        ["upload", v, "files", ..] if GEMINI_VERSIONS.contains(v) => Ok(gemini(None, Operation::Upload)),
+        ["upload", v, "files", ..] if GEMINI_VERSIONS.contains(v) => {
+            Ok(gemini(None, Operation::Upload))
+        }
         // Vertex, project scope: /{v}/projects/{p}/locations/{l}/…
-        [v, "projects", _, "locations", _, rest @ ..] if VERTEX_VERSIONS.contains(v) => Ok(vertex(rest, method)),
+        [v, "projects", _, "locations", _, rest @ ..] if VERTEX_VERSIONS.contains(v) => {
+            Ok(vertex(rest, method))
+        }
         // Vertex, express mode: /{v}/publishers/{pub}/models/{m}:…
         [v, "publishers", rest @ ..] if VERTEX_VERSIONS.contains(v) => {
             Ok(vertex(&[&["publishers"], rest].concat(), method))
@@ -136,13 +140,19 @@ pub fn classify(method: &str, path: &str) -> Result<Route, NoRoute> {
         // Everything else under v1beta1 is Vertex.
         ["v1beta1", rest @ ..] => Ok(vertex(rest, method)),
         // The Developer API.
-        [v, rest @ ..] if GEMINI_VERSIONS.contains(v) && !rest.is_empty() => gemini_route(rest, method),
+        [v, rest @ ..] if GEMINI_VERSIONS.contains(v) && !rest.is_empty() => {
+            gemini_route(rest, method)
+        }
         _ => Err(NoRoute),
     }
 }
 
 fn gemini(model: Option<String>, operation: Operation) -> Route {
-    Route { provider: Provider::Gemini, model, operation }
+    Route {
+        provider: Provider::Gemini,
+        model,
+        operation,
+    }
 }
 
 fn gemini_route(rest: &[&str], method: &str) -> Result<Route, NoRoute> {
@@ -151,7 +161,9 @@ fn gemini_route(rest: &[&str], method: &str) -> Result<Route, NoRoute> {
             let (model, op) = model_and_method(m, method);
             gemini(Some(model), op)
         }
-        ["models" | "tunedModels", m, "operations", ..] => gemini(Some((*m).to_owned()), Operation::GetOperation),
+        ["models" | "tunedModels", m, "operations", ..] => {
+            gemini(Some((*m).to_owned()), Operation::GetOperation)
+        }
         ["models"] => gemini(None, Operation::Models),
         ["operations", ..] => gemini(None, Operation::GetOperation),
         ["cachedContents", ..] => gemini(None, Operation::CachedContents),
@@ -169,7 +181,9 @@ fn vertex(rest: &[&str], method: &str) -> Route {
             let (model, op) = model_and_method(m, method);
             (Some(model), op)
         }
-        ["publishers", _, "models", m, "operations", ..] => (Some((*m).to_owned()), Operation::GetOperation),
+        ["publishers", _, "models", m, "operations", ..] => {
+            (Some((*m).to_owned()), Operation::GetOperation)
+        }
         ["publishers", _, "models"] => (None, Operation::Models),
         ["models", m] | ["endpoints", m] => {
             let (model, op) = model_and_method(m, method);
@@ -180,7 +194,11 @@ fn vertex(rest: &[&str], method: &str) -> Route {
         ["operations", ..] => (None, Operation::GetOperation),
         _ => (None, Operation::Other),
     };
-    Route { provider: Provider::Vertex, model, operation }
+    Route {
+        provider: Provider::Vertex,
+        model,
+        operation,
+    }
 }
 
 /// Splits `gemini-2.5-flash:generateContent` into the model and the operation.
@@ -217,14 +235,22 @@ impl Route {
             need.push(Feature::VertexAi);
         }
         match self.operation {
-            Operation::GenerateContent if is_image_model(model) => need.push(Feature::ImageGeneration),
+            Operation::GenerateContent if is_image_model(model) => {
+                need.push(Feature::ImageGeneration)
+            }
             Operation::GenerateContent => need.push(Feature::TextGeneration),
             Operation::StreamGenerateContent => {
                 need.push(Feature::Streaming);
-                need.push(if is_image_model(model) { Feature::ImageGeneration } else { Feature::TextGeneration });
+                need.push(if is_image_model(model) {
+                    Feature::ImageGeneration
+                } else {
+                    Feature::TextGeneration
+                });
             }
             Operation::CountTokens | Operation::ComputeTokens => need.push(Feature::TokenCounting),
-            Operation::EmbedContent | Operation::BatchEmbedContents => need.push(Feature::Embeddings),
+            Operation::EmbedContent | Operation::BatchEmbedContents => {
+                need.push(Feature::Embeddings)
+            }
             Operation::Predict if is_embedding_model(model) => need.push(Feature::Embeddings),
             Operation::Predict => need.push(Feature::ImageGeneration),
             Operation::PredictLongRunning => need.push(Feature::VideoGeneration),

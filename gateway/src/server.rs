@@ -114,12 +114,21 @@ impl Drop for RunningGateway {
 /// a multi-thread tokio runtime that outlives the gateway (the background tasks run on it).
 pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGateway, StartError> {
     // Fail with a clear message rather than a pingora panic when the port is taken.
-    std::net::TcpListener::bind(settings.listen)
-        .map_err(|source| StartError::Listen { what: "gateway", addr: settings.listen, source })?;
+    std::net::TcpListener::bind(settings.listen).map_err(|source| StartError::Listen {
+        what: "gateway",
+        addr: settings.listen,
+        source,
+    })?;
     let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_listen)
         .await
-        .map_err(|source| StartError::Listen { what: "metrics", addr: settings.metrics_listen, source })?;
-    let metrics_addr = metrics_listener.local_addr().unwrap_or(settings.metrics_listen);
+        .map_err(|source| StartError::Listen {
+            what: "metrics",
+            addr: settings.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .unwrap_or(settings.metrics_listen);
 
     let metrics = Arc::new(Metrics::new()?);
     let live = Arc::new(LiveConfig::new());
@@ -147,7 +156,12 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
 
     let mut tasks = Vec::new();
     {
-        let (live, store, metrics, every) = (live.clone(), store.clone(), metrics.clone(), settings.refresh_interval);
+        let (live, store, metrics, every) = (
+            live.clone(),
+            store.clone(),
+            metrics.clone(),
+            settings.refresh_interval,
+        );
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,7 +179,10 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(HealthState { metrics: metrics.clone(), live: live.clone() });
+        .with_state(HealthState {
+            metrics: metrics.clone(),
+            live: live.clone(),
+        });
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(metrics_listener, app).await {
             tracing::error!(error = %e, "metrics listener failed");
@@ -176,7 +193,11 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     let server = build_server(&settings, proxy);
     let proxy_thread = std::thread::Builder::new()
         .name("tollgate-proxy".into())
-        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(ChannelSignal(stop_rx)) }))
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(ChannelSignal(stop_rx)),
+            })
+        })
         .map_err(|e| StartError::Proxy(e.to_string()))?;
     let running = RunningGateway {
         addr: settings.listen,
@@ -187,7 +208,9 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         proxy_thread: Some(proxy_thread),
         tasks,
     };
-    wait_listening(settings.listen).await.map_err(StartError::Proxy)?;
+    wait_listening(settings.listen)
+        .await
+        .map_err(StartError::Proxy)?;
     tracing::info!(listen = %settings.listen, metrics = %metrics_addr, "gateway listening");
     Ok(running)
 }
@@ -201,7 +224,11 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "tollgate proxy");
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy,
+        "tollgate proxy",
+    );
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
     server
@@ -224,12 +251,21 @@ struct HealthState {
 }
 
 async fn metrics_handler(State(s): State<HealthState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }
 
 async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
     match s.live.age() {
-        Some(age) => (StatusCode::OK, format!("ready: live config refreshed {} ms ago\n", age.as_millis())),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: keys not loaded from the store yet\n".to_owned()),
+        Some(age) => (
+            StatusCode::OK,
+            format!("ready: live config refreshed {} ms ago\n", age.as_millis()),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: keys not loaded from the store yet\n".to_owned(),
+        ),
     }
 }

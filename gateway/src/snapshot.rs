@@ -92,7 +92,9 @@ impl Snapshot {
         if let Ok(id) = id_or_name.parse::<i64>() {
             return self.orgs.get(&id);
         }
-        self.orgs_by_name.get(id_or_name).and_then(|id| self.orgs.get(id))
+        self.orgs_by_name
+            .get(id_or_name)
+            .and_then(|id| self.orgs.get(id))
     }
 
     /// Whether a feature is on for an org (on unless switched off).
@@ -115,7 +117,10 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Starts with an empty snapshot (every key unknown) until the first load succeeds.
     pub fn new() -> Self {
-        Self { current: ArcSwap::from_pointee(Snapshot::default()), refreshed_at: ArcSwap::from_pointee(None) }
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            refreshed_at: ArcSwap::from_pointee(None),
+        }
     }
 
     /// The current snapshot.

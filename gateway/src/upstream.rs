@@ -39,8 +39,14 @@ impl Upstream {
     pub fn new(provider: Provider, s: &UpstreamSettings, g: &GatewaySettings) -> Upstream {
         let url = &s.base_url;
         let tls = url.scheme() == "https";
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
-        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
@@ -77,7 +83,11 @@ impl Upstream {
     }
 
     fn make_peer(&self, addr: SocketAddr) -> HttpPeer {
-        let sni = if self.tls { self.host.clone() } else { String::new() };
+        let sni = if self.tls {
+            self.host.clone()
+        } else {
+            String::new()
+        };
         let mut peer = HttpPeer::new(addr, self.tls, sni);
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout + Duration::from_secs(5));
@@ -116,20 +126,30 @@ impl Upstream {
         }
         if target != uri.to_string() {
             let new_uri = target.parse::<http::Uri>().map_err(|e| {
-                pingora::Error::because(pingora::ErrorType::InternalError, "rewriting the upstream path", e)
+                pingora::Error::because(
+                    pingora::ErrorType::InternalError,
+                    "rewriting the upstream path",
+                    e,
+                )
             })?;
             req.set_uri(new_uri);
         }
         req.remove_header("x-goog-api-key");
         req.remove_header(&http::header::AUTHORIZATION);
-        let tollgate: Vec<http::HeaderName> =
-            req.headers.keys().filter(|k| k.as_str().starts_with("x-tollgate-")).cloned().collect();
+        let tollgate: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-tollgate-"))
+            .cloned()
+            .collect();
         for name in tollgate {
             req.remove_header(&name);
         }
         match &self.credential {
             Some(Credential::ApiKey(k)) => req.insert_header("x-goog-api-key", k.as_str())?,
-            Some(Credential::Bearer(t)) => req.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?,
+            Some(Credential::Bearer(t)) => {
+                req.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
+            }
             None => {}
         }
         req.insert_header(http::header::HOST, self.authority.as_str())?;
@@ -158,7 +178,10 @@ pub fn rewrite_upload_url(value: &str, public_base: &url::Url) -> Option<String>
 
 /// The upload session id of a resumable-upload URL's query.
 pub fn upload_id(query: &str) -> Option<&str> {
-    query.split('&').find_map(|p| p.strip_prefix("upload_id=")).filter(|v| !v.is_empty())
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("upload_id="))
+        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -170,7 +193,10 @@ mod tests {
         assert_eq!(strip_key_param("key=tg_x&alt=sse"), "alt=sse");
         assert_eq!(strip_key_param("alt=sse&key=tg_x"), "alt=sse");
         assert_eq!(strip_key_param("key=tg_x"), "");
-        assert_eq!(strip_key_param("pageSize=5&monkey=1"), "pageSize=5&monkey=1");
+        assert_eq!(
+            strip_key_param("pageSize=5&monkey=1"),
+            "pageSize=5&monkey=1"
+        );
     }
 
     #[test]
@@ -181,7 +207,10 @@ mod tests {
             rewrite_upload_url(google, &base).unwrap(),
             "http://127.0.0.1:8080/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable"
         );
-        assert_eq!(upload_id("upload_id=ABC&upload_protocol=resumable"), Some("ABC"));
+        assert_eq!(
+            upload_id("upload_id=ABC&upload_protocol=resumable"),
+            Some("ABC")
+        );
         assert_eq!(upload_id("upload_protocol=resumable"), None);
     }
 
@@ -211,25 +240,48 @@ mod tests {
     fn the_gateway_key_is_swapped_for_the_provider_key() {
         let (u, g) = gs("https://generativelanguage.googleapis.com");
         let up = Upstream::new(Provider::Gemini, &u, &g);
-        let mut req = RequestHeader::build("POST", b"/v1beta/models/m:streamGenerateContent?key=tg_secret&alt=sse", None).unwrap();
+        let mut req = RequestHeader::build(
+            "POST",
+            b"/v1beta/models/m:streamGenerateContent?key=tg_secret&alt=sse",
+            None,
+        )
+        .unwrap();
         req.insert_header("x-goog-api-key", "tg_secret").unwrap();
-        req.insert_header("authorization", "Bearer tg_secret").unwrap();
+        req.insert_header("authorization", "Bearer tg_secret")
+            .unwrap();
         req.insert_header("x-tollgate-org", "acme").unwrap();
         req.insert_header("x-tollgate-user", "u1").unwrap();
         req.insert_header("host", "127.0.0.1:8080").unwrap();
         up.rewrite_request(&mut req).unwrap();
-        assert_eq!(req.uri.to_string(), "/v1beta/models/m:streamGenerateContent?alt=sse");
+        assert_eq!(
+            req.uri.to_string(),
+            "/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
         assert_eq!(req.headers.get("x-goog-api-key").unwrap(), "AIzaProvider");
         assert!(req.headers.get("authorization").is_none());
-        assert!(req.headers.keys().all(|k| !k.as_str().starts_with("x-tollgate-")));
-        assert_eq!(req.headers.get("host").unwrap(), "generativelanguage.googleapis.com");
+        assert!(req
+            .headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("x-tollgate-")));
+        assert_eq!(
+            req.headers.get("host").unwrap(),
+            "generativelanguage.googleapis.com"
+        );
     }
 
     #[test]
     fn base_paths_and_ports_are_kept() {
         let (u, g) = gs("http://127.0.0.1:9000/google/");
         let up = Upstream::new(Provider::Vertex, &u, &g);
-        assert_eq!((up.authority.as_str(), up.base_path.as_str(), up.port, up.tls), ("127.0.0.1:9000", "/google", 9000, false));
+        assert_eq!(
+            (
+                up.authority.as_str(),
+                up.base_path.as_str(),
+                up.port,
+                up.tls
+            ),
+            ("127.0.0.1:9000", "/google", 9000, false)
+        );
         let mut req = RequestHeader::build("GET", b"/v1beta/models", None).unwrap();
         up.rewrite_request(&mut req).unwrap();
         assert_eq!(req.uri.to_string(), "/google/v1beta/models");

@@ -15,21 +15,37 @@ impl Store {
         Ok(Feature::ALL
             .iter()
             .map(|&feature| {
-                let enabled = rows.iter().find(|r| r.feature == feature).is_none_or(|r| r.enabled);
-                FeatureFlag { org_id, feature, enabled }
+                let enabled = rows
+                    .iter()
+                    .find(|r| r.feature == feature)
+                    .is_none_or(|r| r.enabled);
+                FeatureFlag {
+                    org_id,
+                    feature,
+                    enabled,
+                }
             })
             .collect())
     }
 
     /// Switches one flag of an org on or off.
-    pub async fn set_feature(&self, org_id: i64, feature: Feature, enabled: bool) -> Result<FeatureFlag> {
+    pub async fn set_feature(
+        &self,
+        org_id: i64,
+        feature: Feature,
+        enabled: bool,
+    ) -> Result<FeatureFlag> {
         self.get_org(org_id).await?;
         let now = Utc::now();
         with_pool!(self, pool => sqlx::query(
             "INSERT INTO feature_flags (org_id, feature, enabled, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, feature) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at")
             .bind(org_id).bind(feature.as_str()).bind(enabled).bind(now).execute(pool).await.map(drop))?;
-        Ok(FeatureFlag { org_id, feature, enabled })
+        Ok(FeatureFlag {
+            org_id,
+            feature,
+            enabled,
+        })
     }
 
     /// Every explicitly stored flag that is off, for the gateway's snapshot.
@@ -41,9 +57,12 @@ impl Store {
         Ok(rows
             .into_iter()
             .filter_map(|(org_id, f)| {
-                f.parse::<Feature>().ok().map(|feature| FeatureFlag { org_id, feature, enabled: false })
+                f.parse::<Feature>().ok().map(|feature| FeatureFlag {
+                    org_id,
+                    feature,
+                    enabled: false,
+                })
             })
             .collect())
     }
 }
-

@@ -50,7 +50,14 @@ impl Store {
     ) -> Result<(ApiKey, String)> {
         let key = generate_key();
         let row = self
-            .insert_key_hash(org_id, kind, name, user_id, &key_prefix(&key), &hash_key(&key))
+            .insert_key_hash(
+                org_id,
+                kind,
+                name,
+                user_id,
+                &key_prefix(&key),
+                &hash_key(&key),
+            )
             .await?;
         Ok((row, key))
     }
@@ -94,7 +101,8 @@ impl Store {
 
     /// Every key that is not revoked, for the gateway's in-memory table.
     pub async fn active_keys(&self) -> Result<Vec<ApiKey>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY id");
+        let sql =
+            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY id");
         with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).fetch_all(pool).await)
             .map_err(StoreError::from)
     }

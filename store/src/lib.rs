@@ -150,8 +150,13 @@ impl Store {
         let mut options =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         if let Some(schema) = &opts.pg_schema {
-            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(StoreError::InvalidUrl(format!("bad schema name {schema:?}")));
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::InvalidUrl(format!(
+                    "bad schema name {schema:?}"
+                )));
             }
             // Create the schema on a throwaway connection, then pin the pool's search_path to it.
             let pool = PgPoolOptions::new()

@@ -29,11 +29,15 @@ impl Store {
 
     /// One limit of an org.
     pub async fn get_limit(&self, org_id: i64, limit_type: LimitType) -> Result<UsageLimit> {
-        let sql = format!("SELECT {LIMIT_COLUMNS} FROM usage_limits WHERE org_id = $1 AND limit_type = $2");
+        let sql = format!(
+            "SELECT {LIMIT_COLUMNS} FROM usage_limits WHERE org_id = $1 AND limit_type = $2"
+        );
         with_pool!(self, pool => sqlx::query_as::<_, UsageLimit>(&sql)
             .bind(org_id).bind(limit_type.as_str()).fetch_one(pool).await)
         .map_err(StoreError::from)
-        .map_err(not_found(format!("{limit_type} limit of organization {org_id}")))
+        .map_err(not_found(format!(
+            "{limit_type} limit of organization {org_id}"
+        )))
     }
 
     /// An org's limits.
@@ -56,7 +60,9 @@ impl Store {
             "DELETE FROM usage_limits WHERE org_id = $1 AND limit_type = $2")
             .bind(org_id).bind(limit_type.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("{limit_type} limit of organization {org_id}")));
+            return Err(StoreError::NotFound(format!(
+                "{limit_type} limit of organization {org_id}"
+            )));
         }
         Ok(())
     }

@@ -10,7 +10,9 @@ impl Store {
     pub async fn create_org(&self, name: &str, features_on: &[Feature]) -> Result<Org> {
         let name = name.trim();
         if name.is_empty() {
-            return Err(StoreError::Validation("organization name must not be empty".into()));
+            return Err(StoreError::Validation(
+                "organization name must not be empty".into(),
+            ));
         }
         if name.parse::<i64>().is_ok() {
             // Orgs are named by id or by name on the command line and in headers.

@@ -188,7 +188,11 @@ impl Store {
 
     /// Every org's usage in the day `today` and the month starting `month_start`, from the
     /// rollups (for seeding and syncing the gateway's counters).
-    pub async fn period_usage(&self, today: NaiveDate, month_start: NaiveDate) -> Result<Vec<PeriodUsage>> {
+    pub async fn period_usage(
+        &self,
+        today: NaiveDate,
+        month_start: NaiveDate,
+    ) -> Result<Vec<PeriodUsage>> {
         with_pool!(self, pool => sqlx::query_as::<_, PeriodUsage>(
             "SELECT org_id, \
              CAST(COALESCE(SUM(CASE WHEN day = $1 THEN requests ELSE 0 END), 0) AS BIGINT) AS day_requests, \

@@ -1,6 +1,8 @@
 //! Users (argon2id password hashes, superuser flag) and their memberships in organizations.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use chrono::Utc;
 
@@ -26,7 +28,11 @@ fn hash_password(password: &str) -> Result<String> {
 /// Checks a password against a stored argon2 hash (constant-time inside argon2).
 pub fn verify_password(password: &str, stored_hash: &str) -> bool {
     PasswordHash::new(stored_hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -37,7 +43,9 @@ fn check_email(email: &str) -> Result<&str> {
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
     if !valid {
-        return Err(StoreError::Validation(format!("{email:?} is not an email address")));
+        return Err(StoreError::Validation(format!(
+            "{email:?} is not an email address"
+        )));
     }
     Ok(email)
 }
@@ -153,7 +161,9 @@ impl Store {
         with_pool!(self, pool => sqlx::query_as::<_, Membership>(&sql)
             .bind(org_id).bind(user_id).fetch_one(pool).await)
         .map_err(StoreError::from)
-        .map_err(not_found(format!("membership of user {user_id} in organization {org_id}")))
+        .map_err(not_found(format!(
+            "membership of user {user_id} in organization {org_id}"
+        )))
     }
 
     /// Changes a member's role.

@@ -1,6 +1,9 @@
 //! The store conformance suite: every test runs against SQLite and, when
 //! `TOLLGATE_TEST_POSTGRES` names a server, against PostgreSQL too (each test in its own schema).
 
+// Tests may unwrap and panic: a failure is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{Duration, TimeZone, Utc};
@@ -11,14 +14,18 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 async fn sqlite() -> (Store, Option<tempfile::TempDir>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/nested/t.db", dir.path().display());
-    let s = Store::connect(&url, &ConnectOptions::default()).await.unwrap();
+    let s = Store::connect(&url, &ConnectOptions::default())
+        .await
+        .unwrap();
     s.migrate().await.unwrap();
     (s, Some(dir))
 }
 
 async fn postgres() -> Option<Store> {
     let Ok(url) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set (PostgreSQL half of the store suite)");
+        eprintln!(
+            "skipped: TOLLGATE_TEST_POSTGRES is not set (PostgreSQL half of the store suite)"
+        );
         return None;
     };
     let schema = format!(
@@ -27,10 +34,14 @@ async fn postgres() -> Option<Store> {
         SEQ.fetch_add(1, Ordering::Relaxed),
         Utc::now().timestamp_micros()
     );
-    let opts = ConnectOptions { pg_schema: Some(schema), max_connections: 4, ..Default::default() };
-    let s = Store::connect(&url, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("TOLLGATE_TEST_POSTGRES is set but PostgreSQL is unreachable: {e}"));
+    let opts = ConnectOptions {
+        pg_schema: Some(schema),
+        max_connections: 4,
+        ..Default::default()
+    };
+    let s = Store::connect(&url, &opts).await.unwrap_or_else(|e| {
+        panic!("TOLLGATE_TEST_POSTGRES is set but PostgreSQL is unreachable: {e}")
+    });
     s.migrate().await.unwrap();
     Some(s)
 }
@@ -67,14 +78,21 @@ conformance!(
 fn migration_folders_move_in_lockstep() {
     let (sqlite, postgres) = Store::migration_versions();
     assert!(!sqlite.is_empty());
-    assert_eq!(sqlite, postgres, "every migration must exist for both dialects");
+    assert_eq!(
+        sqlite, postgres,
+        "every migration must exist for both dialects"
+    );
 }
 
 async fn migrations_rerun_harmlessly(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
     s.migrate().await.unwrap();
     s.migrate().await.unwrap();
-    assert_eq!(s.get_org(org.id).await.unwrap().name, "acme", "data survives a re-run");
+    assert_eq!(
+        s.get_org(org.id).await.unwrap().name,
+        "acme",
+        "data survives a re-run"
+    );
 }
 
 async fn organizations(s: Store) {
@@ -83,66 +101,143 @@ async fn organizations(s: Store) {
     assert_eq!(b.name, "globex", "names are trimmed");
     assert_eq!(s.resolve_org("acme").await.unwrap(), a);
     assert_eq!(s.resolve_org(&a.id.to_string()).await.unwrap(), a);
-    assert!(matches!(s.create_org("acme", &[]).await, Err(StoreError::Conflict { .. })));
-    assert!(matches!(s.create_org("", &[]).await, Err(StoreError::Validation(_))));
-    assert!(matches!(s.create_org("42", &[]).await, Err(StoreError::Validation(_))), "numeric names clash with ids");
+    assert!(matches!(
+        s.create_org("acme", &[]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.create_org("", &[]).await,
+        Err(StoreError::Validation(_))
+    ));
+    assert!(
+        matches!(
+            s.create_org("42", &[]).await,
+            Err(StoreError::Validation(_))
+        ),
+        "numeric names clash with ids"
+    );
     assert_eq!(s.list_orgs().await.unwrap().len(), 2);
     let renamed = s.rename_org(a.id, "acme-corp").await.unwrap();
     assert_eq!(renamed.name, "acme-corp");
-    assert!(matches!(s.rename_org(a.id, "globex").await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.rename_org(a.id, "globex").await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert!(matches!(s.get_org(9999).await, Err(StoreError::NotFound(m)) if m.contains("9999")));
-    assert!(matches!(s.resolve_org("nope").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.resolve_org("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // Deleting an org removes what belongs to it.
     let (k, _) = s.create_key(b.id, KeyKind::App, "k", None).await.unwrap();
     s.delete_org(b.id).await.unwrap();
-    assert!(matches!(s.get_key(k.id).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.delete_org(b.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.get_key(k.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_org(b.id).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn users_and_passwords(s: Store) {
-    let u = s.create_user("Ada@Example.com", "correct horse", true).await.unwrap();
+    let u = s
+        .create_user("Ada@Example.com", "correct horse", true)
+        .await
+        .unwrap();
     assert_eq!(u.email, "ada@example.com");
     assert!(u.is_superuser);
-    assert!(matches!(s.create_user("ada@example.com", "another one", false).await, Err(StoreError::Conflict { .. })));
-    assert!(matches!(s.create_user("not-an-email", "long enough", false).await, Err(StoreError::Validation(_))));
-    assert!(matches!(s.create_user("b@example.com", "short", false).await, Err(StoreError::Validation(_))));
-    assert_eq!(s.authenticate("ADA@example.com", "correct horse").await.unwrap(), Some(u.clone()));
-    assert_eq!(s.authenticate("ada@example.com", "wrong").await.unwrap(), None);
-    assert_eq!(s.authenticate("nobody@example.com", "correct horse").await.unwrap(), None);
+    assert!(matches!(
+        s.create_user("ada@example.com", "another one", false).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.create_user("not-an-email", "long enough", false).await,
+        Err(StoreError::Validation(_))
+    ));
+    assert!(matches!(
+        s.create_user("b@example.com", "short", false).await,
+        Err(StoreError::Validation(_))
+    ));
+    assert_eq!(
+        s.authenticate("ADA@example.com", "correct horse")
+            .await
+            .unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(
+        s.authenticate("ada@example.com", "wrong").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.authenticate("nobody@example.com", "correct horse")
+            .await
+            .unwrap(),
+        None
+    );
     s.set_password(u.id, "battery staple").await.unwrap();
-    assert!(s.authenticate("ada@example.com", "battery staple").await.unwrap().is_some());
+    assert!(s
+        .authenticate("ada@example.com", "battery staple")
+        .await
+        .unwrap()
+        .is_some());
     let u = s.set_superuser(u.id, false).await.unwrap();
     assert!(!u.is_superuser);
     assert_eq!(s.resolve_user("ada@example.com").await.unwrap().id, u.id);
     assert_eq!(s.list_users().await.unwrap().len(), 1);
     s.delete_user(u.id).await.unwrap();
-    assert!(matches!(s.get_user(u.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.get_user(u.id).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn memberships(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
-    let u = s.create_user("a@example.com", "password1", false).await.unwrap();
+    let u = s
+        .create_user("a@example.com", "password1", false)
+        .await
+        .unwrap();
     let m = s.add_member(org.id, u.id, Role::Admin).await.unwrap();
     assert_eq!((m.role, m.email.as_str()), (Role::Admin, "a@example.com"));
-    assert!(matches!(s.add_member(org.id, u.id, Role::Member).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.add_member(org.id, u.id, Role::Member).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert!(
-        matches!(s.add_member(org.id, 9999, Role::Member).await, Err(StoreError::Invalid(_))),
+        matches!(
+            s.add_member(org.id, 9999, Role::Member).await,
+            Err(StoreError::Invalid(_))
+        ),
         "a missing user is a foreign-key error, not a panic"
     );
-    assert_eq!(s.set_role(org.id, u.id, Role::Owner).await.unwrap().role, Role::Owner);
-    assert!(matches!(s.set_role(org.id, 9999, Role::Owner).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.set_role(org.id, u.id, Role::Owner).await.unwrap().role,
+        Role::Owner
+    );
+    assert!(matches!(
+        s.set_role(org.id, 9999, Role::Owner).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(s.list_members(org.id).await.unwrap().len(), 1);
     assert_eq!(s.memberships_of(u.id).await.unwrap()[0].org_id, org.id);
     s.remove_member(org.id, u.id).await.unwrap();
     assert!(s.list_members(org.id).await.unwrap().is_empty());
-    assert!(matches!(s.remove_member(org.id, u.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.remove_member(org.id, u.id).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!("boss".parse::<Role>().is_err());
 }
 
 async fn api_keys(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
-    let (k, secret) = s.create_key(org.id, KeyKind::Service, "backend", None).await.unwrap();
+    let (k, secret) = s
+        .create_key(org.id, KeyKind::Service, "backend", None)
+        .await
+        .unwrap();
     assert!(secret.starts_with("tg_") && secret.len() >= 35);
     assert_eq!(k.key_hash, hash_key(&secret), "only the hash is stored");
     assert!(secret.starts_with(&k.prefix) && k.prefix.len() < secret.len());
@@ -150,56 +245,156 @@ async fn api_keys(s: Store) {
     let active = s.active_keys().await.unwrap();
     assert_eq!(active.len(), 1);
     assert!(matches!(
-        s.insert_key_hash(org.id, KeyKind::App, "dup", None, "tg_x", &k.key_hash).await,
+        s.insert_key_hash(org.id, KeyKind::App, "dup", None, "tg_x", &k.key_hash)
+            .await,
         Err(StoreError::Conflict { .. })
     ));
-    assert!(matches!(s.create_key(9999, KeyKind::App, "", None).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        s.create_key(9999, KeyKind::App, "", None).await,
+        Err(StoreError::Invalid(_))
+    ));
     let revoked = s.revoke_key(k.id).await.unwrap();
     assert!(!revoked.is_active());
     let again = s.revoke_key(k.id).await.unwrap();
-    assert_eq!(again.revoked_at, revoked.revoked_at, "revoking twice keeps the first time");
+    assert_eq!(
+        again.revoked_at, revoked.revoked_at,
+        "revoking twice keeps the first time"
+    );
     assert!(s.active_keys().await.unwrap().is_empty());
-    assert_eq!(s.list_keys(org.id).await.unwrap().len(), 1, "revoked keys stay listed");
-    assert!(matches!(s.revoke_key(9999).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.list_keys(org.id).await.unwrap().len(),
+        1,
+        "revoked keys stay listed"
+    );
+    assert!(matches!(
+        s.revoke_key(9999).await,
+        Err(StoreError::NotFound(_))
+    ));
     s.delete_key(k.id).await.unwrap();
     assert!(s.list_keys(org.id).await.unwrap().is_empty());
 }
 
 async fn feature_flags(s: Store) {
-    let on: Vec<Feature> = Feature::ALL.iter().copied().filter(|f| *f != Feature::VideoGeneration).collect();
+    let on: Vec<Feature> = Feature::ALL
+        .iter()
+        .copied()
+        .filter(|f| *f != Feature::VideoGeneration)
+        .collect();
     let org = s.create_org("acme", &on).await.unwrap();
     let flags = s.list_features(org.id).await.unwrap();
     assert_eq!(flags.len(), 11);
     for f in &flags {
-        assert_eq!(f.enabled, f.feature != Feature::VideoGeneration, "{}", f.feature);
+        assert_eq!(
+            f.enabled,
+            f.feature != Feature::VideoGeneration,
+            "{}",
+            f.feature
+        );
     }
-    s.set_feature(org.id, Feature::Streaming, false).await.unwrap();
-    s.set_feature(org.id, Feature::VideoGeneration, true).await.unwrap();
-    let mut off: Vec<_> = s.disabled_features().await.unwrap().into_iter().map(|f| f.feature).collect();
+    s.set_feature(org.id, Feature::Streaming, false)
+        .await
+        .unwrap();
+    s.set_feature(org.id, Feature::VideoGeneration, true)
+        .await
+        .unwrap();
+    let mut off: Vec<_> = s
+        .disabled_features()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.feature)
+        .collect();
     off.sort();
     assert_eq!(off, vec![Feature::Streaming]);
-    assert!(matches!(s.set_feature(9999, Feature::Streaming, true).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.set_feature(9999, Feature::Streaming, true).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!("teleport".parse::<Feature>().is_err());
 }
 
 async fn usage_limits(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
-    let spec = LimitSpec { limit_type: LimitType::DailyRequests, value: 50, alert_threshold: 80, enabled: true };
+    let spec = LimitSpec {
+        limit_type: LimitType::DailyRequests,
+        value: 50,
+        alert_threshold: 80,
+        enabled: true,
+    };
     let l = s.set_limit(org.id, &spec).await.unwrap();
     assert_eq!((l.value, l.alert_threshold, l.enabled), (50, 80, true));
-    let l2 = s.set_limit(org.id, &LimitSpec { value: 60, enabled: false, ..spec.clone() }).await.unwrap();
-    assert_eq!(l2.id, l.id, "one limit per org and type: setting again replaces it");
+    let l2 = s
+        .set_limit(
+            org.id,
+            &LimitSpec {
+                value: 60,
+                enabled: false,
+                ..spec.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        l2.id, l.id,
+        "one limit per org and type: setting again replaces it"
+    );
     assert_eq!((l2.value, l2.enabled), (60, false));
-    s.set_limit(org.id, &LimitSpec { limit_type: LimitType::MonthlyCost, value: 5_000_000, ..spec.clone() }).await.unwrap();
+    s.set_limit(
+        org.id,
+        &LimitSpec {
+            limit_type: LimitType::MonthlyCost,
+            value: 5_000_000,
+            ..spec.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(s.list_limits(org.id).await.unwrap().len(), 2);
     assert_eq!(s.all_limits().await.unwrap().len(), 2);
-    assert!(matches!(s.set_limit(org.id, &LimitSpec { value: -1, ..spec.clone() }).await, Err(StoreError::Validation(_))));
-    assert!(matches!(s.set_limit(org.id, &LimitSpec { alert_threshold: 101, ..spec.clone() }).await, Err(StoreError::Validation(_))));
-    assert!(matches!(s.set_limit(9999, &spec).await, Err(StoreError::NotFound(_))));
-    assert_eq!(s.get_limit(org.id, LimitType::MonthlyCost).await.unwrap().value, 5_000_000);
-    s.remove_limit(org.id, LimitType::DailyRequests).await.unwrap();
-    assert!(matches!(s.remove_limit(org.id, LimitType::DailyRequests).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.get_limit(org.id, LimitType::DailyRequests).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.set_limit(
+            org.id,
+            &LimitSpec {
+                value: -1,
+                ..spec.clone()
+            }
+        )
+        .await,
+        Err(StoreError::Validation(_))
+    ));
+    assert!(matches!(
+        s.set_limit(
+            org.id,
+            &LimitSpec {
+                alert_threshold: 101,
+                ..spec.clone()
+            }
+        )
+        .await,
+        Err(StoreError::Validation(_))
+    ));
+    assert!(matches!(
+        s.set_limit(9999, &spec).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.get_limit(org.id, LimitType::MonthlyCost)
+            .await
+            .unwrap()
+            .value,
+        5_000_000
+    );
+    s.remove_limit(org.id, LimitType::DailyRequests)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.remove_limit(org.id, LimitType::DailyRequests).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get_limit(org.id, LimitType::DailyRequests).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!("weekly_fun".parse::<LimitType>().is_err());
 }
 
@@ -241,31 +436,102 @@ async fn usage_events_are_idempotent_and_rolled_up(s: Store) {
     let batch = vec![
         event("r1", Some(org.id), now, "gemini-2.5-flash"),
         event("r2", Some(org.id), now, "gemini-2.5-pro"),
-        event("r3", Some(org.id), now - Duration::days(1), "gemini-2.5-flash"),
+        event(
+            "r3",
+            Some(org.id),
+            now - Duration::days(1),
+            "gemini-2.5-flash",
+        ),
         event("r4", None, now, "gemini-2.5-flash"),
     ];
     assert_eq!(s.insert_events(&batch).await.unwrap(), 4);
-    assert_eq!(s.insert_events(&batch[..2]).await.unwrap(), 0, "a replayed batch stores nothing new");
+    assert_eq!(
+        s.insert_events(&batch[..2]).await.unwrap(),
+        0,
+        "a replayed batch stores nothing new"
+    );
     assert_eq!(s.count_events(org.id).await.unwrap(), 3);
-    assert_eq!(s.get_event("r2").await.unwrap(), batch[1], "an event reads back exactly");
+    assert_eq!(
+        s.get_event("r2").await.unwrap(),
+        batch[1],
+        "an event reads back exactly"
+    );
 
-    let total = s.usage_totals(org.id, now - Duration::days(30), now + Duration::days(1), GroupBy::Nothing).await.unwrap();
+    let total = s
+        .usage_totals(
+            org.id,
+            now - Duration::days(30),
+            now + Duration::days(1),
+            GroupBy::Nothing,
+        )
+        .await
+        .unwrap();
     assert_eq!(total.len(), 1);
-    assert_eq!((total[0].requests, total[0].total_tokens, total[0].cost_micros), (3, 105, 3702));
-    let by_model = s.usage_totals(org.id, now - Duration::days(30), now + Duration::days(1), GroupBy::Model).await.unwrap();
-    assert_eq!(by_model.iter().map(|t| (t.group_key.as_str(), t.requests)).collect::<Vec<_>>(),
-        vec![("gemini-2.5-flash", 2), ("gemini-2.5-pro", 1)]);
-    let empty = s.usage_totals(org.id, now + Duration::days(5), now + Duration::days(6), GroupBy::Nothing).await.unwrap();
+    assert_eq!(
+        (
+            total[0].requests,
+            total[0].total_tokens,
+            total[0].cost_micros
+        ),
+        (3, 105, 3702)
+    );
+    let by_model = s
+        .usage_totals(
+            org.id,
+            now - Duration::days(30),
+            now + Duration::days(1),
+            GroupBy::Model,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_model
+            .iter()
+            .map(|t| (t.group_key.as_str(), t.requests))
+            .collect::<Vec<_>>(),
+        vec![("gemini-2.5-flash", 2), ("gemini-2.5-pro", 1)]
+    );
+    let empty = s
+        .usage_totals(
+            org.id,
+            now + Duration::days(5),
+            now + Duration::days(6),
+            GroupBy::Nothing,
+        )
+        .await
+        .unwrap();
     assert_eq!(empty[0].requests, 0);
 
-    let rollups = s.daily_rollups(org.id, now.date_naive() - Duration::days(1), now.date_naive()).await.unwrap();
+    let rollups = s
+        .daily_rollups(
+            org.id,
+            now.date_naive() - Duration::days(1),
+            now.date_naive(),
+        )
+        .await
+        .unwrap();
     assert_eq!(rollups.len(), 3);
-    assert_eq!(rollups.iter().map(|r| r.requests).sum::<i64>(), 3, "replays do not double the rollups");
+    assert_eq!(
+        rollups.iter().map(|r| r.requests).sum::<i64>(),
+        3,
+        "replays do not double the rollups"
+    );
 
-    let periods = s.period_usage(now.date_naive(), now.date_naive().with_day0(0).unwrap()).await.unwrap();
+    let periods = s
+        .period_usage(now.date_naive(), now.date_naive().with_day0(0).unwrap())
+        .await
+        .unwrap();
     assert_eq!(periods.len(), 1);
     let p = &periods[0];
-    assert_eq!((p.day_requests, p.day_ads, p.month_tokens, p.month_cost_micros), (2, 2, 105, 3702));
+    assert_eq!(
+        (
+            p.day_requests,
+            p.day_ads,
+            p.month_tokens,
+            p.month_cost_micros
+        ),
+        (2, 2, 105, 3702)
+    );
 
     let recent = s.recent_events(org.id, 2).await.unwrap();
     assert_eq!(recent.len(), 2);
@@ -276,18 +542,37 @@ use chrono::Datelike;
 
 async fn limit_alerts_fire_once_per_period(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
-    let first = s.record_alert(org.id, LimitType::MonthlyCost, "2026-11", 80, 100, 81).await.unwrap();
+    let first = s
+        .record_alert(org.id, LimitType::MonthlyCost, "2026-11", 80, 100, 81)
+        .await
+        .unwrap();
     assert!(first.is_some());
-    assert!(s.record_alert(org.id, LimitType::MonthlyCost, "2026-11", 80, 100, 90).await.unwrap().is_none());
-    assert!(s.record_alert(org.id, LimitType::MonthlyCost, "2026-11", 100, 100, 100).await.unwrap().is_some());
-    assert!(s.record_alert(org.id, LimitType::MonthlyCost, "2026-12", 80, 100, 85).await.unwrap().is_some());
+    assert!(s
+        .record_alert(org.id, LimitType::MonthlyCost, "2026-11", 80, 100, 90)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .record_alert(org.id, LimitType::MonthlyCost, "2026-11", 100, 100, 100)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .record_alert(org.id, LimitType::MonthlyCost, "2026-12", 80, 100, 85)
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(s.list_alerts(org.id).await.unwrap().len(), 3);
 }
 
 async fn audit_log(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
-    s.audit("cli", "org.create", Some(org.id), "acme", "").await.unwrap();
-    s.audit("cli", "user.create", None, "a@example.com", "{}").await.unwrap();
+    s.audit("cli", "org.create", Some(org.id), "acme", "")
+        .await
+        .unwrap();
+    s.audit("cli", "user.create", None, "a@example.com", "{}")
+        .await
+        .unwrap();
     assert_eq!(s.list_audit(None, 10).await.unwrap().len(), 2);
     let mine = s.list_audit(Some(org.id), 10).await.unwrap();
     assert_eq!(mine.len(), 1);
@@ -297,9 +582,15 @@ async fn audit_log(s: Store) {
 async fn gateway_heartbeats(s: Store) {
     let t0 = Utc::now() - Duration::seconds(5);
     s.heartbeat("gw-1", "0.1.0", false, None).await.unwrap();
-    s.heartbeat("gw-1", "0.1.0", true, Some(Utc::now())).await.unwrap();
+    s.heartbeat("gw-1", "0.1.0", true, Some(Utc::now()))
+        .await
+        .unwrap();
     let live = s.live_instances(t0).await.unwrap();
     assert_eq!(live.len(), 1);
     assert!(live[0].degraded && live[0].last_sync.is_some());
-    assert!(s.live_instances(Utc::now() + Duration::seconds(60)).await.unwrap().is_empty());
+    assert!(s
+        .live_instances(Utc::now() + Duration::seconds(60))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -30,7 +30,12 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -41,7 +46,11 @@ impl Cli {
     /// Runs a command that must succeed and returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "tollgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -66,7 +75,9 @@ impl Cli {
 fn help_documents_every_command() {
     let out = Command::new(bin()).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["serve", "gateway", "admin", "migrate", "org", "key", "user", "member", "feature", "limit"] {
+    for cmd in [
+        "serve", "gateway", "admin", "migrate", "org", "key", "user", "member", "feature", "limit",
+    ] {
         assert!(help.contains(cmd), "--help should mention {cmd}:\n{help}");
     }
 }
@@ -81,9 +92,20 @@ fn orgs_keys_limits_and_features_round_trip() {
     let org_id = orgs[0]["id"].as_i64().unwrap().to_string();
 
     let app = cli.ok(&["key", "create", "--org", "acme", "--name", "web"]);
-    let key_line = app.lines().find(|l| l.starts_with("key: ")).expect("the key is printed once");
+    let key_line = app
+        .lines()
+        .find(|l| l.starts_with("key: "))
+        .expect("the key is printed once");
     assert!(key_line["key: ".len()..].starts_with("tg_"));
-    let svc = cli.json(&["key", "create", "--org", &org_id, "--service", "--name", "backend"]);
+    let svc = cli.json(&[
+        "key",
+        "create",
+        "--org",
+        &org_id,
+        "--service",
+        "--name",
+        "backend",
+    ]);
     assert_eq!(svc["kind"], "service");
     let secret = svc["secret"].as_str().unwrap();
     assert!(secret.starts_with("tg_") && secret.len() >= 35);
@@ -91,25 +113,83 @@ fn orgs_keys_limits_and_features_round_trip() {
     let keys = cli.json(&["key", "list", "--org", "acme"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
     let listed = serde_json::to_string(&keys).unwrap();
-    assert!(!listed.contains(secret) && !listed.contains("key_hash"), "listings never show keys or hashes");
+    assert!(
+        !listed.contains(secret) && !listed.contains("key_hash"),
+        "listings never show keys or hashes"
+    );
     let svc_id = svc["id"].as_i64().unwrap().to_string();
     cli.ok(&["key", "revoke", &svc_id]);
     let keys = cli.json(&["key", "list", "--org", "acme"]);
-    let revoked = keys.as_array().unwrap().iter().find(|k| k["id"].to_string() == svc_id).unwrap();
+    let revoked = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == svc["id"])
+        .unwrap();
     assert!(revoked["revoked_at"].is_string(), "{revoked}");
-    assert!(cli.ok(&["key", "list", "--org", "acme"]).contains("revoked"));
+    assert!(cli
+        .ok(&["key", "list", "--org", "acme"])
+        .contains("revoked"));
 
-    cli.ok(&["limit", "set", "--org", "acme", "--type", "daily_requests", "--value", "50", "--alert", "90"]);
-    cli.ok(&["limit", "set", "--org", "acme", "--type", "monthly_cost", "--value", "12.50", "--disabled"]);
+    cli.ok(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "daily_requests",
+        "--value",
+        "50",
+        "--alert",
+        "90",
+    ]);
+    cli.ok(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "monthly_cost",
+        "--value",
+        "12.50",
+        "--disabled",
+    ]);
     let limits = cli.json(&["limit", "list", "--org", "acme"]);
-    let by_type = |t: &str| limits.as_array().unwrap().iter().find(|l| l["limit_type"] == t).unwrap().clone();
-    assert_eq!((by_type("daily_requests")["value"].as_i64(), by_type("daily_requests")["alert_threshold"].as_i64()), (Some(50), Some(90)));
-    assert_eq!(by_type("monthly_cost")["value"], 12_500_000, "dollars are stored as micro-dollars");
+    let by_type = |t: &str| {
+        limits
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["limit_type"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            by_type("daily_requests")["value"].as_i64(),
+            by_type("daily_requests")["alert_threshold"].as_i64()
+        ),
+        (Some(50), Some(90))
+    );
+    assert_eq!(
+        by_type("monthly_cost")["value"],
+        12_500_000,
+        "dollars are stored as micro-dollars"
+    );
     assert_eq!(by_type("monthly_cost")["enabled"], false);
     let table = cli.ok(&["limit", "list", "--org", "acme"]);
-    assert!(table.contains("$12.500000") && table.contains("disabled"), "{table}");
+    assert!(
+        table.contains("$12.500000") && table.contains("disabled"),
+        "{table}"
+    );
     cli.ok(&["limit", "remove", "--org", "acme", "--type", "monthly_cost"]);
-    assert_eq!(cli.json(&["limit", "list", "--org", "acme"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        cli.json(&["limit", "list", "--org", "acme"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     cli.ok(&["feature", "set", "--org", "acme", "video_generation", "off"]);
     let flags = cli.json(&["feature", "list", "--org", "acme"]);
@@ -123,16 +203,69 @@ fn orgs_keys_limits_and_features_round_trip() {
 fn bad_input_is_one_clear_line_and_changes_nothing() {
     let cli = Cli::new();
     cli.ok(&["org", "create", "acme"]);
-    cli.ok(&["limit", "set", "--org", "acme", "--type", "daily_requests", "--value", "5"]);
+    cli.ok(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "daily_requests",
+        "--value",
+        "5",
+    ]);
     let before = cli.json(&["limit", "list", "--org", "acme"]);
 
-    let e = cli.fails(&["limit", "set", "--org", "nope", "--type", "daily_requests", "--value", "1"]);
-    assert!(e.contains("organization") && e.contains("nope") && e.contains("not found"), "{e}");
-    let e = cli.fails(&["limit", "set", "--org", "acme", "--type", "weekly_fun", "--value", "1"]);
-    assert!(e.contains("weekly_fun") && e.contains("monthly_tokens"), "names the valid types: {e}");
-    let e = cli.fails(&["limit", "set", "--org", "acme", "--type", "daily_requests", "--value", "-5"]);
+    let e = cli.fails(&[
+        "limit",
+        "set",
+        "--org",
+        "nope",
+        "--type",
+        "daily_requests",
+        "--value",
+        "1",
+    ]);
+    assert!(
+        e.contains("organization") && e.contains("nope") && e.contains("not found"),
+        "{e}"
+    );
+    let e = cli.fails(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "weekly_fun",
+        "--value",
+        "1",
+    ]);
+    assert!(
+        e.contains("weekly_fun") && e.contains("monthly_tokens"),
+        "names the valid types: {e}"
+    );
+    let e = cli.fails(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "daily_requests",
+        "--value",
+        "-5",
+    ]);
     assert!(e.contains("0 or more"), "{e}");
-    let e = cli.fails(&["limit", "set", "--org", "acme", "--type", "daily_requests", "--value", "10", "--alert", "101"]);
+    let e = cli.fails(&[
+        "limit",
+        "set",
+        "--org",
+        "acme",
+        "--type",
+        "daily_requests",
+        "--value",
+        "10",
+        "--alert",
+        "101",
+    ]);
     assert!(e.contains("between 1 and 100"), "{e}");
     let e = cli.fails(&["org", "create", "acme"]);
     assert!(e.contains("already exists"), "{e}");
@@ -143,7 +276,11 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
     let e = cli.fails(&["feature", "set", "--org", "acme", "teleport", "on"]);
     assert!(e.contains("teleport"), "{e}");
 
-    assert_eq!(cli.json(&["limit", "list", "--org", "acme"]), before, "failed commands changed nothing");
+    assert_eq!(
+        cli.json(&["limit", "list", "--org", "acme"]),
+        before,
+        "failed commands changed nothing"
+    );
     assert_eq!(cli.json(&["org", "list"]).as_array().unwrap().len(), 1);
 }
 
@@ -151,23 +288,87 @@ fn bad_input_is_one_clear_line_and_changes_nothing() {
 fn users_and_members() {
     let cli = Cli::new();
     cli.ok(&["org", "create", "acme"]);
-    let out = cli.run_with_stdin(&["user", "create", "--email", "ada@example.com", "--superuser", "--json"], "correct horse\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli.run_with_stdin(
+        &[
+            "user",
+            "create",
+            "--email",
+            "ada@example.com",
+            "--superuser",
+            "--json",
+        ],
+        "correct horse\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((user[0]["email"].as_str(), user[0]["is_superuser"].as_bool()), (Some("ada@example.com"), Some(true)));
+    assert_eq!(
+        (user[0]["email"].as_str(), user[0]["is_superuser"].as_bool()),
+        (Some("ada@example.com"), Some(true))
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("correct horse"));
     let short = cli.run_with_stdin(&["user", "create", "--email", "b@example.com"], "short\n");
     assert!(!short.status.success());
 
-    cli.ok(&["member", "add", "--org", "acme", "--user", "ada@example.com", "--role", "admin"]);
-    let m = cli.json(&["member", "role", "--org", "acme", "--user", "ada@example.com", "--role", "owner"]);
+    cli.ok(&[
+        "member",
+        "add",
+        "--org",
+        "acme",
+        "--user",
+        "ada@example.com",
+        "--role",
+        "admin",
+    ]);
+    let m = cli.json(&[
+        "member",
+        "role",
+        "--org",
+        "acme",
+        "--user",
+        "ada@example.com",
+        "--role",
+        "owner",
+    ]);
     assert_eq!(m[0]["role"], "owner");
-    let e = cli.fails(&["member", "add", "--org", "acme", "--user", "ada@example.com"]);
+    let e = cli.fails(&[
+        "member",
+        "add",
+        "--org",
+        "acme",
+        "--user",
+        "ada@example.com",
+    ]);
     assert!(e.contains("already a member"), "{e}");
-    let e = cli.fails(&["member", "role", "--org", "acme", "--user", "ada@example.com", "--role", "boss"]);
+    let e = cli.fails(&[
+        "member",
+        "role",
+        "--org",
+        "acme",
+        "--user",
+        "ada@example.com",
+        "--role",
+        "boss",
+    ]);
     assert!(e.contains("boss"), "{e}");
-    cli.ok(&["member", "remove", "--org", "acme", "--user", "ada@example.com"]);
-    assert_eq!(cli.json(&["member", "list", "--org", "acme"]).as_array().unwrap().len(), 0);
+    cli.ok(&[
+        "member",
+        "remove",
+        "--org",
+        "acme",
+        "--user",
+        "ada@example.com",
+    ]);
+    assert_eq!(
+        cli.json(&["member", "list", "--org", "acme"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -182,8 +383,16 @@ fn an_invalid_setting_stops_start_up_with_one_line() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("gateway.listen") && err.contains("not-an-address") && err.contains("127.0.0.1:8080"), "{err}");
-    let missing = Command::new(bin()).args(["--config", "/nonexistent.toml", "org", "list"]).output().unwrap();
+    assert!(
+        err.contains("gateway.listen")
+            && err.contains("not-an-address")
+            && err.contains("127.0.0.1:8080"),
+        "{err}"
+    );
+    let missing = Command::new(bin())
+        .args(["--config", "/nonexistent.toml", "org", "list"])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml"));
 }
@@ -191,7 +400,11 @@ fn an_invalid_setting_stops_start_up_with_one_line() {
 #[test]
 fn serve_starts_with_no_config_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (g, a, m) = (crate::harness::free_port(), crate::harness::free_port(), crate::harness::free_port());
+    let (g, a, m) = (
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+    );
     let mut child = Command::new(bin())
         .arg("serve")
         .current_dir(dir.path())
@@ -205,12 +418,21 @@ fn serve_starts_with_no_config_and_stops_on_sigterm() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for port in [g, a, m] {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "port {port} never opened");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port {port} never opened"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
-    assert!(dir.path().join("data/tollgate.db").exists(), "the default SQLite file is created on first start");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(
+        dir.path().join("data/tollgate.db").exists(),
+        "the default SQLite file is created on first start"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -218,7 +440,10 @@ fn serve_starts_with_no_config_and_stops_on_sigterm() {
             assert!(status.success(), "a clean stop exits 0, got {status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop tollgate within 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not stop tollgate within 10 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

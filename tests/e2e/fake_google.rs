@@ -52,8 +52,14 @@ impl FakeGoogle {
     pub async fn start_with(expect_provider_key: bool) -> FakeGoogle {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let fake = FakeGoogle { addr, inner: Arc::default(), expect_provider_key };
-        let app = axum::Router::new().fallback(handle).with_state(fake.clone());
+        let fake = FakeGoogle {
+            addr,
+            inner: Arc::default(),
+            expect_provider_key,
+        };
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(fake.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
         });
@@ -89,16 +95,22 @@ impl FakeGoogle {
                 v.push(format!("{what}: header {name} reached the upstream"));
             }
             if value.contains("tg_") {
-                v.push(format!("{what}: a gateway key reached the upstream in {name}"));
+                v.push(format!(
+                    "{what}: a gateway key reached the upstream in {name}"
+                ));
             }
         }
         if call.query.split('&').any(|p| p.starts_with("key=")) {
-            v.push(format!("{what}: a key= query parameter reached the upstream"));
+            v.push(format!(
+                "{what}: a key= query parameter reached the upstream"
+            ));
         }
         if self.expect_provider_key {
             let provider = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
             if provider != Some(PROVIDER_KEY) {
-                v.push(format!("{what}: the provider key was missing (x-goog-api-key = {provider:?})"));
+                v.push(format!(
+                    "{what}: the provider key was missing (x-goog-api-key = {provider:?})"
+                ));
             }
         }
         let mut inner = self.inner.lock().unwrap();
@@ -165,7 +177,14 @@ fn gen_response(model: &str, prompt: &str, chunk: usize, n: usize) -> Value {
 }
 
 fn sse_events(model: &str, prompt: &str, n: usize) -> Vec<Bytes> {
-    (0..n).map(|i| Bytes::from(format!("data: {}\r\n\r\n", gen_response(model, prompt, i, n)))).collect()
+    (0..n)
+        .map(|i| {
+            Bytes::from(format!(
+                "data: {}\r\n\r\n",
+                gen_response(model, prompt, i, n)
+            ))
+        })
+        .collect()
 }
 
 /// A streamed body: the chunks, `gap` apart, optionally cut (connection reset) before the end.
@@ -174,7 +193,11 @@ fn stream_body(chunks: Vec<Bytes>, gap: Duration, cut_after: Option<usize>) -> B
     Body::from_stream(stream)
 }
 
-fn async_stream(chunks: Vec<Bytes>, gap: Duration, cut_after: Option<usize>) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
+fn async_stream(
+    chunks: Vec<Bytes>,
+    gap: Duration,
+    cut_after: Option<usize>,
+) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
         for (i, c) in chunks.into_iter().enumerate() {
@@ -193,7 +216,13 @@ fn async_stream(chunks: Vec<Bytes>, gap: Duration, cut_after: Option<usize>) -> 
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn handle(State(fake): State<FakeGoogle>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, Infallible> {
+async fn handle(
+    State(fake): State<FakeGoogle>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Infallible> {
     fake.record(&method, &uri, &headers);
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or("").to_owned();
@@ -201,7 +230,15 @@ async fn handle(State(fake): State<FakeGoogle>, method: Method, uri: Uri, header
     Ok(route(&fake, &method, &path, &query, &headers, &req, body.len()).await)
 }
 
-async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, headers: &HeaderMap, req: &Value, body_len: usize) -> Response {
+async fn route(
+    fake: &FakeGoogle,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    req: &Value,
+    body_len: usize,
+) -> Response {
     if path.starts_with("/upload/") {
         return upload(fake, query, headers, body_len);
     }
@@ -224,7 +261,11 @@ async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, head
     let model = model_path.rsplit('/').next().unwrap_or("");
     if let Some(code) = model.strip_prefix("error-") {
         return match code {
-            "429" => google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+            "429" => google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+            ),
             "400" => google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
             _ => google_error(500, "INTERNAL", "An internal error has occurred."),
         };
@@ -240,12 +281,18 @@ async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, head
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": words(&prompt) + 1}]})),
         "embedContent" => json_response(json!({"embedding": {"values": [0.25, -0.5, 0.125]}})),
         "batchEmbedContents" => {
-            let n = req.get("requests").and_then(Value::as_array).map_or(1, Vec::len);
+            let n = req
+                .get("requests")
+                .and_then(Value::as_array)
+                .map_or(1, Vec::len);
             json_response(json!({"embeddings": vec![json!({"values": [0.25, -0.5, 0.125]}); n]}))
         }
         "predict" => imagen(model, req),
         "predictLongRunning" => {
-            let count = req.pointer("/parameters/sampleCount").and_then(Value::as_i64).unwrap_or(1);
+            let count = req
+                .pointer("/parameters/sampleCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let name = if vertex {
                 format!("projects/test-project/locations/us-central1/publishers/google/models/{model}/operations/v{count}")
             } else {
@@ -254,7 +301,10 @@ async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, head
             json_response(json!({"name": name}))
         }
         "fetchPredictOperation" => {
-            let name = req.get("operationName").and_then(Value::as_str).unwrap_or("");
+            let name = req
+                .get("operationName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             json_response(veo_done(name, true))
         }
         _ => google_error(404, "NOT_FOUND", "unknown method"),
@@ -263,7 +313,11 @@ async fn route(fake: &FakeGoogle, method: &Method, path: &str, query: &str, head
 
 fn stream(model: &str, prompt: &str, query: &str) -> Response {
     let sse = query.split('&').any(|p| p == "alt=sse");
-    let gap = if model.contains("slow") { Duration::from_millis(700) } else { Duration::from_millis(5) };
+    let gap = if model.contains("slow") {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_millis(5)
+    };
     let cut = model.contains("cut").then_some(2);
     let n = if model.contains("slow") { 3 } else { 4 };
     if sse {
@@ -277,7 +331,10 @@ fn stream(model: &str, prompt: &str, query: &str) -> Response {
     let mut chunks: Vec<Bytes> = (0..n)
         .map(|i| {
             let lead = if i == 0 { "[" } else { ",\r\n" };
-            Bytes::from(format!("{lead}{}\r\n", serde_json::to_string_pretty(&gen_response(model, prompt, i, n)).unwrap()))
+            Bytes::from(format!(
+                "{lead}{}\r\n",
+                serde_json::to_string_pretty(&gen_response(model, prompt, i, n)).unwrap()
+            ))
         })
         .collect();
     chunks.push(Bytes::from_static(b"]"));
@@ -292,15 +349,26 @@ fn imagen(model: &str, req: &Value) -> Response {
         return json_response(json!({"metadata": {"billableCharacterCount": 10},
             "predictions": [{"embeddings": {"statistics": {"token_count": 2, "truncated": false}, "values": [0.5, 0.25]}}]}));
     }
-    let n = req.pointer("/parameters/sampleCount").and_then(Value::as_u64).unwrap_or(4);
-    let predictions: Vec<Value> = (0..n).map(|_| json!({"bytesBase64Encoded": PNG_B64, "mimeType": "image/png"})).collect();
+    let n = req
+        .pointer("/parameters/sampleCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(4);
+    let predictions: Vec<Value> = (0..n)
+        .map(|_| json!({"bytesBase64Encoded": PNG_B64, "mimeType": "image/png"}))
+        .collect();
     json_response(json!({"predictions": predictions}))
 }
 
 fn veo_done(name: &str, vertex: bool) -> Value {
-    let count: usize = name.rsplit("/v").next().and_then(|c| c.parse().ok()).unwrap_or(1);
+    let count: usize = name
+        .rsplit("/v")
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
     if vertex {
-        let videos: Vec<Value> = (0..count).map(|_| json!({"bytesBase64Encoded": "AAAAIGZ0eXBpc29t", "mimeType": "video/mp4"})).collect();
+        let videos: Vec<Value> = (0..count)
+            .map(|_| json!({"bytesBase64Encoded": "AAAAIGZ0eXBpc29t", "mimeType": "video/mp4"}))
+            .collect();
         return json!({"name": name, "done": true, "response": {
             "@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",
             "raiMediaFilteredCount": 0, "videos": videos}});
@@ -321,9 +389,15 @@ fn file_json(id: &str) -> Value {
 }
 
 fn upload(fake: &FakeGoogle, query: &str, headers: &HeaderMap, body_len: usize) -> Response {
-    let command = headers.get("x-goog-upload-command").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let command = headers
+        .get("x-goog-upload-command")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if command.contains("start") {
-        let url = format!("http://{}/upload/v1beta/files?upload_id=UPLOAD-abc123&upload_protocol=resumable", fake.addr);
+        let url = format!(
+            "http://{}/upload/v1beta/files?upload_id=UPLOAD-abc123&upload_protocol=resumable",
+            fake.addr
+        );
         return Response::builder()
             .header("x-goog-upload-url", url)
             .header("x-goog-upload-status", "active")
@@ -344,10 +418,14 @@ fn upload(fake: &FakeGoogle, query: &str, headers: &HeaderMap, body_len: usize) 
 }
 
 fn models(path: &str) -> Response {
-    let entry = |name: &str| json!({"name": format!("models/{name}"), "displayName": name, "inputTokenLimit": 1048576,
-        "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"]});
+    let entry = |name: &str| {
+        json!({"name": format!("models/{name}"), "displayName": name, "inputTokenLimit": 1048576,
+        "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"]})
+    };
     if path.ends_with("/models") {
-        return json_response(json!({"models": [entry("gemini-2.5-flash"), entry("gemini-2.5-pro")]}));
+        return json_response(
+            json!({"models": [entry("gemini-2.5-flash"), entry("gemini-2.5-pro")]}),
+        );
     }
     json_response(entry(path.rsplit('/').next().unwrap_or("")))
 }

@@ -11,7 +11,11 @@ use crate::fake_google::{FakeGoogle, PROVIDER_KEY};
 
 /// A port that was free a moment ago (pingora needs a concrete port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Options for [`TestEnv::start`].
@@ -24,7 +28,11 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { read_timeout_ms: 10_000, extra_toml: String::new(), gemini_url: None }
+        Opts {
+            read_timeout_ms: 10_000,
+            extra_toml: String::new(),
+            gemini_url: None,
+        }
     }
 }
 
@@ -61,9 +69,17 @@ impl TestEnv {
             v = fake.base_url(),
             extra = opts.extra_toml,
         );
-        let env: BTreeMap<String, String> =
-            [("GEMINI_API_KEY", PROVIDER_KEY), ("VERTEX_API_KEY", PROVIDER_KEY)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let settings = Config::from_toml_str(&toml_text, &env).unwrap().validate(&env).unwrap();
+        let env: BTreeMap<String, String> = [
+            ("GEMINI_API_KEY", PROVIDER_KEY),
+            ("VERTEX_API_KEY", PROVIDER_KEY),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = Config::from_toml_str(&toml_text, &env)
+            .unwrap()
+            .validate(&env)
+            .unwrap();
         let running = serve::start(&settings, Services::ALL).await.unwrap();
         let g = running.gateway.as_ref().unwrap();
         TestEnv {
@@ -81,7 +97,11 @@ impl TestEnv {
     /// An org with every feature on, and an app key for it.
     pub async fn org_with_key(&self, name: &str) -> (i64, String) {
         let org = self.store.create_org(name, Feature::ALL).await.unwrap();
-        let (_, key) = self.store.create_key(org.id, KeyKind::App, "test", None).await.unwrap();
+        let (_, key) = self
+            .store
+            .create_key(org.id, KeyKind::App, "test", None)
+            .await
+            .unwrap();
         self.refresh().await;
         (org.id, key)
     }
@@ -101,7 +121,10 @@ impl TestEnv {
     /// Asserts the fake saw nothing it should not have.
     pub fn assert_clean_upstream(&self) {
         let v = self.fake.violations();
-        assert!(v.is_empty(), "the upstream received what only the gateway may see: {v:#?}");
+        assert!(
+            v.is_empty(),
+            "the upstream received what only the gateway may see: {v:#?}"
+        );
     }
 }
 

@@ -1,8 +1,11 @@
 //! End-to-end tests of the `tollgate` binary and library: a real pingora gateway on a loopback
 //! port, a real admin service, a real database, and a fake Google upstream.
 
+// Tests may unwrap and panic: a failure is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 mod fake_google;
-mod proxy;
 mod harness;
+mod proxy;
 mod sdk;

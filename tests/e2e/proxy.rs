@@ -28,11 +28,18 @@ async fn post(url: &str, key: Option<&str>, headers: &[(&str, &str)]) -> reqwest
 
 async fn google_error(resp: reqwest::Response) -> (u16, String, String) {
     let code = resp.status().as_u16();
-    assert!(resp.headers().get("x-request-id").is_some(), "gateway errors carry a request id");
+    assert!(
+        resp.headers().get("x-request-id").is_some(),
+        "gateway errors carry a request id"
+    );
     let v: Value = resp.json().await.unwrap();
     let e = &v["error"];
     assert_eq!(e["code"], code, "the body's code matches the status: {v}");
-    (code, e["status"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned())
+    (
+        code,
+        e["status"].as_str().unwrap().to_owned(),
+        e["message"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,19 +47,48 @@ async fn a_request_is_forwarded_with_the_provider_key_only() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
     // Every place the SDKs put a key, plus attribution headers that must not leak.
-    let by_header = post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[("x-tollgate-user", "u1"), ("x-tollgate-tool", "t")]).await;
+    let by_header = post(
+        &format!("{}{GEN}", env.gateway_url),
+        Some(&key),
+        &[("x-tollgate-user", "u1"), ("x-tollgate-tool", "t")],
+    )
+    .await;
     assert_eq!(by_header.status(), 200);
     let by_query = post(&format!("{}{GEN}?key={key}", env.gateway_url), None, &[]).await;
     assert_eq!(by_query.status(), 200);
     let bearer = format!("Bearer {key}");
-    let by_bearer = post(&format!("{}{GEN}", env.gateway_url), None, &[("authorization", &bearer)]).await;
+    let by_bearer = post(
+        &format!("{}{GEN}", env.gateway_url),
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(by_bearer.status(), 200);
-    let direct: Value = client().post(format!("{}{GEN}", env.fake.base_url())).header("x-goog-api-key", crate::fake_google::PROVIDER_KEY).json(&prompt()).send().await.unwrap().json().await.unwrap();
+    let direct: Value = client()
+        .post(format!("{}{GEN}", env.fake.base_url()))
+        .header("x-goog-api-key", crate::fake_google::PROVIDER_KEY)
+        .json(&prompt())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let via: Value = by_bearer.json().await.unwrap();
     assert_eq!(via, direct, "the answer is the upstream's, unchanged");
     assert_eq!(env.fake.calls().len(), 4);
-    let upstream_host = env.fake.calls()[0].headers.get("host").unwrap().to_str().unwrap().to_owned();
-    assert_eq!(upstream_host, env.fake.addr.to_string(), "Host names the upstream, not the gateway");
+    let upstream_host = env.fake.calls()[0]
+        .headers
+        .get("host")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        upstream_host,
+        env.fake.addr.to_string(),
+        "Host names the upstream, not the gateway"
+    );
     env.assert_clean_upstream();
     env.stop().await;
 }
@@ -62,8 +98,16 @@ async fn identity_errors_are_googles_401_403_and_400() {
     let env = TestEnv::start().await;
     let (org, key) = env.org_with_key("acme").await;
     env.store.create_org("globex", Feature::ALL).await.unwrap();
-    let (svc_row, svc) = env.store.create_key(org, KeyKind::Service, "backend", None).await.unwrap();
-    let (old_row, old) = env.store.create_key(org, KeyKind::App, "old", None).await.unwrap();
+    let (svc_row, svc) = env
+        .store
+        .create_key(org, KeyKind::Service, "backend", None)
+        .await
+        .unwrap();
+    let (old_row, old) = env
+        .store
+        .create_key(org, KeyKind::App, "old", None)
+        .await
+        .unwrap();
     env.store.revoke_key(old_row.id).await.unwrap();
     env.refresh().await;
     let url = format!("{}{GEN}", env.gateway_url);
@@ -71,21 +115,35 @@ async fn identity_errors_are_googles_401_403_and_400() {
     let (code, status, msg) = google_error(post(&url, None, &[]).await).await;
     assert_eq!((code, status.as_str()), (401, "UNAUTHENTICATED"));
     assert!(msg.contains("missing"), "{msg}");
-    let (code, status, _) = google_error(post(&url, Some("tg_unknownunknownunknownunknownunknown"), &[]).await).await;
+    let (code, status, _) =
+        google_error(post(&url, Some("tg_unknownunknownunknownunknownunknown"), &[]).await).await;
     assert_eq!((code, status.as_str()), (401, "UNAUTHENTICATED"));
     let (code, _, msg) = google_error(post(&url, Some(&old), &[]).await).await;
     assert_eq!(code, 401);
     assert!(msg.contains("revoked"), "{msg}");
-    assert!(!msg.contains(&old), "the key never appears in an error body");
-    let (code, status, _) = google_error(post(&url, Some(&key), &[("x-tollgate-org", "globex")]).await).await;
-    assert_eq!((code, status.as_str()), (403, "PERMISSION_DENIED"), "only service keys may name the org");
-    let (code, status, msg) = google_error(post(&url, Some(&svc), &[("x-tollgate-org", "initech")]).await).await;
+    assert!(
+        !msg.contains(&old),
+        "the key never appears in an error body"
+    );
+    let (code, status, _) =
+        google_error(post(&url, Some(&key), &[("x-tollgate-org", "globex")]).await).await;
+    assert_eq!(
+        (code, status.as_str()),
+        (403, "PERMISSION_DENIED"),
+        "only service keys may name the org"
+    );
+    let (code, status, msg) =
+        google_error(post(&url, Some(&svc), &[("x-tollgate-org", "initech")]).await).await;
     assert_eq!((code, status.as_str()), (400, "INVALID_ARGUMENT"));
     assert!(msg.contains("initech"));
     let ok = post(&url, Some(&svc), &[("x-tollgate-org", "globex")]).await;
     assert_eq!(ok.status(), 200, "a service key may bill another org");
     let _ = svc_row;
-    assert_eq!(env.fake.calls().len(), 1, "refused requests never reach the upstream");
+    assert_eq!(
+        env.fake.calls().len(),
+        1,
+        "refused requests never reach the upstream"
+    );
     env.assert_clean_upstream();
     env.stop().await;
 }
@@ -94,21 +152,49 @@ async fn identity_errors_are_googles_401_403_and_400() {
 async fn feature_flags_refuse_with_403() {
     let env = TestEnv::start().await;
     let (org, key) = env.org_with_key("acme").await;
-    env.store.set_feature(org, Feature::VideoGeneration, false).await.unwrap();
-    env.store.set_feature(org, Feature::ImageGeneration, false).await.unwrap();
+    env.store
+        .set_feature(org, Feature::VideoGeneration, false)
+        .await
+        .unwrap();
+    env.store
+        .set_feature(org, Feature::ImageGeneration, false)
+        .await
+        .unwrap();
     env.refresh().await;
-    let veo = format!("{}/v1beta/models/veo-3.0-generate-001:predictLongRunning", env.gateway_url);
+    let veo = format!(
+        "{}/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+        env.gateway_url
+    );
     let (code, status, msg) = google_error(post(&veo, Some(&key), &[]).await).await;
     assert_eq!((code, status.as_str()), (403, "PERMISSION_DENIED"));
     assert!(msg.contains("video_generation"), "{msg}");
-    let imagen = format!("{}/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict", env.gateway_url);
+    let imagen = format!(
+        "{}/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict",
+        env.gateway_url
+    );
     assert_eq!(post(&imagen, Some(&key), &[]).await.status(), 403);
-    let image_model = format!("{}/v1beta/models/gemini-2.5-flash-image:generateContent", env.gateway_url);
+    let image_model = format!(
+        "{}/v1beta/models/gemini-2.5-flash-image:generateContent",
+        env.gateway_url
+    );
     assert_eq!(post(&image_model, Some(&key), &[]).await.status(), 403);
     // Polling an operation stays allowed, and text still works.
-    let poll = client().get(format!("{}/v1beta/models/veo-3.0-generate-001/operations/v1", env.gateway_url)).header("x-goog-api-key", &key).send().await.unwrap();
+    let poll = client()
+        .get(format!(
+            "{}/v1beta/models/veo-3.0-generate-001/operations/v1",
+            env.gateway_url
+        ))
+        .header("x-goog-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(poll.status(), 200);
-    assert_eq!(post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await.status(), 200);
+    assert_eq!(
+        post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[])
+            .await
+            .status(),
+        200
+    );
     env.stop().await;
 }
 
@@ -118,13 +204,23 @@ async fn upstream_errors_pass_through_byte_for_byte() {
     let (_, key) = env.org_with_key("acme").await;
     for (model, code) in [("error-429", 429), ("error-500", 500), ("error-400", 400)] {
         let path = format!("/v1beta/models/{model}:generateContent");
-        let direct = client().post(format!("{}{path}", env.fake.base_url())).header("x-goog-api-key", crate::fake_google::PROVIDER_KEY).json(&prompt()).send().await.unwrap();
+        let direct = client()
+            .post(format!("{}{path}", env.fake.base_url()))
+            .header("x-goog-api-key", crate::fake_google::PROVIDER_KEY)
+            .json(&prompt())
+            .send()
+            .await
+            .unwrap();
         let direct_ct = direct.headers().get("content-type").cloned();
         let direct_body = direct.bytes().await.unwrap();
         let via = post(&format!("{}{path}", env.gateway_url), Some(&key), &[]).await;
         assert_eq!(via.status().as_u16(), code);
         assert_eq!(via.headers().get("content-type").cloned(), direct_ct);
-        assert_eq!(via.bytes().await.unwrap(), direct_body, "{model}: the upstream's error body, untouched");
+        assert_eq!(
+            via.bytes().await.unwrap(),
+            direct_body,
+            "{model}: the upstream's error body, untouched"
+        );
     }
     env.stop().await;
 }
@@ -133,7 +229,9 @@ async fn upstream_errors_pass_through_byte_for_byte() {
 async fn unknown_paths_get_a_google_404() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
-    let (code, status, _) = google_error(post(&format!("{}/v2/whatever", env.gateway_url), Some(&key), &[]).await).await;
+    let (code, status, _) =
+        google_error(post(&format!("{}/v2/whatever", env.gateway_url), Some(&key), &[]).await)
+            .await;
     assert_eq!((code, status.as_str()), (404, "NOT_FOUND"));
     env.stop().await;
 }
@@ -143,11 +241,17 @@ async fn sse_events_arrive_while_the_upstream_is_still_sending() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
     // The fake sends 3 events 700 ms apart.
-    let url = format!("{}/v1beta/models/gemini-slow:streamGenerateContent?alt=sse", env.gateway_url);
+    let url = format!(
+        "{}/v1beta/models/gemini-slow:streamGenerateContent?alt=sse",
+        env.gateway_url
+    );
     let started = Instant::now();
     let resp = post(&url, Some(&key), &[]).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers().get("content-type").unwrap(), "text/event-stream");
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     let first_at = started.elapsed();
@@ -158,10 +262,20 @@ async fn sse_events_arrive_while_the_upstream_is_still_sending() {
     }
     let total = started.elapsed();
     // The upstream needs ≥ 1.4 s for the whole stream; the first event must come well before.
-    assert!(total >= Duration::from_millis(1400), "the fake's stream takes 1.4 s, took {total:?}");
-    assert!(first_at + Duration::from_millis(1000) < total, "first event at {first_at:?}, end at {total:?}: it was buffered");
+    assert!(
+        total >= Duration::from_millis(1400),
+        "the fake's stream takes 1.4 s, took {total:?}"
+    );
+    assert!(
+        first_at + Duration::from_millis(1000) < total,
+        "first event at {first_at:?}, end at {total:?}: it was buffered"
+    );
     let all = [first.to_vec(), rest].concat();
-    assert_eq!(String::from_utf8(all).unwrap().matches("\r\n\r\n").count(), 3, "every event and its final delimiter arrive");
+    assert_eq!(
+        String::from_utf8(all).unwrap().matches("\r\n\r\n").count(),
+        3,
+        "every event and its final delimiter arrive"
+    );
     env.stop().await;
 }
 
@@ -170,8 +284,21 @@ async fn a_json_array_stream_passes_unchanged() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
     let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
-    let direct = client().post(format!("{}{path}", env.fake.base_url())).header("x-goog-api-key", crate::fake_google::PROVIDER_KEY).json(&prompt()).send().await.unwrap().bytes().await.unwrap();
-    let via = post(&format!("{}{path}", env.gateway_url), Some(&key), &[]).await.bytes().await.unwrap();
+    let direct = client()
+        .post(format!("{}{path}", env.fake.base_url()))
+        .header("x-goog-api-key", crate::fake_google::PROVIDER_KEY)
+        .json(&prompt())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let via = post(&format!("{}{path}", env.gateway_url), Some(&key), &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(via, direct);
     let parsed: Vec<Value> = serde_json::from_slice(&via).unwrap();
     assert_eq!(parsed.len(), 4);
@@ -182,7 +309,10 @@ async fn a_json_array_stream_passes_unchanged() {
 async fn a_cut_stream_reaches_the_client_as_a_cut() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
-    let url = format!("{}/v1beta/models/gemini-cut:streamGenerateContent?alt=sse", env.gateway_url);
+    let url = format!(
+        "{}/v1beta/models/gemini-cut:streamGenerateContent?alt=sse",
+        env.gateway_url
+    );
     let resp = post(&url, Some(&key), &[]).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
@@ -194,29 +324,56 @@ async fn a_cut_stream_reaches_the_client_as_a_cut() {
             Err(_) => errored = true,
         }
     }
-    assert!(errored, "a cut upstream must not look like a complete response");
-    assert_eq!(String::from_utf8_lossy(&got).matches("data: ").count(), 2, "the events sent before the cut arrive");
+    assert!(
+        errored,
+        "a cut upstream must not look like a complete response"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got).matches("data: ").count(),
+        2,
+        "the events sent before the cut arrive"
+    );
     // The gateway keeps serving.
-    assert_eq!(post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await.status(), 200);
+    assert_eq!(
+        post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[])
+            .await
+            .status(),
+        200
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_502() {
     let closed = free_port();
-    let env = TestEnv::start_with(Opts { gemini_url: Some(format!("http://127.0.0.1:{closed}")), ..Opts::default() }).await;
+    let env = TestEnv::start_with(Opts {
+        gemini_url: Some(format!("http://127.0.0.1:{closed}")),
+        ..Opts::default()
+    })
+    .await;
     let (_, key) = env.org_with_key("acme").await;
-    let (code, status, msg) = google_error(post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await).await;
+    let (code, status, msg) =
+        google_error(post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await).await;
     assert_eq!((code, status.as_str()), (502, "UNAVAILABLE"));
-    assert!(!msg.contains("127.0.0.1"), "no internal detail in the body: {msg}");
+    assert!(
+        !msg.contains("127.0.0.1"),
+        "no internal detail in the body: {msg}"
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_is_a_504() {
-    let env = TestEnv::start_with(Opts { read_timeout_ms: 500, ..Opts::default() }).await;
+    let env = TestEnv::start_with(Opts {
+        read_timeout_ms: 500,
+        ..Opts::default()
+    })
+    .await;
     let (_, key) = env.org_with_key("acme").await;
-    let url = format!("{}/v1beta/models/gemini-slow-json:generateContent", env.gateway_url);
+    let url = format!(
+        "{}/v1beta/models/gemini-slow-json:generateContent",
+        env.gateway_url
+    );
     let (code, status, _) = google_error(post(&url, Some(&key), &[]).await).await;
     assert_eq!((code, status.as_str()), (504, "DEADLINE_EXCEEDED"));
     env.stop().await;
@@ -228,9 +385,18 @@ async fn request_ids_are_kept_or_made() {
     let (_, key) = env.org_with_key("acme").await;
     let url = format!("{}{GEN}", env.gateway_url);
     let given = post(&url, Some(&key), &[("x-request-id", "client-chosen-id-1")]).await;
-    assert_eq!(given.headers().get("x-request-id").unwrap(), "client-chosen-id-1");
+    assert_eq!(
+        given.headers().get("x-request-id").unwrap(),
+        "client-chosen-id-1"
+    );
     let made = post(&url, Some(&key), &[]).await;
-    let id = made.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    let id = made
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 32);
     let refused = post(&url, None, &[("x-request-id", "refused-1")]).await;
     assert_eq!(refused.headers().get("x-request-id").unwrap(), "refused-1");
@@ -241,12 +407,19 @@ async fn request_ids_are_kept_or_made() {
 async fn a_key_revoked_with_the_cli_is_refused_within_5_seconds() {
     let env = TestEnv::start().await;
     let org = env.store.create_org("acme", Feature::ALL).await.unwrap();
-    let (row, key) = env.store.create_key(org.id, KeyKind::App, "k", None).await.unwrap();
+    let (row, key) = env
+        .store
+        .create_key(org.id, KeyKind::App, "k", None)
+        .await
+        .unwrap();
     // No manual refresh: the gateway's own background refresh must pick the key up.
     let url = format!("{}{GEN}", env.gateway_url);
     let deadline = Instant::now() + Duration::from_secs(5);
     while post(&url, Some(&key), &[]).await.status() != 200 {
-        assert!(Instant::now() < deadline, "a new key was not accepted within 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "a new key was not accepted within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = tokio::process::Command::new(bin())
@@ -255,14 +428,21 @@ async fn a_key_revoked_with_the_cli_is_refused_within_5_seconds() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let revoked_at = Instant::now();
     loop {
         let status = post(&url, Some(&key), &[]).await.status();
         if status == 401 {
             break;
         }
-        assert!(revoked_at.elapsed() < Duration::from_secs(5), "a revoked key still worked after 5 s");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "a revoked key still worked after 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.stop().await;
@@ -273,21 +453,62 @@ async fn developer_api_imagen_and_veo_as_older_sdks_call_them() {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
     let calls: [(&str, &str, Value); 3] = [
-        ("POST", "/v1beta/models/imagen-4.0-generate-001:predict", json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 3}})),
-        ("POST", "/v1beta/models/veo-3.0-generate-001:predictLongRunning", json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2, "durationSeconds": 8}})),
-        ("GET", "/v1beta/models/veo-3.0-generate-001/operations/v2", Value::Null),
+        (
+            "POST",
+            "/v1beta/models/imagen-4.0-generate-001:predict",
+            json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 3}}),
+        ),
+        (
+            "POST",
+            "/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+            json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2, "durationSeconds": 8}}),
+        ),
+        (
+            "GET",
+            "/v1beta/models/veo-3.0-generate-001/operations/v2",
+            Value::Null,
+        ),
     ];
     for (method, path, body) in calls {
         let send = |base: String, key: &str| {
-            let req = if method == "GET" { client().get(format!("{base}{path}")) } else { client().post(format!("{base}{path}")).json(&body) };
+            let req = if method == "GET" {
+                client().get(format!("{base}{path}"))
+            } else {
+                client().post(format!("{base}{path}")).json(&body)
+            };
             req.header("x-goog-api-key", key).send()
         };
         let via = send(env.gateway_url.clone(), &key).await.unwrap();
         assert_eq!(via.status(), 200, "{path}");
         let via = via.bytes().await.unwrap();
-        let direct = send(env.fake.base_url(), crate::fake_google::PROVIDER_KEY).await.unwrap().bytes().await.unwrap();
+        let direct = send(env.fake.base_url(), crate::fake_google::PROVIDER_KEY)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(via, direct, "{path}");
     }
     env.assert_clean_upstream();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_listeners_answer() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await;
+    for base in [&env.metrics_url, &env.admin_url] {
+        let r = client().get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{base}/healthz");
+        let r = client().get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{base}/readyz: {:?}", r.text().await);
+    }
+    let text = client().get(format!("{}/metrics", env.metrics_url)).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("tollgate_requests_total{") && l.contains("operation=\"generateContent\"") && l.contains("2xx")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with(" 1"), "{line}");
+    // The proxy port is not the metrics port.
+    let on_proxy = client().get(format!("{}/metrics", env.gateway_url)).send().await.unwrap();
+    assert_eq!(on_proxy.status(), 404);
     env.stop().await;
 }

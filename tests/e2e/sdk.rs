@@ -23,7 +23,10 @@ fn python() -> Option<PathBuf> {
     if works {
         return Some(candidate);
     }
-    let reason = format!("no Python with google-genai at {} (run `make test`, or set TOLLGATE_TEST_PYTHON)", candidate.display());
+    let reason = format!(
+        "no Python with google-genai at {} (run `make test`, or set TOLLGATE_TEST_PYTHON)",
+        candidate.display()
+    );
     if std::env::var("TOLLGATE_TEST_REQUIRE_SDK").is_ok_and(|v| v == "1") {
         panic!("{reason}");
     }
@@ -51,12 +54,17 @@ async fn run_sdk(python: &PathBuf, base_url: &str, key: &str, mode: &str) -> Val
 async fn same_through_gateway(mode: &str) -> (TestEnv, Value) {
     let env = TestEnv::start().await;
     let (_, key) = env.org_with_key("acme").await;
-    let Some(py) = python() else { return (env, Value::Null) };
+    let Some(py) = python() else {
+        return (env, Value::Null);
+    };
     let via = run_sdk(&py, &env.gateway_url, &key, mode).await;
     env.assert_clean_upstream();
     let direct = run_sdk(&py, &env.fake.base_url(), PROVIDER_KEY, mode).await;
     for (call, result) in direct.as_object().unwrap() {
-        assert_eq!(&via[call], result, "{mode}: {call} differs through the gateway");
+        assert_eq!(
+            &via[call], result,
+            "{mode}: {call} differs through the gateway"
+        );
     }
     (env, via)
 }
@@ -68,8 +76,18 @@ async fn developer_api_v1() {
         return;
     }
     let paths: Vec<String> = env.fake.calls().iter().map(|c| c.path.clone()).collect();
-    assert!(paths.iter().any(|p| p == "/v1/models/gemini-2.5-flash:generateContent"), "{paths:?}");
-    assert!(paths.iter().any(|p| p == "/upload/v1/files" || p == "/upload/v1beta/files"), "the upload went through the gateway: {paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/v1/models/gemini-2.5-flash:generateContent"),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/upload/v1/files" || p == "/upload/v1beta/files"),
+        "the upload went through the gateway: {paths:?}"
+    );
     assert_eq!(via["error_429"]["status"], "RESOURCE_EXHAUSTED");
     assert_eq!(via["error_500"]["code"], 500);
     assert_eq!(via["upload"]["name"], "files/uploaded1");
@@ -84,10 +102,23 @@ async fn developer_api_v1beta() {
         return;
     }
     let paths: Vec<String> = env.fake.calls().iter().map(|c| c.path.clone()).collect();
-    assert!(paths.iter().any(|p| p == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+        "{paths:?}"
+    );
     // The upload's bytes went to the rewritten URL (the gateway), which forwarded them with the provider key.
-    let chunks = env.fake.calls().iter().filter(|c| c.query.contains("upload_id=")).count();
-    assert!(chunks >= 2, "upload chunks must traverse the gateway, saw {chunks} (two runs)");
+    let chunks = env
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.query.contains("upload_id="))
+        .count();
+    assert!(
+        chunks >= 2,
+        "upload chunks must traverse the gateway, saw {chunks} (two runs)"
+    );
     env.stop().await;
 }
 
@@ -97,10 +128,25 @@ async fn vertex_images_and_videos() {
     if via.is_null() {
         return;
     }
-    assert_eq!(via["generate_images"]["generated_images"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        via["generate_images"]["generated_images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(via["generate_videos"]["done"], true);
-    assert_eq!(via["generate_videos"]["response"]["generated_videos"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        via["generate_videos"]["response"]["generated_videos"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let paths: Vec<String> = env.fake.calls().iter().map(|c| c.path.clone()).collect();
-    assert!(paths.iter().any(|p| p.ends_with(":fetchPredictOperation")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.ends_with(":fetchPredictOperation")),
+        "{paths:?}"
+    );
     env.stop().await;
 }

@@ -8,7 +8,11 @@ const OLD: &str = "tg_oldOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO";
 fn snap() -> Snapshot {
     Snapshot::for_tests(
         &[(1, "acme"), (2, "globex")],
-        &[(10, 1, KeyKind::App, APP, false), (11, 1, KeyKind::Service, SVC, false), (12, 2, KeyKind::App, OLD, true)],
+        &[
+            (10, 1, KeyKind::App, APP, false),
+            (11, 1, KeyKind::Service, SVC, false),
+            (12, 2, KeyKind::App, OLD, true),
+        ],
     )
 }
 
@@ -26,35 +30,76 @@ fn a_key_is_found_wherever_the_sdks_put_it() {
     let by_header = identify(&s, &headers(&[("x-goog-api-key", APP)]), None).unwrap();
     assert_eq!((by_header.org_id, by_header.key_id), (1, 10));
     let q = format!("alt=sse&key={APP}");
-    assert_eq!(identify(&s, &HeaderMap::new(), Some(&q)).unwrap().key_id, 10);
+    assert_eq!(
+        identify(&s, &HeaderMap::new(), Some(&q)).unwrap().key_id,
+        10
+    );
     let bearer = format!("Bearer {APP}");
-    assert_eq!(identify(&s, &headers(&[("authorization", &bearer)]), None).unwrap().key_id, 10);
+    assert_eq!(
+        identify(&s, &headers(&[("authorization", &bearer)]), None)
+            .unwrap()
+            .key_id,
+        10
+    );
 }
 
 #[test]
 fn missing_unknown_and_revoked_keys_are_refused() {
     let s = snap();
-    assert_eq!(identify(&s, &HeaderMap::new(), Some("alt=sse")), Err(GatewayError::MissingKey));
-    assert_eq!(identify(&s, &headers(&[("x-goog-api-key", "AIzaSyGoogleKey")]), None), Err(GatewayError::UnknownKey));
-    assert_eq!(identify(&s, &headers(&[("x-goog-api-key", "tg_nope")]), None), Err(GatewayError::UnknownKey));
-    assert_eq!(identify(&s, &headers(&[("x-goog-api-key", OLD)]), None), Err(GatewayError::RevokedKey));
+    assert_eq!(
+        identify(&s, &HeaderMap::new(), Some("alt=sse")),
+        Err(GatewayError::MissingKey)
+    );
+    assert_eq!(
+        identify(&s, &headers(&[("x-goog-api-key", "AIzaSyGoogleKey")]), None),
+        Err(GatewayError::UnknownKey)
+    );
+    assert_eq!(
+        identify(&s, &headers(&[("x-goog-api-key", "tg_nope")]), None),
+        Err(GatewayError::UnknownKey)
+    );
+    assert_eq!(
+        identify(&s, &headers(&[("x-goog-api-key", OLD)]), None),
+        Err(GatewayError::RevokedKey)
+    );
 }
 
 #[test]
 fn only_service_keys_may_name_the_org() {
     let s = snap();
-    let svc = identify(&s, &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "globex")]), None).unwrap();
+    let svc = identify(
+        &s,
+        &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "globex")]),
+        None,
+    )
+    .unwrap();
     assert_eq!((svc.org_id, &*svc.org_name), (2, "globex"));
-    let by_id = identify(&s, &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "2")]), None).unwrap();
+    let by_id = identify(
+        &s,
+        &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "2")]),
+        None,
+    )
+    .unwrap();
     assert_eq!(by_id.org_id, 2);
     let own = identify(&s, &headers(&[("x-goog-api-key", SVC)]), None).unwrap();
-    assert_eq!(own.org_id, 1, "without the header a service key bills its own org");
     assert_eq!(
-        identify(&s, &headers(&[("x-goog-api-key", APP), ("x-tollgate-org", "globex")]), None),
+        own.org_id, 1,
+        "without the header a service key bills its own org"
+    );
+    assert_eq!(
+        identify(
+            &s,
+            &headers(&[("x-goog-api-key", APP), ("x-tollgate-org", "globex")]),
+            None
+        ),
         Err(GatewayError::OrgHeaderNotAllowed)
     );
     assert_eq!(
-        identify(&s, &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "initech")]), None),
+        identify(
+            &s,
+            &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "initech")]),
+            None
+        ),
         Err(GatewayError::UnknownOrg("initech".into()))
     );
 }
@@ -63,7 +108,16 @@ fn only_service_keys_may_name_the_org() {
 fn attribution_headers_are_kept_and_bounded() {
     let s = snap();
     let long = "u".repeat(500);
-    let id = identify(&s, &headers(&[("x-goog-api-key", APP), ("x-tollgate-user", &long), ("x-tollgate-tool", "search")]), None).unwrap();
+    let id = identify(
+        &s,
+        &headers(&[
+            ("x-goog-api-key", APP),
+            ("x-tollgate-user", &long),
+            ("x-tollgate-tool", "search"),
+        ]),
+        None,
+    )
+    .unwrap();
     assert_eq!(id.user.unwrap().len(), 128);
     assert_eq!(id.tool.as_deref(), Some("search"));
 }
