@@ -1,0 +1,300 @@
+//! Metering: what a request used, read from the request and response bodies as they stream past.
+//! [`RequestMeter`] and [`ResponseMeter`] keep a small fixed state per request (bounded captures,
+//! never the body); [`settle`] turns them into counts, images, video seconds and a price.
+//!
+//! No I/O here: the meters are fed from pingora's body filters (the response one is synchronous).
+
+pub mod pricing;
+pub mod scan;
+pub mod tokens;
+pub mod usage;
+
+use pricing::{Metered, PriceTable};
+use scan::{Found, Key, Scanner, Watch};
+use usage::{Tokens, UsageMetadata};
+
+use crate::route::{is_image_model, Operation, Route};
+
+/// Request text kept for token counting (beyond it, counts are extrapolated and estimated).
+const REQUEST_TEXT_BOUND: usize = 256 * 1024;
+/// Separate prompt texts tracked (a request with more parts counts the rest as one).
+const MAX_TEXT_SEGMENTS: usize = 4096;
+/// Response text kept for estimates of streams that end without usage.
+const RESPONSE_TEXT_BOUND: usize = 64 * 1024;
+
+static REQUEST_KEYS: &[Key] = &[
+    Key { name: b"text", watch: Watch::Text },
+    Key { name: b"maxOutputTokens", watch: Watch::Value },
+    Key { name: b"sampleCount", watch: Watch::Value },
+    Key { name: b"durationSeconds", watch: Watch::Value },
+    Key { name: b"generateAudio", watch: Watch::Value },
+    Key { name: b"resolution", watch: Watch::Value },
+];
+const RQ_TEXT: usize = 0;
+const RQ_MAX_OUTPUT: usize = 1;
+const RQ_SAMPLES: usize = 2;
+const RQ_DURATION: usize = 3;
+const RQ_AUDIO: usize = 4;
+const RQ_RESOLUTION: usize = 5;
+
+static RESPONSE_KEYS: &[Key] = &[
+    Key { name: b"usageMetadata", watch: Watch::Value },
+    Key { name: b"bytesBase64Encoded", watch: Watch::Count },
+    Key { name: b"gcsUri", watch: Watch::Count },
+    Key { name: b"inlineData", watch: Watch::Count },
+    Key { name: b"text", watch: Watch::Text },
+    Key { name: b"token_count", watch: Watch::Value },
+];
+const RS_USAGE: usize = 0;
+const RS_B64: usize = 1;
+const RS_GCS: usize = 2;
+const RS_INLINE: usize = 3;
+const RS_TEXT: usize = 4;
+const RS_TOKEN_COUNT: usize = 5;
+
+fn number(bytes: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(bytes).ok()?.trim_matches('"');
+    s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+}
+
+/// What the request asked for.
+#[derive(Debug)]
+pub struct RequestMeter {
+    scanner: Scanner,
+    /// Texts of the prompt (escaped JSON), up to the bound, one after another.
+    text: Vec<u8>,
+    /// Where each text ends in `text` (bounded; later texts join the last one).
+    ends: Vec<usize>,
+    /// Full length of the prompt text in bytes.
+    pub text_len: usize,
+    /// `generationConfig.maxOutputTokens`.
+    pub max_output_tokens: Option<i64>,
+    /// `parameters.sampleCount` (Imagen images, Veo videos).
+    pub sample_count: Option<i64>,
+    /// `parameters.durationSeconds` (Veo).
+    pub duration_seconds: Option<i64>,
+    /// `parameters.generateAudio` (Veo on Vertex).
+    pub generate_audio: Option<bool>,
+    /// `parameters.resolution` (Veo), in lines (720, 1080, 2160).
+    pub resolution_lines: Option<u32>,
+}
+
+impl Default for RequestMeter {
+    fn default() -> Self {
+        RequestMeter {
+            scanner: Scanner::new(REQUEST_KEYS, REQUEST_TEXT_BOUND),
+            text: Vec::new(),
+            ends: Vec::new(),
+            text_len: 0,
+            max_output_tokens: None,
+            sample_count: None,
+            duration_seconds: None,
+            generate_audio: None,
+            resolution_lines: None,
+        }
+    }
+}
+
+impl RequestMeter {
+    /// Feeds a chunk of the request body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let Self { scanner, text, ends, text_len, max_output_tokens, sample_count, duration_seconds, generate_audio, resolution_lines } = self;
+        scanner.feed(chunk, &mut |f| match f {
+            Found::Text { key: RQ_TEXT, head, len } => {
+                *text_len += len;
+                let room = REQUEST_TEXT_BOUND.saturating_sub(text.len()).min(head.len());
+                text.extend_from_slice(&head[..room]);
+                if ends.len() >= MAX_TEXT_SEGMENTS {
+                    ends.pop();
+                }
+                ends.push(text.len());
+            }
+            Found::Value { key, bytes, .. } => match key {
+                RQ_MAX_OUTPUT => *max_output_tokens = number(bytes),
+                RQ_SAMPLES => *sample_count = number(bytes),
+                RQ_DURATION => *duration_seconds = number(bytes),
+                RQ_AUDIO => *generate_audio = Some(bytes == b"true"),
+                RQ_RESOLUTION => {
+                    let r = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+                    *resolution_lines = Some(if r.contains("4k") || r.contains("2160") { 2160 } else if r.contains("1080") { 1080 } else { 720 });
+                }
+                _ => {}
+            },
+            _ => {}
+        });
+    }
+
+    /// Each prompt text seen (unescaped where possible).
+    pub fn texts(&self) -> Vec<String> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let t = unescape(&self.text[start..end]);
+                start = end;
+                t
+            })
+            .collect()
+    }
+
+    /// Tokens of the prompt texts, counted one by one, extrapolated past the bound.
+    pub fn count_tokens(&self, count: impl Fn(&str) -> i64) -> i64 {
+        let kept: i64 = self.texts().iter().map(|t| count(t)).sum();
+        let seen = self.text.len();
+        if self.text_len <= seen || seen == 0 {
+            return if seen == 0 { (self.text_len as i64 + 3) / 4 } else { kept };
+        }
+        kept + (self.text_len - seen) as i64 * kept.max(1) / seen as i64
+    }
+}
+
+/// What the response reported.
+#[derive(Debug)]
+pub struct ResponseMeter {
+    scanner: Scanner,
+    /// The last complete `usageMetadata` (with `totalTokenCount`).
+    pub usage: Option<Tokens>,
+    /// Images returned by Imagen (`bytesBase64Encoded` / `gcsUri` entries).
+    pub imagen_images: i64,
+    /// `inlineData` parts (images of image-output models).
+    pub inline_parts: i64,
+    /// Vertex embedding `statistics.token_count`, summed.
+    pub embedding_tokens: i64,
+    text: Vec<u8>,
+    /// Full length of the response text in bytes.
+    pub text_len: usize,
+    /// Bytes seen.
+    pub bytes: u64,
+}
+
+impl Default for ResponseMeter {
+    fn default() -> Self {
+        ResponseMeter {
+            scanner: Scanner::new(RESPONSE_KEYS, RESPONSE_TEXT_BOUND),
+            usage: None,
+            imagen_images: 0,
+            inline_parts: 0,
+            embedding_tokens: 0,
+            text: Vec::new(),
+            text_len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl ResponseMeter {
+    /// Feeds a chunk of the response body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        let Self { scanner, usage, imagen_images, inline_parts, embedding_tokens, text, text_len, .. } = self;
+        scanner.feed(chunk, &mut |f| match f {
+            Found::Value { key: RS_USAGE, bytes, truncated: false } => {
+                if let Some(t) = UsageMetadata::parse(bytes) {
+                    *usage = Some(t);
+                }
+            }
+            Found::Value { key: RS_TOKEN_COUNT, bytes, .. } => *embedding_tokens += number(bytes).unwrap_or(0),
+            Found::Counted(RS_B64 | RS_GCS) => *imagen_images += 1,
+            Found::Counted(RS_INLINE) => *inline_parts += 1,
+            Found::Text { key: RS_TEXT, head, len } => {
+                *text_len += len;
+                let room = RESPONSE_TEXT_BOUND.saturating_sub(text.len()).min(head.len());
+                text.extend_from_slice(&head[..room]);
+            }
+            _ => {}
+        });
+    }
+
+    /// The response text seen (unescaped where possible).
+    pub fn text(&self) -> String {
+        unescape(&self.text)
+    }
+}
+
+fn unescape(raw: &[u8]) -> String {
+    let quoted = [b"\"".as_slice(), raw, b"\""].concat();
+    serde_json::from_slice::<String>(&quoted).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
+}
+
+/// The metered result of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Counts to price.
+    pub metered: Metered,
+    /// Videos generated.
+    pub videos: i64,
+    /// Images generated (Imagen images or image parts).
+    pub images: i64,
+    /// Price in micro-dollars.
+    pub cost_micros: i64,
+    /// True when counts were estimated rather than reported.
+    pub estimated: bool,
+    /// False when the model had no price and a fallback was used.
+    pub priced: bool,
+}
+
+/// Default Veo clip length when the request names none (Google's default for Veo 3).
+const DEFAULT_VIDEO_SECONDS: i64 = 8;
+
+/// Turns what was seen into counts and a price. `success` is a 2xx from the upstream; anything
+/// else is recorded unbilled.
+pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseMeter, prices: &PriceTable) -> Settled {
+    let model = route.model.as_deref().unwrap_or("");
+    let quote = prices.quote(route.provider, model);
+    let mut s = Settled { priced: quote.priced || route.model.is_none(), ..Settled::default() };
+    if !success {
+        s.priced = true;
+        return s;
+    }
+    let m = &mut s.metered;
+    match route.operation {
+        Operation::GenerateContent | Operation::StreamGenerateContent => {
+            match resp.usage {
+                Some(t) => m.tokens = t,
+                None => {
+                    // A stream cut before any usage arrived: estimate prompt and text received.
+                    let input = req.count_tokens(tokens::estimate);
+                    let output = tokens::estimate_extrapolated(&resp.text(), resp.text_len, tokens::estimate);
+                    m.tokens = Tokens { input, output, total: input + output, ..Tokens::default() };
+                    s.estimated = true;
+                }
+            }
+            if is_image_model(model) {
+                s.images = resp.inline_parts;
+            }
+        }
+        Operation::EmbedContent | Operation::BatchEmbedContents | Operation::Predict if crate::route::is_embedding_model(model) => {
+            let input = match (resp.usage, resp.embedding_tokens) {
+                (Some(t), _) => t.input,
+                (None, n) if n > 0 => n,
+                // The Developer API reports nothing: count the input exactly.
+                _ => {
+                    let exact = |t: &str| tokens::exact(t).unwrap_or_else(|| tokens::estimate(t));
+                    s.estimated = req.text_len > REQUEST_TEXT_BOUND || tokens::exact("").is_none();
+                    req.count_tokens(exact)
+                }
+            };
+            m.tokens = Tokens { input, total: input, ..Tokens::default() };
+        }
+        Operation::Predict => {
+            s.images = resp.imagen_images;
+            m.images = resp.imagen_images;
+            m.bill_images = true;
+        }
+        Operation::PredictLongRunning => {
+            // Charged when the operation is accepted: videos requested × seconds requested.
+            s.videos = req.sample_count.unwrap_or(1).max(1);
+            m.video_seconds = s.videos * req.duration_seconds.unwrap_or(DEFAULT_VIDEO_SECONDS).max(0);
+            m.video_lines = req.resolution_lines.unwrap_or(720);
+            // Veo 3 generates audio unless Vertex is told not to (the Developer API always does).
+            m.video_audio = req.generate_audio.unwrap_or(true);
+        }
+        // countTokens, polling, listing, files, caches: recorded, never billed.
+        _ => {}
+    }
+    s.cost_micros = pricing::cost(quote.price, m);
+    s
+}
+
+#[cfg(test)]
+mod tests;

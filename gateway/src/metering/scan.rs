@@ -1,0 +1,293 @@
+//! A streaming JSON key scanner: it watches for a few keys in a byte stream that arrives in
+//! arbitrary chunks (one JSON body, SSE `data:` events, or a JSON array) and reports their values,
+//! keeping only a small fixed state between chunks. Long strings (base64 images) are skipped with
+//! SIMD `memchr`, so megabytes of payload cost almost nothing.
+//!
+//! No I/O and no allocation proportional to the body: captured values are bounded by
+//! [`MAX_CAPTURE`]; a value longer than that is reported as truncated.
+
+/// Longest value kept for a watched key (a `usageMetadata` object is well under 2 KB).
+pub const MAX_CAPTURE: usize = 16 * 1024;
+/// Longest key name the scanner can match.
+const MAX_KEY: usize = 24;
+
+/// What to do when a watched key is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Capture the whole value (object, array, string or scalar), up to [`MAX_CAPTURE`].
+    Value,
+    /// Only count occurrences of the key.
+    Count,
+    /// Capture a string value's raw (still escaped) content up to a caller-chosen bound and
+    /// report its full length.
+    Text,
+}
+
+/// A watched key and what to do with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// The key as it appears between quotes.
+    pub name: &'static [u8],
+    /// What to do.
+    pub watch: Watch,
+}
+
+/// One finding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// A watched key with [`Watch::Count`] occurred.
+    Counted(usize),
+    /// The value of a [`Watch::Value`] key (`truncated` when longer than the bound).
+    Value { key: usize, bytes: &'a [u8], truncated: bool },
+    /// A [`Watch::Text`] string: the first bytes and its full length in bytes.
+    Text { key: usize, head: &'a [u8], len: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Unknown,
+    Structured,
+    Str,
+    Scalar,
+}
+
+#[derive(Debug)]
+struct Capture {
+    key: usize,
+    watch: Watch,
+    shape: Shape,
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+    len: usize,
+    truncated: bool,
+}
+
+/// The scanner's state between chunks.
+#[derive(Debug)]
+pub struct Scanner {
+    keys: &'static [Key],
+    text_bound: usize,
+    in_string: bool,
+    escape: bool,
+    key_buf: [u8; MAX_KEY],
+    key_len: usize,
+    key_overflow: bool,
+    pending: Option<usize>,
+    capture: Option<Capture>,
+    buf: Vec<u8>,
+}
+
+impl Scanner {
+    /// A scanner for these keys; `text_bound` limits how much of each `Text` value is kept.
+    pub fn new(keys: &'static [Key], text_bound: usize) -> Scanner {
+        Scanner {
+            keys,
+            text_bound,
+            in_string: false,
+            escape: false,
+            key_buf: [0; MAX_KEY],
+            key_len: 0,
+            key_overflow: false,
+            pending: None,
+            capture: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Feeds the next chunk, calling `on` for each finding.
+    pub fn feed(&mut self, mut data: &[u8], on: &mut impl FnMut(Found<'_>)) {
+        while !data.is_empty() {
+            if self.capture.is_some() {
+                let used = self.feed_capture(data, on);
+                data = &data[used..];
+                continue;
+            }
+            if self.in_string {
+                let used = self.feed_string(data);
+                data = &data[used..];
+                continue;
+            }
+            let b = data[0];
+            data = &data[1..];
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.key_len = 0;
+                    self.key_overflow = false;
+                }
+                b':' => {
+                    if let Some(k) = self.pending.take() {
+                        self.start(k, on);
+                    }
+                }
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                _ => self.pending = None,
+            }
+        }
+    }
+
+    /// Inside a string that is not being captured: collect short strings (possible keys), skip
+    /// long ones with memchr.
+    fn feed_string(&mut self, data: &[u8]) -> usize {
+        let mut i = 0;
+        while i < data.len() {
+            if self.escape {
+                self.escape = false;
+                self.key_overflow = true; // watched keys have no escapes
+                i += 1;
+                continue;
+            }
+            if self.key_overflow {
+                match memchr::memchr2(b'"', b'\\', &data[i..]) {
+                    Some(off) => i += off,
+                    None => return data.len(),
+                }
+            }
+            let b = data[i];
+            i += 1;
+            match b {
+                b'\\' => self.escape = true,
+                b'"' => {
+                    self.in_string = false;
+                    self.pending = if self.key_overflow {
+                        None
+                    } else {
+                        let k = &self.key_buf[..self.key_len];
+                        self.keys.iter().position(|key| key.name == k)
+                    };
+                    return i;
+                }
+                _ if self.key_len < MAX_KEY => {
+                    self.key_buf[self.key_len] = b;
+                    self.key_len += 1;
+                }
+                _ => self.key_overflow = true,
+            }
+        }
+        i
+    }
+
+    fn start(&mut self, key: usize, on: &mut impl FnMut(Found<'_>)) {
+        let watch = self.keys[key].watch;
+        if watch == Watch::Count {
+            on(Found::Counted(key));
+            return;
+        }
+        self.buf.clear();
+        self.capture = Some(Capture { key, watch, shape: Shape::Unknown, depth: 0, in_str: false, esc: false, len: 0, truncated: false });
+    }
+
+    /// Consumes bytes of a captured value; returns how many were used.
+    fn feed_capture(&mut self, data: &[u8], on: &mut impl FnMut(Found<'_>)) -> usize {
+        let Some(c) = self.capture.as_mut() else { return 0 };
+        let bound = if c.watch == Watch::Text { self.text_bound } else { MAX_CAPTURE };
+        let mut i = 0;
+        let mut done = false;
+        while i < data.len() && !done {
+            let b = data[i];
+            match c.shape {
+                Shape::Unknown => {
+                    i += 1;
+                    match b {
+                        b' ' | b'\t' | b'\r' | b'\n' => continue,
+                        b'{' | b'[' => {
+                            c.shape = Shape::Structured;
+                            c.depth = 1;
+                        }
+                        b'"' => {
+                            c.shape = Shape::Str;
+                            continue; // the quotes are not part of a string's content
+                        }
+                        _ => c.shape = Shape::Scalar,
+                    }
+                    push(&mut self.buf, c, b, bound);
+                }
+                Shape::Str => {
+                    // Fast path: copy or skip up to the next quote or backslash.
+                    if !c.esc {
+                        let run = memchr::memchr2(b'"', b'\\', &data[i..]).unwrap_or(data.len() - i);
+                        push_slice(&mut self.buf, c, &data[i..i + run], bound);
+                        i += run;
+                        if i == data.len() {
+                            break;
+                        }
+                    }
+                    let b = data[i];
+                    i += 1;
+                    if c.esc {
+                        c.esc = false;
+                    } else if b == b'\\' {
+                        c.esc = true;
+                    } else if b == b'"' {
+                        done = true;
+                        continue;
+                    }
+                    push(&mut self.buf, c, b, bound);
+                }
+                Shape::Scalar => {
+                    if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
+                        done = true; // the delimiter belongs to the enclosing structure
+                    } else {
+                        i += 1;
+                        push(&mut self.buf, c, b, bound);
+                    }
+                }
+                Shape::Structured => {
+                    i += 1;
+                    if c.in_str {
+                        if c.esc {
+                            c.esc = false;
+                        } else if b == b'\\' {
+                            c.esc = true;
+                        } else if b == b'"' {
+                            c.in_str = false;
+                        }
+                    } else {
+                        match b {
+                            b'"' => c.in_str = true,
+                            b'{' | b'[' => c.depth += 1,
+                            b'}' | b']' => {
+                                c.depth -= 1;
+                                done = c.depth == 0;
+                            }
+                            _ => {}
+                        }
+                    }
+                    push(&mut self.buf, c, b, bound);
+                }
+            }
+        }
+        if done {
+            if let Some(c) = self.capture.take() {
+                let found = match c.watch {
+                    Watch::Text => Found::Text { key: c.key, head: &self.buf, len: c.len },
+                    _ => Found::Value { key: c.key, bytes: &self.buf, truncated: c.truncated },
+                };
+                on(found);
+            }
+        }
+        i
+    }
+}
+
+fn push_slice(buf: &mut Vec<u8>, c: &mut Capture, bytes: &[u8], bound: usize) {
+    c.len += bytes.len();
+    let room = bound.saturating_sub(buf.len()).min(bytes.len());
+    buf.extend_from_slice(&bytes[..room]);
+    if room < bytes.len() {
+        c.truncated = true;
+    }
+}
+
+fn push(buf: &mut Vec<u8>, c: &mut Capture, b: u8, bound: usize) {
+    c.len += 1;
+    if buf.len() < bound {
+        buf.push(b);
+    } else {
+        c.truncated = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+use super::*;
+
+static KEYS: &[Key] = &[
+    Key { name: b"usageMetadata", watch: Watch::Value },
+    Key { name: b"bytesBase64Encoded", watch: Watch::Count },
+    Key { name: b"text", watch: Watch::Text },
+    Key { name: b"sampleCount", watch: Watch::Value },
+];
+
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    values: Vec<(usize, String)>,
+    counts: Vec<usize>,
+    texts: Vec<(String, usize)>,
+}
+
+fn scan_chunks(chunks: &[&[u8]]) -> Seen {
+    let mut s = Scanner::new(KEYS, 8);
+    let mut seen = Seen::default();
+    for c in chunks {
+        s.feed(c, &mut |f| match f {
+            Found::Value { key, bytes, .. } => seen.values.push((key, String::from_utf8_lossy(bytes).into_owned())),
+            Found::Counted(k) => seen.counts.push(k),
+            Found::Text { head, len, .. } => seen.texts.push((String::from_utf8_lossy(head).into_owned(), len)),
+        });
+    }
+    seen
+}
+
+const SSE: &[u8] = b"data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hello \\\"world\\\"\"}]}}],\"usageMetadata\": {\"promptTokenCount\": 4,\"totalTokenCount\": 10}}\r\n\r\ndata: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"more\"}]}}],\"usageMetadata\": {\"promptTokenCount\": 4,\"candidatesTokensDetails\": [{\"modality\": \"TEXT\", \"tokenCount\": 2}], \"totalTokenCount\": 12}}\r\n\r\n";
+
+#[test]
+fn finds_values_in_sse_events() {
+    let seen = scan_chunks(&[SSE]);
+    assert_eq!(seen.values.len(), 2);
+    assert_eq!(seen.values[0].1, "{\"promptTokenCount\": 4,\"totalTokenCount\": 10}");
+    assert!(seen.values[1].1.ends_with("\"totalTokenCount\": 12}"));
+    assert_eq!(seen.texts, vec![("Hello \\\"".to_owned(), 15), ("more".to_owned(), 4)], "text is bounded but its length is whole");
+}
+
+#[test]
+fn every_split_point_gives_the_same_answer() {
+    let whole = scan_chunks(&[SSE]);
+    for cut in 0..SSE.len() {
+        let (a, b) = SSE.split_at(cut);
+        assert_eq!(scan_chunks(&[a, b]), whole, "split at {cut}");
+    }
+    let bytes: Vec<&[u8]> = SSE.chunks(1).collect();
+    assert_eq!(scan_chunks(&bytes), whole, "one byte at a time");
+}
+
+#[test]
+fn counts_images_and_skips_their_payload() {
+    let big = "A".repeat(100_000);
+    let body = format!("{{\"predictions\": [{{\"bytesBase64Encoded\": \"{big}\", \"mimeType\": \"image/png\"}}, {{\"bytesBase64Encoded\": \"{big}\"}}], \"text\": \"x\"}}");
+    let seen = scan_chunks(&[body.as_bytes()]);
+    assert_eq!(seen.counts, vec![1, 1]);
+    assert_eq!(seen.texts.len(), 1);
+}
+
+#[test]
+fn keys_inside_string_values_are_not_keys() {
+    let body = br#"{"text": "\"usageMetadata\": {\"x\": 1}", "note": "usageMetadata"}"#;
+    let seen = scan_chunks(&[body]);
+    assert!(seen.values.is_empty(), "{seen:?}");
+}
+
+#[test]
+fn scalars_and_strings_as_values() {
+    let body = br#"{"parameters": {"sampleCount": 3, "other": 1}} {"sampleCount":"4"}"#;
+    let seen = scan_chunks(&[body]);
+    assert_eq!(seen.values, vec![(3, "3".to_owned()), (3, "4".to_owned())]);
+}
+
+#[test]
+fn nested_braces_in_strings_do_not_end_a_capture() {
+    let body = br#"{"usageMetadata": {"a": "}{", "b": [1, {"c": 2}]}, "tail": 1}"#;
+    let seen = scan_chunks(&[body]);
+    assert_eq!(seen.values[0].1, r#"{"a": "}{", "b": [1, {"c": 2}]}"#);
+}
+
+#[test]
+fn oversized_values_are_truncated_not_grown() {
+    let inner = "9,".repeat(MAX_CAPTURE);
+    let body = format!("{{\"usageMetadata\": [{inner}1]}}");
+    let mut s = Scanner::new(KEYS, 8);
+    let mut got = None;
+    s.feed(body.as_bytes(), &mut |f| {
+        if let Found::Value { bytes, truncated, .. } = f {
+            got = Some((bytes.len(), truncated));
+        }
+    });
+    assert_eq!(got, Some((MAX_CAPTURE, true)));
+}
