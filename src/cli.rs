@@ -59,6 +59,27 @@ pub enum Command {
     /// Manage an organization's usage limits.
     #[command(subcommand)]
     Limit(LimitCmd),
+    /// Show an organization's usage: totals, and a breakdown by model and operation.
+    Usage {
+        /// The organization (id or name).
+        #[arg(long)]
+        org: String,
+        /// First day included (YYYY-MM-DD, UTC); default: the first of this month.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day included (YYYY-MM-DD, UTC); default: today.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// List an organization's most recent usage events.
+    Events {
+        /// The organization (id or name).
+        #[arg(long)]
+        org: String,
+        /// How many (newest first).
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
 }
 
 /// `tollgate org …`
@@ -268,6 +289,10 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
         Command::Member(c) => member(&store, c, json).await,
         Command::Feature(c) => feature(&store, c, json).await,
         Command::Limit(c) => limit(&store, c, json).await,
+        Command::Usage { org, from, to } => {
+            usage(&store, &org, from.as_deref(), to.as_deref(), json).await
+        }
+        Command::Events { org, limit } => events(&store, &org, limit, json).await,
         Command::Serve | Command::Gateway | Command::Admin => Ok(()),
     };
     store.close().await;
@@ -728,6 +753,158 @@ async fn limit(store: &Store, c: LimitCmd, json: bool) -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>();
     output::table(&["ORG", "TYPE", "VALUE", "ALERT", "STATE"], &rows);
+    Ok(())
+}
+
+fn parse_day(what: &str, v: &str) -> anyhow::Result<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+        .map_err(|_| anyhow!("--{what} must be a date like 2026-11-28, got {v:?}"))
+}
+
+/// Formats micro-dollars as dollars.
+fn dollars(micros: i64) -> String {
+    format!("${}.{:06}", micros / 1_000_000, (micros % 1_000_000).abs())
+}
+
+#[derive(Serialize)]
+struct UsageReport {
+    org: String,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    totals: store::UsageTotals,
+    by_model: Vec<store::UsageTotals>,
+    by_operation: Vec<store::UsageTotals>,
+}
+
+async fn usage(
+    store: &Store,
+    org: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use chrono::{Datelike, Duration, Utc};
+    let today = Utc::now().date_naive();
+    let from = match from {
+        Some(v) => parse_day("from", v)?,
+        None => today.with_day(1).unwrap_or(today),
+    };
+    let to = match to {
+        Some(v) => parse_day("to", v)?,
+        None => today,
+    };
+    if to < from {
+        bail!("--to ({to}) is before --from ({from})");
+    }
+    let org = store.resolve_org(org).await?;
+    let start = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let end = (to + Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    let totals = store
+        .usage_totals(org.id, start, end, store::GroupBy::Nothing)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let by_model = store
+        .usage_totals(org.id, start, end, store::GroupBy::Model)
+        .await?;
+    let by_operation = store
+        .usage_totals(org.id, start, end, store::GroupBy::Operation)
+        .await?;
+    let report = UsageReport {
+        org: org.name.clone(),
+        from,
+        to,
+        totals,
+        by_model,
+        by_operation,
+    };
+    if json {
+        return output::json(&report);
+    }
+    output::line(&format!("usage of {} from {from} to {to} (UTC)", org.name));
+    let row = |name: &str, t: &store::UsageTotals| {
+        vec![
+            name.to_owned(),
+            t.requests.to_string(),
+            t.input_tokens.to_string(),
+            t.output_tokens.to_string(),
+            t.thinking_tokens.to_string(),
+            t.cached_tokens.to_string(),
+            t.images.to_string(),
+            t.video_seconds.to_string(),
+            dollars(t.cost_micros),
+        ]
+    };
+    let headers = [
+        "", "REQUESTS", "INPUT", "OUTPUT", "THINKING", "CACHED", "IMAGES", "VIDEO_S", "COST",
+    ];
+    let mut rows = vec![row("total", &report.totals)];
+    rows.extend(
+        report
+            .by_model
+            .iter()
+            .map(|t| row(&format!("model {}", t.group_key), t)),
+    );
+    rows.extend(
+        report
+            .by_operation
+            .iter()
+            .map(|t| row(&format!("operation {}", t.group_key), t)),
+    );
+    output::table(&headers, &rows);
+    Ok(())
+}
+
+async fn events(store: &Store, org: &str, limit: i64, json: bool) -> anyhow::Result<()> {
+    if !(1..=10_000).contains(&limit) {
+        bail!("--limit must be between 1 and 10000, got {limit}");
+    }
+    let org = store.resolve_org(org).await?;
+    let events = store.recent_events(org.id, limit).await?;
+    if json {
+        return output::json(&events);
+    }
+    let rows = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.request_id.clone(),
+                e.model.clone(),
+                e.operation.clone(),
+                e.status.to_string(),
+                e.input_tokens.to_string(),
+                (e.output_tokens + e.thinking_tokens).to_string(),
+                dollars(e.cost_micros),
+                [
+                    e.estimated.then_some("estimated"),
+                    (!e.priced).then_some("unpriced"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(","),
+            ]
+        })
+        .collect::<Vec<_>>();
+    output::table(
+        &[
+            "TIME",
+            "REQUEST",
+            "MODEL",
+            "OPERATION",
+            "STATUS",
+            "IN",
+            "OUT",
+            "COST",
+            "FLAGS",
+        ],
+        &rows,
+    );
     Ok(())
 }
 

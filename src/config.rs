@@ -97,6 +97,10 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Feature flags given to new organizations.
     pub features: FeaturesConfig,
+    /// The usage ledger (queue and spool).
+    pub ledger: LedgerConfig,
+    /// Model prices.
+    pub pricing: PricingConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -262,6 +266,50 @@ pub struct FeaturesConfig {
     pub default_off: Vec<String>,
 }
 
+/// `[ledger]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Append-only file for usage events the database could not take yet (replayed later).
+    pub spool_path: String,
+    /// Usage events held in memory before overflowing to the spool.
+    pub queue_capacity: usize,
+    /// Most events written in one database transaction.
+    pub batch_size: usize,
+    /// How often queued events are written, in milliseconds.
+    pub flush_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            spool_path: "data/spool/events.jsonl".into(),
+            queue_capacity: 10_000,
+            batch_size: 500,
+            flush_ms: 200,
+        }
+    }
+}
+
+/// `[pricing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// The price file; when it does not exist the table built into the binary is used.
+    pub path: String,
+    /// How often the file is checked for changes (edits apply without a restart), in seconds.
+    pub reload_secs: u64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self {
+            path: "config/pricing.toml".into(),
+            reload_secs: 5,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -419,10 +467,17 @@ impl Config {
                 g.upstream_read_timeout_ms,
             ),
             ("gateway.refresh_secs", g.refresh_secs),
+            ("ledger.flush_ms", self.ledger.flush_ms),
+            ("ledger.queue_capacity", self.ledger.queue_capacity as u64),
+            ("ledger.batch_size", self.ledger.batch_size as u64),
+            ("pricing.reload_secs", self.pricing.reload_secs),
         ] {
             if v == 0 {
-                return Err(invalid(key, "0", "a duration of 1 or more"));
+                return Err(invalid(key, "0", "a number of 1 or more"));
             }
+        }
+        if self.ledger.spool_path.trim().is_empty() {
+            return Err(invalid("ledger.spool_path", "", "a file path"));
         }
         if !g.public_url.is_empty() {
             parse_http_url("gateway.public_url", &g.public_url)?;

@@ -84,6 +84,14 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         public_url: (!g.public_url.is_empty())
             .then(|| url::Url::parse(&g.public_url).ok())
             .flatten(),
+        ledger: gateway::settings::LedgerSettings {
+            spool_path: s.raw.ledger.spool_path.clone().into(),
+            queue_capacity: s.raw.ledger.queue_capacity,
+            batch_size: s.raw.ledger.batch_size,
+            flush_interval: Duration::from_millis(s.raw.ledger.flush_ms),
+        },
+        pricing_path: s.raw.pricing.path.clone().into(),
+        pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod ledger;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;

@@ -2,7 +2,7 @@
 //! (so tests running several gateways in one process do not mix their numbers). Label handles
 //! for bounded label sets are resolved once here, not per request.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The gateway's metrics.
 pub struct Metrics {
@@ -18,59 +18,69 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// `tollgate_live_config_keys`
     pub keys_loaded: IntGauge,
+    /// `tollgate_unpriced_events_total`
+    pub unpriced_events: IntCounter,
+    /// `tollgate_ledger_queue_depth`
+    pub ledger_queue_depth: IntGauge,
+    /// `tollgate_ledger_batch_seconds`
+    pub ledger_batch_seconds: Histogram,
+    /// `tollgate_events_written_total`
+    pub events_written: IntCounter,
+    /// `tollgate_events_spooled_total`
+    pub events_spooled: IntCounter,
+    /// `tollgate_events_replayed_total`
+    pub events_replayed: IntCounter,
+    /// `tollgate_events_dropped_total` (must stay 0)
+    pub events_dropped: IntCounter,
+    /// `tollgate_spool_bytes`
+    pub spool_bytes: IntGauge,
 }
 
-fn counter(
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: T,
+) -> prometheus::Result<T> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(
     registry: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
+    reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    reg(registry, IntCounter::new(name, help)?)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    reg(registry, IntGauge::new(name, help)?)
 }
 
 impl Metrics {
     /// Declares every metric in a fresh registry.
     pub fn new() -> prometheus::Result<Metrics> {
-        let registry = Registry::new();
-        let requests = counter(
-            &registry,
-            "tollgate_requests_total",
-            "Requests answered by the gateway, by provider, operation and status class (2xx, 4xx, 5xx).",
-            &["provider", "operation", "status_class"],
-        )?;
-        let auth_failures = counter(
-            &registry,
-            "tollgate_auth_failures_total",
-            "Requests refused because the gateway key was missing, unknown or revoked, or the org header was not allowed.",
-            &["reason"],
-        )?;
-        let feature_refusals = counter(
-            &registry,
-            "tollgate_feature_refusals_total",
-            "Requests refused with 403 because a feature flag of the org is off.",
-            &["feature"],
-        )?;
-        let upstream_errors = counter(
-            &registry,
-            "tollgate_upstream_errors_total",
-            "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.",
-            &["provider", "kind"],
-        )?;
-        let keys_loaded = IntGauge::new(
-            "tollgate_live_config_keys",
-            "Gateway keys in the live snapshot (revoked included).",
-        )?;
-        registry.register(Box::new(keys_loaded.clone()))?;
+        let r = Registry::new();
         Ok(Metrics {
-            registry,
-            requests,
-            auth_failures,
-            feature_refusals,
-            upstream_errors,
-            keys_loaded,
+            requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, operation and status class (2xx, 4xx, 5xx).", &["provider", "operation", "status_class"])?,
+            auth_failures: counter_vec(&r, "tollgate_auth_failures_total", "Requests refused because the gateway key was missing, unknown or revoked, or the org header was not allowed.", &["reason"])?,
+            feature_refusals: counter_vec(&r, "tollgate_feature_refusals_total", "Requests refused with 403 because a feature flag of the org is off.", &["feature"])?,
+            upstream_errors: counter_vec(&r, "tollgate_upstream_errors_total", "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.", &["provider", "kind"])?,
+            keys_loaded: gauge(&r, "tollgate_live_config_keys", "Gateway keys in the live snapshot (revoked included).")?,
+            unpriced_events: counter(&r, "tollgate_unpriced_events_total", "Usage events of models without a price, priced with the fallback.")?,
+            ledger_queue_depth: gauge(&r, "tollgate_ledger_queue_depth", "Usage events waiting in memory for the ledger writer.")?,
+            // Batches are one transaction: sub-millisecond on SQLite, up to seconds on a busy database.
+            ledger_batch_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_ledger_batch_seconds", "Time to write one batch of usage events to the store.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]))?)?,
+            events_written: counter(&r, "tollgate_events_written_total", "Usage events written to the store (replays included).")?,
+            events_spooled: counter(&r, "tollgate_events_spooled_total", "Usage events appended to the spool file (queue full or store unwritable).")?,
+            events_replayed: counter(&r, "tollgate_events_replayed_total", "Spooled usage events written to the store after it came back.")?,
+            events_dropped: counter(&r, "tollgate_events_dropped_total", "Usage events lost because neither the store nor the spool could take them. Must stay 0.")?,
+            spool_bytes: gauge(&r, "tollgate_spool_bytes", "Bytes of usage events waiting in spool files.")?,
+            registry: r,
         })
     }
 

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -14,6 +16,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::error::GatewayError;
 use crate::identity::{self, Identity};
+use crate::ledger::Ledger;
+use crate::metering::pricing::PriceTable;
+use crate::metering::{self, RequestMeter, ResponseMeter};
 use crate::metrics::{status_class, Metrics};
 use crate::route::{self, Operation, Provider, Route};
 use crate::snapshot::LiveConfig;
@@ -40,12 +45,21 @@ pub struct Proxy {
     pub uploads: Arc<DashMap<String, (Identity, Instant)>>,
     /// Public base URL for rewritten upload URLs.
     pub public_url: Option<url::Url>,
+    /// Where usage events go.
+    pub ledger: Ledger,
+    /// Prices (swapped on reload).
+    pub prices: Arc<ArcSwap<PriceTable>>,
+    /// Models already warned about having no price (warn once each).
+    pub unpriced_warned: Arc<DashMap<String, ()>>,
 }
 
 /// Per-request state.
 pub struct Ctx {
     request_id: String,
     started: Instant,
+    occurred_at: DateTime<Utc>,
+    request_meter: RequestMeter,
+    response_meter: ResponseMeter,
     route: Option<Route>,
     identity: Option<Identity>,
     refused: Option<GatewayError>,
@@ -128,6 +142,85 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The one usage event of a request: refused, failed or served.
+    fn usage_event(&self, ctx: &Ctx, status: u16) -> store::UsageEvent {
+        let forwarded = ctx.refused.is_none();
+        let settled = match &ctx.route {
+            Some(route) => {
+                let prices = self.prices.load();
+                let success = forwarded && (200..300).contains(&status);
+                let s = metering::settle(
+                    route,
+                    success,
+                    &ctx.request_meter,
+                    &ctx.response_meter,
+                    &prices,
+                );
+                if !s.priced {
+                    self.metrics.unpriced_events.inc();
+                    let model = route.model.as_deref().unwrap_or("");
+                    if !self.unpriced_warned.contains_key(model) {
+                        self.unpriced_warned.insert(model.to_owned(), ());
+                        tracing::warn!(model, "no price for this model: billed with the fallback price (add it to the price file)");
+                    }
+                }
+                s
+            }
+            None => metering::Settled {
+                priced: true,
+                ..Default::default()
+            },
+        };
+        let t = &settled.metered.tokens;
+        let id = ctx.identity.as_ref();
+        store::UsageEvent {
+            request_id: ctx.request_id.clone(),
+            occurred_at: ctx.occurred_at,
+            org_id: id.map(|i| i.org_id),
+            key_id: id.map(|i| i.key_id),
+            user_ref: id.and_then(|i| i.user.clone()),
+            tool: id.and_then(|i| i.tool.clone()),
+            provider: ctx
+                .route
+                .as_ref()
+                .map_or("none", |r| r.provider.as_str())
+                .to_owned(),
+            model: ctx
+                .route
+                .as_ref()
+                .and_then(|r| r.model.clone())
+                .unwrap_or_default(),
+            operation: ctx
+                .route
+                .as_ref()
+                .map_or("none", |r| r.operation.as_str())
+                .to_owned(),
+            status: i32::from(status),
+            streamed: ctx
+                .route
+                .as_ref()
+                .is_some_and(|r| r.operation == Operation::StreamGenerateContent),
+            input_tokens: t.input,
+            output_tokens: t.output,
+            thinking_tokens: t.thinking,
+            cached_tokens: t.cached,
+            tool_prompt_tokens: t.tool_prompt,
+            total_tokens: t.total,
+            input_audio_tokens: t.input_audio,
+            output_image_tokens: t.output_image,
+            images: settled.images,
+            videos: settled.videos,
+            video_seconds: settled.metered.video_seconds,
+            cost_micros: settled.cost_micros,
+            estimated: settled.estimated,
+            priced: settled.priced,
+            upstream_latency_ms: ctx.upstream_header_ms.map(|v| v as i64),
+            total_latency_ms: ctx.started.elapsed().as_millis() as i64,
+        }
+    }
+}
+
 /// Writes a complete gateway-made response and keeps the client connection reusable.
 async fn respond(
     session: &mut Session,
@@ -182,6 +275,9 @@ impl ProxyHttp for Proxy {
         Ctx {
             request_id: String::new(),
             started: Instant::now(),
+            occurred_at: Utc::now(),
+            request_meter: RequestMeter::default(),
+            response_meter: ResponseMeter::default(),
             route: None,
             identity: None,
             refused: None,
@@ -209,6 +305,32 @@ impl ProxyHttp for Proxy {
                 "upstream address not resolved yet",
             )
         })
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.request_meter.feed(b);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.response_meter.feed(b);
+        }
+        Ok(None)
     }
 
     async fn upstream_request_filter(
@@ -278,11 +400,16 @@ impl ProxyHttp for Proxy {
             .with_label_values(&[provider, error.kind()])
             .inc();
         let code = error.status();
-        if session.response_written().is_none() {
-            if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await
-            {
-                tracing::debug!(error = %write_err, "cannot send the error response");
-            }
+        if session.response_written().is_some() {
+            // Cut mid-response: the client already has the status; the event meters what passed.
+            tracing::warn!(request_id = %ctx.request_id, error.kind = error.kind(), "upstream response cut short");
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await {
+            tracing::debug!(error = %write_err, "cannot send the error response");
         }
         ctx.refused = Some(error);
         FailToProxy {
@@ -305,6 +432,7 @@ impl ProxyHttp for Proxy {
             .requests
             .with_label_values(&[provider, operation, status_class(status)])
             .inc();
+        let event = self.usage_event(ctx, status);
         let id = ctx.identity.as_ref();
         tracing::info!(
             target: "access",
@@ -317,9 +445,14 @@ impl ProxyHttp for Proxy {
             status,
             refused = ctx.refused.as_ref().map_or("", |e| e.kind()),
             upstream_ms = ctx.upstream_header_ms,
-            total_ms = ctx.started.elapsed().as_millis() as u64,
+            total_ms = event.total_latency_ms,
+            tokens.input = event.input_tokens,
+            tokens.output = event.output_tokens,
+            tokens.thinking = event.thinking_tokens,
+            cost_micros = event.cost_micros,
             "request"
         );
+        self.ledger.record(event);
     }
 
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {

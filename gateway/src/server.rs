@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +19,8 @@ use store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ledger::{self, LedgerWriter};
+use crate::metering::pricing::PriceTable;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::route::Provider;
@@ -28,6 +31,9 @@ use crate::upstream::Upstream;
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The price file is invalid.
+    #[error("{0}")]
+    Pricing(#[from] crate::metering::pricing::PricingError),
     /// A listener address is taken or not ours.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
@@ -85,6 +91,7 @@ pub struct RunningGateway {
     stop_tx: watch::Sender<Option<Stop>>,
     proxy_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    ledger: Option<LedgerWriter>,
 }
 
 impl RunningGateway {
@@ -96,6 +103,10 @@ impl RunningGateway {
         }
         for t in &self.tasks {
             t.abort();
+        }
+        // Every request has finished: write what the ledger still holds.
+        if let Some(l) = self.ledger.take() {
+            l.drain().await;
         }
     }
 }
@@ -144,6 +155,13 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
             tracing::warn!(provider = up.provider.as_str(), env = %up.credential_env, "no provider credential: requests to this provider get 503 until it is set");
         }
     }
+    let prices = Arc::new(ArcSwap::from_pointee(PriceTable::load(
+        &settings.pricing_path,
+    )?));
+    // Load the tokenizers now, not on the first request that needs them.
+    tokio::task::spawn_blocking(crate::metering::tokens::warm_up);
+    let (ledger, ledger_writer) =
+        ledger::start(settings.ledger.clone(), store.clone(), metrics.clone());
     let proxy = Proxy {
         live: live.clone(),
         gemini: gemini.clone(),
@@ -151,10 +169,18 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         metrics: metrics.clone(),
         uploads: Arc::new(DashMap::new()),
         public_url: settings.public_url.clone(),
+        ledger,
+        prices: prices.clone(),
+        unpriced_warned: Arc::new(DashMap::new()),
     };
     let uploads = proxy.uploads.clone();
 
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(reload_prices(
+        prices,
+        settings.pricing_path.clone(),
+        settings.pricing_reload,
+    )));
     {
         let (live, store, metrics, every) = (
             live.clone(),
@@ -207,6 +233,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         stop_tx,
         proxy_thread: Some(proxy_thread),
         tasks,
+        ledger: Some(ledger_writer),
     };
     wait_listening(settings.listen)
         .await
@@ -267,5 +294,33 @@ async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: keys not loaded from the store yet\n".to_owned(),
         ),
+    }
+}
+
+/// Reloads the price file when its modification time changes; a bad edit keeps the old prices.
+async fn reload_prices(
+    prices: Arc<ArcSwap<PriceTable>>,
+    path: std::path::PathBuf,
+    every: Duration,
+) {
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(&path);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = mtime(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match PriceTable::load(&path) {
+            Ok(t) => {
+                tracing::info!(file = %path.display(), models = t.len(), "prices reloaded");
+                prices.store(Arc::new(t));
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "price file not reloaded; keeping the previous prices")
+            }
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! or environment reads here; the caller hands over finished values.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::ledger::LedgerSettings;
 
 /// How Tollgate authenticates to a provider.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,4 +61,10 @@ pub struct GatewaySettings {
     pub shutdown_grace: Duration,
     /// Public base URL for rewritten upload URLs; `None` = from each request's `Host`.
     pub public_url: Option<url::Url>,
+    /// The usage ledger.
+    pub ledger: LedgerSettings,
+    /// The price file (the built-in table is used when it does not exist).
+    pub pricing_path: PathBuf,
+    /// How often the price file is checked for changes.
+    pub pricing_reload: Duration,
 }

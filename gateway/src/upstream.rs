@@ -153,6 +153,8 @@ impl Upstream {
             None => {}
         }
         req.insert_header(http::header::HOST, self.authority.as_str())?;
+        // A compressed body would hide usageMetadata from the meter (see README: metering).
+        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         Ok(())
     }
 }
@@ -232,6 +234,14 @@ mod tests {
             refresh_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             public_url: None,
+            ledger: crate::ledger::LedgerSettings {
+                spool_path: "spool.jsonl".into(),
+                queue_capacity: 1,
+                batch_size: 1,
+                flush_interval: Duration::from_secs(1),
+            },
+            pricing_path: "pricing.toml".into(),
+            pricing_reload: Duration::from_secs(1),
         };
         (u, g)
     }

@@ -151,8 +151,16 @@ fn words(s: &str) -> i64 {
 
 /// A generateContent answer; `chunk` i of `n` for streams (cumulative usage on every chunk).
 fn gen_response(model: &str, prompt: &str, chunk: usize, n: usize) -> Value {
-    let prompt_tokens = words(prompt);
-    let candidates = 5 * (chunk as i64 + 1);
+    gen_response_cached(model, prompt, chunk, n, false)
+}
+
+/// Usage numbers are a pure function of the prompt, so tests can compute them: prompt = words
+/// (+100 cached when the request names a cachedContent), candidates = 5 per chunk (cumulative),
+/// thoughts = 7.
+fn gen_response_cached(model: &str, prompt: &str, chunk: usize, n: usize, cached: bool) -> Value {
+    let prompt_tokens = words(prompt) + if cached { 100 } else { 0 };
+    let image_tokens = if model.contains("-image") { 1290 } else { 0 };
+    let candidates = 5 * (chunk as i64 + 1) + image_tokens;
     let mut candidate = json!({
         "content": {"parts": [{"text": format!("chunk {chunk} of the answer to: {prompt}")}], "role": "model"},
         "index": 0
@@ -172,6 +180,12 @@ fn gen_response(model: &str, prompt: &str, chunk: usize, n: usize) -> Value {
     });
     if model.contains("-image") {
         usage["candidatesTokensDetails"] = json!([{"modality": "IMAGE", "tokenCount": 1290}]);
+    }
+    if cached {
+        usage["cachedContentTokenCount"] = json!(100);
+    }
+    if model.contains("nousage") {
+        usage = json!({"trafficType": "ON_DEMAND"}); // Vertex: counts only in the last chunk
     }
     json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "fake-response-1"})
 }
@@ -201,7 +215,7 @@ fn async_stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
         for (i, c) in chunks.into_iter().enumerate() {
-            if i > 0 {
+            if i > 0 && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
             if cut_after == Some(i) {
@@ -274,8 +288,9 @@ async fn route(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let prompt = first_text(req);
+    let cached = req.get("cachedContent").is_some();
     match op {
-        "generateContent" => json_response(gen_response(model, &prompt, 0, 1)),
+        "generateContent" => json_response(gen_response_cached(model, &prompt, 0, 1, cached)),
         "streamGenerateContent" => stream(model, &prompt, query),
         "countTokens" => json_response(json!({"totalTokens": words(&prompt) + 1,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": words(&prompt) + 1}]})),
@@ -344,7 +359,35 @@ fn stream(model: &str, prompt: &str, query: &str) -> Response {
         .unwrap()
 }
 
+/// Bytes of the huge Imagen body (`imagen-huge`): 16 images of 4 MiB base64 each.
+pub const HUGE_IMAGES: usize = 16;
+const HUGE_IMAGE_B64: usize = 4 * 1024 * 1024;
+
+fn huge_imagen() -> Response {
+    let block = Bytes::from(vec![b'A'; 64 * 1024]);
+    let mut chunks = vec![Bytes::from_static(b"{\"predictions\": [")];
+    for i in 0..HUGE_IMAGES {
+        let lead = if i == 0 { "" } else { ", " };
+        chunks.push(Bytes::from(format!(
+            "{lead}{{\"mimeType\": \"image/png\", \"bytesBase64Encoded\": \""
+        )));
+        chunks.extend(std::iter::repeat_n(
+            block.clone(),
+            HUGE_IMAGE_B64 / block.len(),
+        ));
+        chunks.push(Bytes::from_static(b"\"}"));
+    }
+    chunks.push(Bytes::from_static(b"]}"));
+    Response::builder()
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(stream_body(chunks, Duration::ZERO, None))
+        .unwrap()
+}
+
 fn imagen(model: &str, req: &Value) -> Response {
+    if model == "imagen-huge" {
+        return huge_imagen();
+    }
     if model.contains("embedding") {
         return json_response(json!({"metadata": {"billableCharacterCount": 10},
             "predictions": [{"embeddings": {"statistics": {"token_count": 2, "truncated": false}, "values": [0.5, 0.25]}}]}));

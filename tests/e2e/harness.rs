@@ -63,7 +63,11 @@ impl TestEnv {
              [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\n\
              upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n{extra}",
+             [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
+             [ledger]\nspool_path = \"{spool}\"\nflush_ms = 50\n\
+             [pricing]\npath = \"{pricing}\"\n{extra}",
+            spool = dir.path().join("spool/events.jsonl").display(),
+            pricing = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml"),
             rt = opts.read_timeout_ms,
             g = opts.gemini_url.clone().unwrap_or_else(|| fake.base_url()),
             v = fake.base_url(),

@@ -7,5 +7,6 @@
 mod cli;
 mod fake_google;
 mod harness;
+mod metering;
 mod proxy;
 mod sdk;

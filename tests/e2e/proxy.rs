@@ -499,16 +499,38 @@ async fn health_and_metrics_listeners_answer() {
     let (_, key) = env.org_with_key("acme").await;
     post(&format!("{}{GEN}", env.gateway_url), Some(&key), &[]).await;
     for base in [&env.metrics_url, &env.admin_url] {
-        let r = client().get(format!("{base}/healthz")).send().await.unwrap();
+        let r = client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{base}/healthz");
         let r = client().get(format!("{base}/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{base}/readyz: {:?}", r.text().await);
     }
-    let text = client().get(format!("{}/metrics", env.metrics_url)).send().await.unwrap().text().await.unwrap();
-    let line = text.lines().find(|l| l.starts_with("tollgate_requests_total{") && l.contains("operation=\"generateContent\"") && l.contains("2xx")).unwrap_or_else(|| panic!("{text}"));
+    let text = client()
+        .get(format!("{}/metrics", env.metrics_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tollgate_requests_total{")
+                && l.contains("operation=\"generateContent\"")
+                && l.contains("2xx")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(line.ends_with(" 1"), "{line}");
     // The proxy port is not the metrics port.
-    let on_proxy = client().get(format!("{}/metrics", env.gateway_url)).send().await.unwrap();
+    let on_proxy = client()
+        .get(format!("{}/metrics", env.gateway_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(on_proxy.status(), 404);
     env.stop().await;
 }

@@ -16,19 +16,37 @@ use usage::{Tokens, UsageMetadata};
 use crate::route::{is_image_model, Operation, Route};
 
 /// Request text kept for token counting (beyond it, counts are extrapolated and estimated).
-const REQUEST_TEXT_BOUND: usize = 256 * 1024;
+const REQUEST_TEXT_BOUND: usize = 64 * 1024;
 /// Separate prompt texts tracked (a request with more parts counts the rest as one).
 const MAX_TEXT_SEGMENTS: usize = 4096;
 /// Response text kept for estimates of streams that end without usage.
-const RESPONSE_TEXT_BOUND: usize = 64 * 1024;
+const RESPONSE_TEXT_BOUND: usize = 16 * 1024;
 
 static REQUEST_KEYS: &[Key] = &[
-    Key { name: b"text", watch: Watch::Text },
-    Key { name: b"maxOutputTokens", watch: Watch::Value },
-    Key { name: b"sampleCount", watch: Watch::Value },
-    Key { name: b"durationSeconds", watch: Watch::Value },
-    Key { name: b"generateAudio", watch: Watch::Value },
-    Key { name: b"resolution", watch: Watch::Value },
+    Key {
+        name: b"text",
+        watch: Watch::Text,
+    },
+    Key {
+        name: b"maxOutputTokens",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"sampleCount",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"durationSeconds",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"generateAudio",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"resolution",
+        watch: Watch::Value,
+    },
 ];
 const RQ_TEXT: usize = 0;
 const RQ_MAX_OUTPUT: usize = 1;
@@ -38,12 +56,30 @@ const RQ_AUDIO: usize = 4;
 const RQ_RESOLUTION: usize = 5;
 
 static RESPONSE_KEYS: &[Key] = &[
-    Key { name: b"usageMetadata", watch: Watch::Value },
-    Key { name: b"bytesBase64Encoded", watch: Watch::Count },
-    Key { name: b"gcsUri", watch: Watch::Count },
-    Key { name: b"inlineData", watch: Watch::Count },
-    Key { name: b"text", watch: Watch::Text },
-    Key { name: b"token_count", watch: Watch::Value },
+    Key {
+        name: b"usageMetadata",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"bytesBase64Encoded",
+        watch: Watch::Count,
+    },
+    Key {
+        name: b"gcsUri",
+        watch: Watch::Count,
+    },
+    Key {
+        name: b"inlineData",
+        watch: Watch::Count,
+    },
+    Key {
+        name: b"text",
+        watch: Watch::Text,
+    },
+    Key {
+        name: b"token_count",
+        watch: Watch::Value,
+    },
 ];
 const RS_USAGE: usize = 0;
 const RS_B64: usize = 1;
@@ -54,7 +90,9 @@ const RS_TOKEN_COUNT: usize = 5;
 
 fn number(bytes: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(bytes).ok()?.trim_matches('"');
-    s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
 }
 
 /// What the request asked for.
@@ -98,11 +136,27 @@ impl Default for RequestMeter {
 impl RequestMeter {
     /// Feeds a chunk of the request body.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let Self { scanner, text, ends, text_len, max_output_tokens, sample_count, duration_seconds, generate_audio, resolution_lines } = self;
+        let Self {
+            scanner,
+            text,
+            ends,
+            text_len,
+            max_output_tokens,
+            sample_count,
+            duration_seconds,
+            generate_audio,
+            resolution_lines,
+        } = self;
         scanner.feed(chunk, &mut |f| match f {
-            Found::Text { key: RQ_TEXT, head, len } => {
+            Found::Text {
+                key: RQ_TEXT,
+                head,
+                len,
+            } => {
                 *text_len += len;
-                let room = REQUEST_TEXT_BOUND.saturating_sub(text.len()).min(head.len());
+                let room = REQUEST_TEXT_BOUND
+                    .saturating_sub(text.len())
+                    .min(head.len());
                 text.extend_from_slice(&head[..room]);
                 if ends.len() >= MAX_TEXT_SEGMENTS {
                     ends.pop();
@@ -116,7 +170,13 @@ impl RequestMeter {
                 RQ_AUDIO => *generate_audio = Some(bytes == b"true"),
                 RQ_RESOLUTION => {
                     let r = String::from_utf8_lossy(bytes).to_ascii_lowercase();
-                    *resolution_lines = Some(if r.contains("4k") || r.contains("2160") { 2160 } else if r.contains("1080") { 1080 } else { 720 });
+                    *resolution_lines = Some(if r.contains("4k") || r.contains("2160") {
+                        2160
+                    } else if r.contains("1080") {
+                        1080
+                    } else {
+                        720
+                    });
                 }
                 _ => {}
             },
@@ -142,7 +202,11 @@ impl RequestMeter {
         let kept: i64 = self.texts().iter().map(|t| count(t)).sum();
         let seen = self.text.len();
         if self.text_len <= seen || seen == 0 {
-            return if seen == 0 { (self.text_len as i64 + 3) / 4 } else { kept };
+            return if seen == 0 {
+                (self.text_len as i64 + 3) / 4
+            } else {
+                kept
+            };
         }
         kept + (self.text_len - seen) as i64 * kept.max(1) / seen as i64
     }
@@ -186,19 +250,42 @@ impl ResponseMeter {
     /// Feeds a chunk of the response body.
     pub fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
-        let Self { scanner, usage, imagen_images, inline_parts, embedding_tokens, text, text_len, .. } = self;
+        let Self {
+            scanner,
+            usage,
+            imagen_images,
+            inline_parts,
+            embedding_tokens,
+            text,
+            text_len,
+            ..
+        } = self;
         scanner.feed(chunk, &mut |f| match f {
-            Found::Value { key: RS_USAGE, bytes, truncated: false } => {
+            Found::Value {
+                key: RS_USAGE,
+                bytes,
+                truncated: false,
+            } => {
                 if let Some(t) = UsageMetadata::parse(bytes) {
                     *usage = Some(t);
                 }
             }
-            Found::Value { key: RS_TOKEN_COUNT, bytes, .. } => *embedding_tokens += number(bytes).unwrap_or(0),
+            Found::Value {
+                key: RS_TOKEN_COUNT,
+                bytes,
+                ..
+            } => *embedding_tokens += number(bytes).unwrap_or(0),
             Found::Counted(RS_B64 | RS_GCS) => *imagen_images += 1,
             Found::Counted(RS_INLINE) => *inline_parts += 1,
-            Found::Text { key: RS_TEXT, head, len } => {
+            Found::Text {
+                key: RS_TEXT,
+                head,
+                len,
+            } => {
                 *text_len += len;
-                let room = RESPONSE_TEXT_BOUND.saturating_sub(text.len()).min(head.len());
+                let room = RESPONSE_TEXT_BOUND
+                    .saturating_sub(text.len())
+                    .min(head.len());
                 text.extend_from_slice(&head[..room]);
             }
             _ => {}
@@ -213,7 +300,8 @@ impl ResponseMeter {
 
 fn unescape(raw: &[u8]) -> String {
     let quoted = [b"\"".as_slice(), raw, b"\""].concat();
-    serde_json::from_slice::<String>(&quoted).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
+    serde_json::from_slice::<String>(&quoted)
+        .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
 }
 
 /// The metered result of one request.
@@ -238,10 +326,19 @@ const DEFAULT_VIDEO_SECONDS: i64 = 8;
 
 /// Turns what was seen into counts and a price. `success` is a 2xx from the upstream; anything
 /// else is recorded unbilled.
-pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseMeter, prices: &PriceTable) -> Settled {
+pub fn settle(
+    route: &Route,
+    success: bool,
+    req: &RequestMeter,
+    resp: &ResponseMeter,
+    prices: &PriceTable,
+) -> Settled {
     let model = route.model.as_deref().unwrap_or("");
     let quote = prices.quote(route.provider, model);
-    let mut s = Settled { priced: quote.priced || route.model.is_none(), ..Settled::default() };
+    let mut s = Settled {
+        priced: quote.priced || route.model.is_none(),
+        ..Settled::default()
+    };
     if !success {
         s.priced = true;
         return s;
@@ -254,8 +351,17 @@ pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseM
                 None => {
                     // A stream cut before any usage arrived: estimate prompt and text received.
                     let input = req.count_tokens(tokens::estimate);
-                    let output = tokens::estimate_extrapolated(&resp.text(), resp.text_len, tokens::estimate);
-                    m.tokens = Tokens { input, output, total: input + output, ..Tokens::default() };
+                    let output = tokens::estimate_extrapolated(
+                        &resp.text(),
+                        resp.text_len,
+                        tokens::estimate,
+                    );
+                    m.tokens = Tokens {
+                        input,
+                        output,
+                        total: input + output,
+                        ..Tokens::default()
+                    };
                     s.estimated = true;
                 }
             }
@@ -263,7 +369,9 @@ pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseM
                 s.images = resp.inline_parts;
             }
         }
-        Operation::EmbedContent | Operation::BatchEmbedContents | Operation::Predict if crate::route::is_embedding_model(model) => {
+        Operation::EmbedContent | Operation::BatchEmbedContents | Operation::Predict
+            if crate::route::is_embedding_model(model) =>
+        {
             let input = match (resp.usage, resp.embedding_tokens) {
                 (Some(t), _) => t.input,
                 (None, n) if n > 0 => n,
@@ -274,7 +382,11 @@ pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseM
                     req.count_tokens(exact)
                 }
             };
-            m.tokens = Tokens { input, total: input, ..Tokens::default() };
+            m.tokens = Tokens {
+                input,
+                total: input,
+                ..Tokens::default()
+            };
         }
         Operation::Predict => {
             s.images = resp.imagen_images;
@@ -284,7 +396,8 @@ pub fn settle(route: &Route, success: bool, req: &RequestMeter, resp: &ResponseM
         Operation::PredictLongRunning => {
             // Charged when the operation is accepted: videos requested × seconds requested.
             s.videos = req.sample_count.unwrap_or(1).max(1);
-            m.video_seconds = s.videos * req.duration_seconds.unwrap_or(DEFAULT_VIDEO_SECONDS).max(0);
+            m.video_seconds =
+                s.videos * req.duration_seconds.unwrap_or(DEFAULT_VIDEO_SECONDS).max(0);
             m.video_lines = req.resolution_lines.unwrap_or(720);
             // Veo 3 generates audio unless Vertex is told not to (the Developer API always does).
             m.video_audio = req.generate_audio.unwrap_or(true);

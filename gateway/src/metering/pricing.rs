@@ -100,7 +100,11 @@ fn micros(model: &str, field: &'static str, v: Option<f64>) -> Result<Option<i64
     match v {
         None => Ok(None),
         Some(x) if x.is_finite() && x >= 0.0 => Ok(Some((x * 1_000_000.0).round() as i64)),
-        Some(value) => Err(PricingError::Value { model: model.to_owned(), field, value }),
+        Some(value) => Err(PricingError::Value {
+            model: model.to_owned(),
+            field,
+            value,
+        }),
     }
 }
 
@@ -114,7 +118,10 @@ impl Price {
             output: m("output_per_mtok", r.output_per_mtok)?.unwrap_or(0),
             output_above: m("output_per_mtok_above_200k", r.output_per_mtok_above_200k)?,
             cached: m("cached_input_per_mtok", r.cached_input_per_mtok)?,
-            cached_above: m("cached_input_per_mtok_above_200k", r.cached_input_per_mtok_above_200k)?,
+            cached_above: m(
+                "cached_input_per_mtok_above_200k",
+                r.cached_input_per_mtok_above_200k,
+            )?,
             audio_input: m("audio_input_per_mtok", r.audio_input_per_mtok)?,
             image_output: m("image_output_per_mtok", r.image_output_per_mtok)?,
             per_image: m("per_image", r.per_image)?.unwrap_or(0),
@@ -127,7 +134,10 @@ impl Price {
 
     /// A rough "how expensive" rank within a family, for choosing the fallback.
     fn rank(&self) -> i64 {
-        self.output.max(self.input) + self.image_output.unwrap_or(0) + self.per_image + self.per_second * 100
+        self.output.max(self.input)
+            + self.image_output.unwrap_or(0)
+            + self.per_image
+            + self.per_second * 100
     }
 }
 
@@ -201,18 +211,28 @@ impl PriceTable {
         for (name, r) in &raw.models {
             rows.push(Price::from_raw(&name.to_ascii_lowercase(), r)?);
         }
-        rows.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then_with(|| a.name.cmp(&b.name)));
+        rows.sort_by(|a, b| {
+            b.name
+                .len()
+                .cmp(&a.name.len())
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let mut fallback_by_family: HashMap<Family, Price> = HashMap::new();
         for p in &rows {
             let Some(f) = family(&p.name) else { continue };
             let best = fallback_by_family.entry(f).or_insert_with(|| p.clone());
             // Ties go to the shorter (plain) name, so the choice does not depend on order.
-            if p.rank() > best.rank() || (p.rank() == best.rank() && p.name.len() < best.name.len()) {
+            if p.rank() > best.rank() || (p.rank() == best.rank() && p.name.len() < best.name.len())
+            {
                 *best = p.clone();
             }
         }
         let fallback = Price::from_raw("fallback", &raw.fallback)?;
-        Ok(PriceTable { rows, fallback_by_family, fallback })
+        Ok(PriceTable {
+            rows,
+            fallback_by_family,
+            fallback,
+        })
     }
 
     /// Reads a price file, or the built-in one when `path` does not exist.
@@ -220,7 +240,10 @@ impl PriceTable {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse(DEFAULT_PRICING),
-            Err(e) => Err(PricingError::Read { path: path.display().to_string(), reason: e.to_string() }),
+            Err(e) => Err(PricingError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -244,15 +267,34 @@ impl PriceTable {
         };
         // Vertex rows first when on Vertex: sort puts them earlier only by length, so look twice.
         if provider == Provider::Vertex {
-            if let Some(p) = self.rows.iter().find(|p| p.name.starts_with("vertex/") && prefixed(&p.name)) {
-                return Quote { price: p, priced: true };
+            if let Some(p) = self
+                .rows
+                .iter()
+                .find(|p| p.name.starts_with("vertex/") && prefixed(&p.name))
+            {
+                return Quote {
+                    price: p,
+                    priced: true,
+                };
             }
         }
-        if let Some(p) = self.rows.iter().find(|p| !p.name.starts_with("vertex/") && prefixed(&p.name)) {
-            return Quote { price: p, priced: true };
+        if let Some(p) = self
+            .rows
+            .iter()
+            .find(|p| !p.name.starts_with("vertex/") && prefixed(&p.name))
+        {
+            return Quote {
+                price: p,
+                priced: true,
+            };
         }
-        let price = family(model).and_then(|f| self.fallback_by_family.get(&f)).unwrap_or(&self.fallback);
-        Quote { price, priced: false }
+        let price = family(model)
+            .and_then(|f| self.fallback_by_family.get(&f))
+            .unwrap_or(&self.fallback);
+        Quote {
+            price,
+            priced: false,
+        }
     }
 
     /// Number of rows (for logs).
@@ -268,7 +310,10 @@ impl PriceTable {
 
 /// micro-dollars per million × count, summed, then divided once (rounding half up).
 fn per_million(parts: &[(i64, i64)]) -> i64 {
-    let total: i128 = parts.iter().map(|&(n, p)| i128::from(n.max(0)) * i128::from(p)).sum();
+    let total: i128 = parts
+        .iter()
+        .map(|&(n, p)| i128::from(n.max(0)) * i128::from(p))
+        .sum();
     ((total + 500_000) / 1_000_000) as i64
 }
 
@@ -279,7 +324,12 @@ pub fn cost(price: &Price, m: &Metered) -> i64 {
     let tier = |base: i64, high: Option<i64>| if above { high.unwrap_or(base) } else { base };
     let input = tier(price.input, price.input_above);
     let output = tier(price.output, price.output_above);
-    let cached = if above { price.cached_above.or(price.cached) } else { price.cached }.unwrap_or(input);
+    let cached = if above {
+        price.cached_above.or(price.cached)
+    } else {
+        price.cached
+    }
+    .unwrap_or(input);
     let audio = price.audio_input.unwrap_or(input);
     let cached_tokens = t.cached.min(t.input);
     let audio_tokens = t.input_audio.min(t.input - cached_tokens);
@@ -293,7 +343,11 @@ pub fn cost(price: &Price, m: &Metered) -> i64 {
         (t.output - image_tokens + t.thinking, output),
         (image_tokens, image_rate),
     ]);
-    let images = if m.bill_images { m.images * price.per_image } else { 0 };
+    let images = if m.bill_images {
+        m.images * price.per_image
+    } else {
+        0
+    };
     let per_second = match (m.video_lines, m.video_audio) {
         (l, _) if l >= 2160 => price.per_second_4k.unwrap_or(price.per_second),
         (l, _) if l >= 1080 => price.per_second_1080p.unwrap_or(price.per_second),

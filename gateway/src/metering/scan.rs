@@ -38,9 +38,17 @@ pub enum Found<'a> {
     /// A watched key with [`Watch::Count`] occurred.
     Counted(usize),
     /// The value of a [`Watch::Value`] key (`truncated` when longer than the bound).
-    Value { key: usize, bytes: &'a [u8], truncated: bool },
+    Value {
+        key: usize,
+        bytes: &'a [u8],
+        truncated: bool,
+    },
     /// A [`Watch::Text`] string: the first bytes and its full length in bytes.
-    Text { key: usize, head: &'a [u8], len: usize },
+    Text {
+        key: usize,
+        head: &'a [u8],
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,13 +183,28 @@ impl Scanner {
             return;
         }
         self.buf.clear();
-        self.capture = Some(Capture { key, watch, shape: Shape::Unknown, depth: 0, in_str: false, esc: false, len: 0, truncated: false });
+        self.capture = Some(Capture {
+            key,
+            watch,
+            shape: Shape::Unknown,
+            depth: 0,
+            in_str: false,
+            esc: false,
+            len: 0,
+            truncated: false,
+        });
     }
 
     /// Consumes bytes of a captured value; returns how many were used.
     fn feed_capture(&mut self, data: &[u8], on: &mut impl FnMut(Found<'_>)) -> usize {
-        let Some(c) = self.capture.as_mut() else { return 0 };
-        let bound = if c.watch == Watch::Text { self.text_bound } else { MAX_CAPTURE };
+        let Some(c) = self.capture.as_mut() else {
+            return 0;
+        };
+        let bound = if c.watch == Watch::Text {
+            self.text_bound
+        } else {
+            MAX_CAPTURE
+        };
         let mut i = 0;
         let mut done = false;
         while i < data.len() && !done {
@@ -206,7 +229,8 @@ impl Scanner {
                 Shape::Str => {
                     // Fast path: copy or skip up to the next quote or backslash.
                     if !c.esc {
-                        let run = memchr::memchr2(b'"', b'\\', &data[i..]).unwrap_or(data.len() - i);
+                        let run =
+                            memchr::memchr2(b'"', b'\\', &data[i..]).unwrap_or(data.len() - i);
                         push_slice(&mut self.buf, c, &data[i..i + run], bound);
                         i += run;
                         if i == data.len() {
@@ -261,8 +285,16 @@ impl Scanner {
         if done {
             if let Some(c) = self.capture.take() {
                 let found = match c.watch {
-                    Watch::Text => Found::Text { key: c.key, head: &self.buf, len: c.len },
-                    _ => Found::Value { key: c.key, bytes: &self.buf, truncated: c.truncated },
+                    Watch::Text => Found::Text {
+                        key: c.key,
+                        head: &self.buf,
+                        len: c.len,
+                    },
+                    _ => Found::Value {
+                        key: c.key,
+                        bytes: &self.buf,
+                        truncated: c.truncated,
+                    },
                 };
                 on(found);
             }

@@ -33,7 +33,9 @@ pub fn exact(text: &str) -> Option<i64> {
 
 /// A fast estimate of the Gemini token count of a text.
 pub fn estimate(text: &str) -> i64 {
-    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as i64
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as i64
 }
 
 /// Estimates tokens for `len` bytes of which only `head` was kept: counts the head, and
@@ -65,7 +67,10 @@ mod tests {
         let text = "The sky is blue because molecules in the air scatter blue light from the sun more than they scatter red light.";
         let e = estimate(text);
         let x = exact(text).unwrap();
-        assert!((e - x).abs() * 10 <= x, "estimate {e} vs exact {x}: within 10 % on prose");
+        assert!(
+            (e - x).abs() * 10 <= x,
+            "estimate {e} vs exact {x}: within 10 % on prose"
+        );
     }
 
     #[test]

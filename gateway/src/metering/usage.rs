@@ -60,10 +60,17 @@ impl UsageMetadata {
     pub fn parse(bytes: &[u8]) -> Option<Tokens> {
         let u: UsageMetadata = serde_json::from_slice(bytes).ok()?;
         let total = u.total_token_count?;
-        let of = |list: &[ModalityCount], m: &str| list.iter().filter(|d| d.modality == m).map(|d| d.token_count).sum::<i64>();
+        let of = |list: &[ModalityCount], m: &str| {
+            list.iter()
+                .filter(|d| d.modality == m)
+                .map(|d| d.token_count)
+                .sum::<i64>()
+        };
         let mut output = u.candidates_token_count;
         // Some responses already count thoughts inside candidates (LiteLLM guards for it too).
-        if u.thoughts_token_count > 0 && u.prompt_token_count + output + u.tool_use_prompt_token_count == total {
+        if u.thoughts_token_count > 0
+            && u.prompt_token_count + output + u.tool_use_prompt_token_count == total
+        {
             output -= u.thoughts_token_count;
         }
         Some(Tokens {
@@ -86,14 +93,33 @@ mod tests {
     #[test]
     fn all_counts_are_read() {
         let t = UsageMetadata::parse(br#"{"promptTokenCount": 754, "candidatesTokenCount": 49, "thoughtsTokenCount": 5, "cachedContentTokenCount": 700, "toolUsePromptTokenCount": 3, "totalTokenCount": 811, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4}, {"modality": "AUDIO", "tokenCount": 750}], "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 40}]}"#).unwrap();
-        assert_eq!(t, Tokens { input: 754, output: 49, thinking: 5, cached: 700, tool_prompt: 3, total: 811, input_audio: 750, output_image: 40 });
+        assert_eq!(
+            t,
+            Tokens {
+                input: 754,
+                output: 49,
+                thinking: 5,
+                cached: 700,
+                tool_prompt: 3,
+                total: 811,
+                input_audio: 750,
+                output_image: 40
+            }
+        );
     }
 
     #[test]
     fn vertex_partial_blocks_are_not_usage() {
         assert!(UsageMetadata::parse(br#"{"trafficType": "ON_DEMAND"}"#).is_none());
         assert!(UsageMetadata::parse(b"not json").is_none());
-        let t = UsageMetadata::parse(br#"{"promptTokenCount": 7, "thoughtsTokenCount": 19, "totalTokenCount": 26}"#).unwrap();
-        assert_eq!((t.input, t.output, t.thinking), (7, 0, 19), "no candidatesTokenCount when nothing visible");
+        let t = UsageMetadata::parse(
+            br#"{"promptTokenCount": 7, "thoughtsTokenCount": 19, "totalTokenCount": 26}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.input, t.output, t.thinking),
+            (7, 0, 19),
+            "no candidatesTokenCount when nothing visible"
+        );
     }
 }

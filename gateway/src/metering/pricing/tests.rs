@@ -5,17 +5,38 @@ fn table() -> PriceTable {
 }
 
 fn tokens(input: i64, output: i64) -> Metered {
-    Metered { tokens: Tokens { input, output, total: input + output, ..Tokens::default() }, ..Metered::default() }
+    Metered {
+        tokens: Tokens {
+            input,
+            output,
+            total: input + output,
+            ..Tokens::default()
+        },
+        ..Metered::default()
+    }
 }
 
 #[test]
 fn the_shipped_table_parses_and_covers_the_current_models() {
     let t = table();
     for m in [
-        "gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
-        "gemini-2.0-flash", "gemini-2.0-flash-lite", "gemini-2.5-flash-image", "gemini-embedding-001",
-        "imagen-3.0-generate-002", "imagen-4.0-fast-generate-001", "imagen-4.0-generate-001", "imagen-4.0-ultra-generate-001",
-        "veo-2.0-generate-001", "veo-3.0-generate-001", "veo-3.0-fast-generate-001", "veo-3.1-generate-001",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.0-flash",
+        "gemini-2.0-flash-lite",
+        "gemini-2.5-flash-image",
+        "gemini-embedding-001",
+        "imagen-3.0-generate-002",
+        "imagen-4.0-fast-generate-001",
+        "imagen-4.0-generate-001",
+        "imagen-4.0-ultra-generate-001",
+        "veo-2.0-generate-001",
+        "veo-3.0-generate-001",
+        "veo-3.0-fast-generate-001",
+        "veo-3.1-generate-001",
     ] {
         let q = t.quote(Provider::Gemini, m);
         assert!(q.priced, "{m} must have a price");
@@ -25,12 +46,35 @@ fn the_shipped_table_parses_and_covers_the_current_models() {
 #[test]
 fn longest_prefix_matches_versions_and_previews() {
     let t = table();
-    assert_eq!(t.quote(Provider::Gemini, "gemini-2.5-flash-001").price.name, "gemini-2.5-flash");
-    assert_eq!(t.quote(Provider::Gemini, "gemini-2.5-flash-lite-preview-09-2025").price.name, "gemini-2.5-flash-lite");
-    assert_eq!(t.quote(Provider::Gemini, "models/gemini-2.5-pro").price.name, "gemini-2.5-pro");
-    assert_eq!(t.quote(Provider::Vertex, "gemini-2.0-flash-001").price.name, "vertex/gemini-2.0-flash", "Vertex rows win on Vertex");
-    assert_eq!(t.quote(Provider::Gemini, "gemini-2.0-flash-001").price.name, "gemini-2.0-flash");
-    assert_eq!(t.quote(Provider::Vertex, "gemini-2.5-flash").price.name, "vertex/gemini-2.5-flash");
+    assert_eq!(
+        t.quote(Provider::Gemini, "gemini-2.5-flash-001").price.name,
+        "gemini-2.5-flash"
+    );
+    assert_eq!(
+        t.quote(Provider::Gemini, "gemini-2.5-flash-lite-preview-09-2025")
+            .price
+            .name,
+        "gemini-2.5-flash-lite"
+    );
+    assert_eq!(
+        t.quote(Provider::Gemini, "models/gemini-2.5-pro")
+            .price
+            .name,
+        "gemini-2.5-pro"
+    );
+    assert_eq!(
+        t.quote(Provider::Vertex, "gemini-2.0-flash-001").price.name,
+        "vertex/gemini-2.0-flash",
+        "Vertex rows win on Vertex"
+    );
+    assert_eq!(
+        t.quote(Provider::Gemini, "gemini-2.0-flash-001").price.name,
+        "gemini-2.0-flash"
+    );
+    assert_eq!(
+        t.quote(Provider::Vertex, "gemini-2.5-flash").price.name,
+        "vertex/gemini-2.5-flash"
+    );
 }
 
 #[test]
@@ -38,7 +82,10 @@ fn unknown_models_are_never_free() {
     let t = table();
     let q = t.quote(Provider::Gemini, "gemini-9-ultra-experimental");
     assert!(!q.priced);
-    assert_eq!(q.price.name, "gemini-3-pro-preview", "the most expensive text model: {q:?}");
+    assert_eq!(
+        q.price.name, "gemini-3-pro-preview",
+        "the most expensive text model: {q:?}"
+    );
     assert!(cost(q.price, &tokens(1000, 1000)) > 0);
     let q = t.quote(Provider::Gemini, "imagen-9");
     assert!(!q.priced && q.price.per_image > 0);
@@ -53,34 +100,81 @@ fn costs_by_hand() {
     // gemini-2.5-flash: $0.30 in, $2.50 out (thinking as output), $0.03 cached, $1.00 audio.
     let p = t.quote(Provider::Gemini, "gemini-2.5-flash").price;
     let m = Metered {
-        tokens: Tokens { input: 10_000, output: 2_000, thinking: 1_000, cached: 4_000, input_audio: 1_000, total: 13_000, ..Tokens::default() },
+        tokens: Tokens {
+            input: 10_000,
+            output: 2_000,
+            thinking: 1_000,
+            cached: 4_000,
+            input_audio: 1_000,
+            total: 13_000,
+            ..Tokens::default()
+        },
         ..Metered::default()
     };
     // fresh 5000 × 0.30 + cached 4000 × 0.03 + audio 1000 × 1.00 + (2000 + 1000) × 2.50, per million
-    let expected = (5_000 * 300_000 + 4_000 * 30_000 + 1_000 * 1_000_000 + 3_000 * 2_500_000) / 1_000_000;
+    let expected =
+        (5_000 * 300_000 + 4_000 * 30_000 + 1_000 * 1_000_000 + 3_000 * 2_500_000) / 1_000_000;
     assert_eq!(cost(p, &m), expected);
     assert_eq!(expected, 10_120);
 }
 
 #[test]
 fn the_200k_tier_applies_to_every_class() {
-    let p = table().quote(Provider::Gemini, "gemini-2.5-pro").price.clone();
-    assert_eq!(cost(&p, &tokens(200_000, 1_000)), (200_000 * 1_250_000 + 1_000 * 10_000_000) / 1_000_000);
-    assert_eq!(cost(&p, &tokens(200_001, 1_000)), (200_001 * 2_500_000 + 1_000 * 15_000_000 + 500_000) / 1_000_000);
+    let p = table()
+        .quote(Provider::Gemini, "gemini-2.5-pro")
+        .price
+        .clone();
+    assert_eq!(
+        cost(&p, &tokens(200_000, 1_000)),
+        (200_000 * 1_250_000 + 1_000 * 10_000_000) / 1_000_000
+    );
+    assert_eq!(
+        cost(&p, &tokens(200_001, 1_000)),
+        (200_001 * 2_500_000 + 1_000 * 15_000_000 + 500_000) / 1_000_000
+    );
 }
 
 #[test]
 fn images_and_videos() {
     let t = table();
     let imagen = t.quote(Provider::Gemini, "imagen-4.0-generate-001").price;
-    assert_eq!(cost(imagen, &Metered { images: 3, bill_images: true, ..Metered::default() }), 120_000);
+    assert_eq!(
+        cost(
+            imagen,
+            &Metered {
+                images: 3,
+                bill_images: true,
+                ..Metered::default()
+            }
+        ),
+        120_000
+    );
     let veo = t.quote(Provider::Vertex, "veo-3.1-generate-001").price;
-    let v = |lines, audio| cost(veo, &Metered { video_seconds: 16, video_lines: lines, video_audio: audio, ..Metered::default() });
+    let v = |lines, audio| {
+        cost(
+            veo,
+            &Metered {
+                video_seconds: 16,
+                video_lines: lines,
+                video_audio: audio,
+                ..Metered::default()
+            },
+        )
+    };
     assert_eq!(v(720, true), 16 * 400_000);
     assert_eq!(v(720, false), 16 * 200_000);
     assert_eq!(v(2160, true), 16 * 600_000);
     let image_model = t.quote(Provider::Gemini, "gemini-2.5-flash-image").price;
-    let m = Metered { tokens: Tokens { input: 15, output: 1318, output_image: 1290, total: 1333, ..Tokens::default() }, ..Metered::default() };
+    let m = Metered {
+        tokens: Tokens {
+            input: 15,
+            output: 1318,
+            output_image: 1290,
+            total: 1333,
+            ..Tokens::default()
+        },
+        ..Metered::default()
+    };
     // 15 × 0.30 + 28 × 2.50 + 1290 × 30.00 per million = 38,774.5 → 38,775 micro-dollars
     assert_eq!(cost(image_model, &m), 38_775);
 }
@@ -89,5 +183,8 @@ fn images_and_videos() {
 fn bad_files_are_refused_with_the_row() {
     let e = PriceTable::parse("[fallback]\n[models.\"x\"]\ninput_per_mtok = -1\n").unwrap_err();
     assert!(e.to_string().contains("x.input_per_mtok"), "{e}");
-    assert!(PriceTable::parse("[fallback]\n[models.\"x\"]\nprice = 1\n").is_err(), "unknown fields are refused");
+    assert!(
+        PriceTable::parse("[fallback]\n[models.\"x\"]\nprice = 1\n").is_err(),
+        "unknown fields are refused"
+    );
 }

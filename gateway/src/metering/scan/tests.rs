@@ -1,10 +1,22 @@
 use super::*;
 
 static KEYS: &[Key] = &[
-    Key { name: b"usageMetadata", watch: Watch::Value },
-    Key { name: b"bytesBase64Encoded", watch: Watch::Count },
-    Key { name: b"text", watch: Watch::Text },
-    Key { name: b"sampleCount", watch: Watch::Value },
+    Key {
+        name: b"usageMetadata",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"bytesBase64Encoded",
+        watch: Watch::Count,
+    },
+    Key {
+        name: b"text",
+        watch: Watch::Text,
+    },
+    Key {
+        name: b"sampleCount",
+        watch: Watch::Value,
+    },
 ];
 
 #[derive(Debug, Default, PartialEq)]
@@ -19,9 +31,13 @@ fn scan_chunks(chunks: &[&[u8]]) -> Seen {
     let mut seen = Seen::default();
     for c in chunks {
         s.feed(c, &mut |f| match f {
-            Found::Value { key, bytes, .. } => seen.values.push((key, String::from_utf8_lossy(bytes).into_owned())),
+            Found::Value { key, bytes, .. } => seen
+                .values
+                .push((key, String::from_utf8_lossy(bytes).into_owned())),
             Found::Counted(k) => seen.counts.push(k),
-            Found::Text { head, len, .. } => seen.texts.push((String::from_utf8_lossy(head).into_owned(), len)),
+            Found::Text { head, len, .. } => seen
+                .texts
+                .push((String::from_utf8_lossy(head).into_owned(), len)),
         });
     }
     seen
@@ -33,9 +49,16 @@ const SSE: &[u8] = b"data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\
 fn finds_values_in_sse_events() {
     let seen = scan_chunks(&[SSE]);
     assert_eq!(seen.values.len(), 2);
-    assert_eq!(seen.values[0].1, "{\"promptTokenCount\": 4,\"totalTokenCount\": 10}");
+    assert_eq!(
+        seen.values[0].1,
+        "{\"promptTokenCount\": 4,\"totalTokenCount\": 10}"
+    );
     assert!(seen.values[1].1.ends_with("\"totalTokenCount\": 12}"));
-    assert_eq!(seen.texts, vec![("Hello \\\"".to_owned(), 15), ("more".to_owned(), 4)], "text is bounded but its length is whole");
+    assert_eq!(
+        seen.texts,
+        vec![("Hello \\\"".to_owned(), 15), ("more".to_owned(), 4)],
+        "text is bounded but its length is whole"
+    );
 }
 
 #[test]
@@ -86,7 +109,10 @@ fn oversized_values_are_truncated_not_grown() {
     let mut s = Scanner::new(KEYS, 8);
     let mut got = None;
     s.feed(body.as_bytes(), &mut |f| {
-        if let Found::Value { bytes, truncated, .. } = f {
+        if let Found::Value {
+            bytes, truncated, ..
+        } = f
+        {
             got = Some((bytes.len(), truncated));
         }
     });

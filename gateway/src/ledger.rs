@@ -1,0 +1,350 @@
+//! The ledger: usage events leave the request path through a bounded queue and are written to
+//! the store in batches by a background task. Nothing is lost: when the queue is full, or the
+//! store cannot be written, events are appended to a spool file (JSON lines) and replayed when
+//! the store is back; replays are harmless because the store ignores request ids it already has.
+//! Shutdown drains the queue.
+//!
+//! The request path only calls [`Ledger::record`]: a `try_send`, or on overflow one small
+//! synchronous append to the spool file (no lock held across an await).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use store::{Store, StoreError, UsageEvent};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Ledger settings.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// The active spool file; replays use sibling files next to it.
+    pub spool_path: PathBuf,
+    /// Events held in memory before overflowing to the spool.
+    pub queue_capacity: usize,
+    /// Most events written in one transaction.
+    pub batch_size: usize,
+    /// How often the writer wakes to write what has queued.
+    pub flush_interval: Duration,
+}
+
+/// The append-only spool.
+pub struct Spool {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Spool {
+    fn new(path: PathBuf, metrics: Arc<Metrics>) -> Spool {
+        Spool {
+            path,
+            file: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// Appends events, one JSON line each, and flushes them to the OS.
+    pub fn append(&self, events: &[UsageEvent]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(events.len() * 512);
+        for e in events {
+            serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
+            buf.push(b'\n');
+        }
+        let mut guard = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+        if guard.is_none() {
+            std::fs::create_dir_all(self.dir())?;
+            *guard = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        let file = guard
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("spool not open"))?;
+        file.write_all(&buf)?;
+        file.flush()?;
+        self.metrics.events_spooled.inc_by(events.len() as u64);
+        Ok(())
+    }
+
+    /// Moves the active spool aside (so new appends start a fresh file) and lists every file
+    /// waiting for replay, oldest first.
+    fn take_for_replay(&self) -> std::io::Result<Vec<PathBuf>> {
+        {
+            let mut guard = self
+                .file
+                .lock()
+                .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+            let active_len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+            if active_len > 0 {
+                *guard = None; // closes the file
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9f");
+                std::fs::rename(&self.path, self.replay_path(&stamp.to_string()))?;
+            }
+        }
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.dir()) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| self.is_replay_file(p))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        files.sort();
+        Ok(files)
+    }
+
+    fn replay_path(&self, stamp: &str) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "events.jsonl".into());
+        self.dir().join(format!("{name}.replay-{stamp}"))
+    }
+
+    fn is_replay_file(&self, p: &Path) -> bool {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        p.file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}.replay-")))
+    }
+
+    /// Bytes waiting in spool files.
+    pub fn bytes(&self) -> u64 {
+        let Ok(rd) = std::fs::read_dir(self.dir()) else {
+            return 0;
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.path() == self.path || self.is_replay_file(&e.path()))
+            .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+            .sum()
+    }
+}
+
+/// The handle the proxy records events with.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<UsageEvent>,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ledger {
+    /// Hands an event to the writer; never waits. When the queue is full the event goes to the
+    /// spool; only if that fails too is it counted as dropped (and logged).
+    pub fn record(&self, event: UsageEvent) {
+        let event = match self.tx.try_send(event) {
+            Ok(()) => {
+                self.metrics.ledger_queue_depth.inc();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
+        };
+        if let Err(err) = self.spool.append(std::slice::from_ref(&event)) {
+            self.metrics.events_dropped.inc();
+            tracing::error!(request_id = %event.request_id, error = %err, "usage event lost: queue full and spool unwritable");
+        }
+    }
+}
+
+/// The background writer's handle: stop it to drain the queue.
+pub struct LedgerWriter {
+    stop_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LedgerWriter {
+    /// Stops taking new work, writes (or spools) everything queued, and returns.
+    pub async fn drain(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the ledger: the handle for the proxy and the writer task (on the current runtime).
+pub fn start(
+    settings: LedgerSettings,
+    store: Store,
+    metrics: Arc<Metrics>,
+) -> (Ledger, LedgerWriter) {
+    let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
+    let spool = Arc::new(Spool::new(settings.spool_path.clone(), metrics.clone()));
+    metrics.spool_bytes.set(spool.bytes() as i64);
+    let ledger = Ledger {
+        tx,
+        spool: spool.clone(),
+        metrics: metrics.clone(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let writer = Writer {
+        rx,
+        store,
+        spool,
+        metrics,
+        settings,
+        store_ok: true,
+    };
+    let task = tokio::spawn(writer.run(stop_rx));
+    (ledger, LedgerWriter { stop_tx, task })
+}
+
+struct Writer {
+    rx: mpsc::Receiver<UsageEvent>,
+    store: Store,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    settings: LedgerSettings,
+    store_ok: bool,
+}
+
+impl Writer {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.settings.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_replay_try = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.changed() => true,
+            };
+            if stopping {
+                self.rx.close();
+            }
+            self.write_queued().await;
+            // Replay when the store looks healthy, or every few seconds to find out.
+            if self.store_ok || last_replay_try.elapsed() > Duration::from_secs(2) {
+                last_replay_try = Instant::now();
+                self.replay().await;
+            }
+            self.metrics.spool_bytes.set(self.spool.bytes() as i64);
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Writes everything queued now, in batches.
+    async fn write_queued(&mut self) {
+        let mut batch = Vec::with_capacity(self.settings.batch_size);
+        loop {
+            batch.clear();
+            while batch.len() < self.settings.batch_size {
+                match self.rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.metrics.ledger_queue_depth.sub(batch.len() as i64);
+            if let Err(e) = self.write(&mut batch).await {
+                self.store_ok = false;
+                tracing::warn!(error.kind = e.kind(), error = %e, events = batch.len(), "store write failed; spooling events");
+                if let Err(err) = self.spool.append(&batch) {
+                    self.metrics.events_dropped.inc_by(batch.len() as u64);
+                    tracing::error!(error = %err, events = batch.len(), "usage events lost: store and spool both failed");
+                }
+            }
+        }
+    }
+
+    /// Writes a batch; events whose org or key no longer exists are kept without the reference.
+    async fn write(&mut self, batch: &mut [UsageEvent]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = match self.store.insert_events(batch).await {
+            Err(StoreError::Invalid(_)) => {
+                for e in batch.iter_mut() {
+                    if let Err(StoreError::Invalid(_)) =
+                        self.store.insert_events(std::slice::from_ref(e)).await
+                    {
+                        e.org_id = None;
+                        e.key_id = None;
+                        self.store.insert_events(std::slice::from_ref(e)).await?;
+                    }
+                }
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        };
+        self.metrics
+            .ledger_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            self.metrics.events_written.inc_by(batch.len() as u64);
+            if !self.store_ok {
+                tracing::info!("store writable again");
+            }
+            self.store_ok = true;
+        }
+        result
+    }
+
+    /// Replays spooled events into the store, file by file; a file is deleted once all of its
+    /// events are stored.
+    async fn replay(&mut self) {
+        let files = match self.spool.take_for_replay() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the spool");
+                return;
+            }
+        };
+        for path in files {
+            let events = match read_events(&path) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read a spool file; leaving it for an operator");
+                    continue;
+                }
+            };
+            for chunk in events.chunks(self.settings.batch_size.max(1)) {
+                let mut chunk = chunk.to_vec();
+                if self.write(&mut chunk).await.is_err() {
+                    self.store_ok = false;
+                    return; // the store is still down: keep the file, retry later
+                }
+                self.metrics.events_replayed.inc_by(chunk.len() as u64);
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a replayed spool file");
+            }
+            tracing::info!(file = %path.display(), events = events.len(), "replayed spooled usage events");
+        }
+    }
+}
+
+fn read_events(path: &Path) -> std::io::Result<Vec<UsageEvent>> {
+    let file = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<UsageEvent>(&line) {
+            Ok(e) => out.push(e),
+            // A torn last line (crash mid-append) is skipped; everything before it is kept.
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable spool line")
+            }
+        }
+    }
+    Ok(out)
+}

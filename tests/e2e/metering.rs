@@ -1,0 +1,361 @@
+//! Metering end to end: every request through the gateway becomes exactly one stored usage event
+//! whose counts equal what the fake upstream sent and whose cost equals the price computed here
+//! by hand from config/pricing.toml.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use store::UsageEvent;
+
+use crate::harness::{client, TestEnv};
+
+/// Waits until the ledger has stored the event of a request.
+pub async fn event(env: &TestEnv, request_id: &str) -> UsageEvent {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = env.store.get_event(request_id).await {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no usage event for {request_id} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn call(env: &TestEnv, key: &str, id: &str, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", env.gateway_url))
+        .header("x-goog-api-key", key)
+        .header("x-request-id", id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn prompt(text: &str) -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+}
+
+/// micro-dollars for `n` tokens at `usd_per_million`, as the pricing rules round (half up, once).
+fn per_m(parts: &[(i64, f64)]) -> i64 {
+    let total: i128 = parts
+        .iter()
+        .map(|&(n, p)| n as i128 * (p * 1e6).round() as i128)
+        .sum();
+    ((total + 500_000) / 1_000_000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_shape_is_metered_and_priced() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    let five_words = "why is the sky blue";
+
+    // generateContent (JSON): prompt 5, candidates 5, thoughts 7 (a thinking model).
+    let r = call(
+        &env,
+        &key,
+        "m-json",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        prompt(five_words),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let e = event(&env, "m-json").await;
+    assert_eq!(
+        (
+            e.input_tokens,
+            e.output_tokens,
+            e.thinking_tokens,
+            e.total_tokens
+        ),
+        (5, 5, 7, 17)
+    );
+    assert_eq!(
+        (e.org_id, e.status, e.streamed, e.estimated, e.priced),
+        (Some(org), 200, false, false, true)
+    );
+    assert_eq!(e.cost_micros, per_m(&[(5, 0.30), (5 + 7, 2.50)]));
+    assert_eq!(
+        (e.provider.as_str(), e.model.as_str(), e.operation.as_str()),
+        ("gemini", "gemini-2.5-flash", "generateContent")
+    );
+    assert!(e.upstream_latency_ms.is_some());
+
+    // SSE: 4 cumulative events, the last one counts: candidates 20.
+    let r = call(
+        &env,
+        &key,
+        "m-sse",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        prompt(five_words),
+    )
+    .await;
+    r.bytes().await.unwrap();
+    let e = event(&env, "m-sse").await;
+    assert_eq!(
+        (
+            e.input_tokens,
+            e.output_tokens,
+            e.thinking_tokens,
+            e.streamed
+        ),
+        (5, 20, 7, true)
+    );
+    assert_eq!(e.cost_micros, per_m(&[(5, 0.30), (27, 2.50)]));
+
+    // The JSON-array stream (no alt=sse), on Vertex: Vertex rows of the price table apply.
+    let path = "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash-001:streamGenerateContent";
+    call(&env, &key, "m-array", path, prompt(five_words))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let e = event(&env, "m-array").await;
+    assert_eq!(
+        (e.provider.as_str(), e.input_tokens, e.output_tokens),
+        ("vertex", 5, 20)
+    );
+    assert_eq!(
+        e.cost_micros,
+        per_m(&[(5, 0.15), (27, 0.60)]),
+        "vertex/gemini-2.0-flash prices"
+    );
+
+    // Cached content: 100 of 105 prompt tokens at the cached price.
+    let mut body = prompt(five_words);
+    body["cachedContent"] = json!("cachedContents/abc");
+    call(
+        &env,
+        &key,
+        "m-cached",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-cached").await;
+    assert_eq!((e.input_tokens, e.cached_tokens), (105, 100));
+    assert_eq!(e.cost_micros, per_m(&[(5, 0.30), (100, 0.03), (12, 2.50)]));
+
+    // Image output: 1290 image tokens at $30/M, the rest of the output at $2.50/M.
+    call(
+        &env,
+        &key,
+        "m-image",
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+        prompt("a cat"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-image").await;
+    assert_eq!(
+        (e.images, e.output_image_tokens, e.output_tokens),
+        (1, 1290, 1295)
+    );
+    assert_eq!(
+        e.cost_micros,
+        per_m(&[(2, 0.30), (5 + 7, 2.50), (1290, 30.0)])
+    );
+
+    // Imagen with sampleCount 3.
+    let body = json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 3}});
+    call(
+        &env,
+        &key,
+        "m-imagen",
+        "/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-imagen").await;
+    assert_eq!((e.images, e.cost_micros), (3, 3 * 40_000));
+
+    // Veo: 2 videos × 8 s, charged when accepted.
+    let body = json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2, "durationSeconds": 8}});
+    call(
+        &env,
+        &key,
+        "m-veo",
+        "/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-veo").await;
+    assert_eq!(
+        (e.videos, e.video_seconds, e.cost_micros),
+        (2, 16, 16 * 400_000)
+    );
+
+    // countTokens: recorded, never billed.
+    call(
+        &env,
+        &key,
+        "m-count",
+        "/v1beta/models/gemini-2.5-flash:countTokens",
+        prompt(five_words),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-count").await;
+    assert_eq!(
+        (e.operation.as_str(), e.total_tokens, e.cost_micros),
+        ("countTokens", 0, 0)
+    );
+
+    // Developer API embeddings report no usage: counted locally with the Gemini tokenizer.
+    let body = json!({"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "What is your name?"}]}}]});
+    call(
+        &env,
+        &key,
+        "m-embed",
+        "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-embed").await;
+    assert_eq!((e.input_tokens, e.estimated), (5, false));
+    assert_eq!(e.cost_micros, per_m(&[(5, 0.15)]));
+
+    // An upstream 500: recorded with its status, zero billed.
+    call(
+        &env,
+        &key,
+        "m-500",
+        "/v1beta/models/error-500:generateContent",
+        prompt("x"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-500").await;
+    assert_eq!((e.status, e.cost_micros, e.total_tokens), (500, 0, 0));
+
+    // A refusal: recorded, zero billed, never forwarded.
+    let r = client()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            env.gateway_url
+        ))
+        .header("x-goog-api-key", "tg_not_a_real_key_not_a_real_key_123")
+        .header("x-request-id", "m-refused")
+        .json(&prompt("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e = event(&env, "m-refused").await;
+    assert_eq!((e.status, e.org_id, e.cost_micros), (401, None, 0));
+
+    // An unknown model is never free, and says so.
+    call(
+        &env,
+        &key,
+        "m-unknown",
+        "/v1beta/models/gemini-99-flash:generateContent",
+        prompt(five_words),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-unknown").await;
+    assert!(!e.priced && e.cost_micros > 0, "{e:?}");
+
+    assert_eq!(
+        env.store.count_events(org).await.unwrap(),
+        11,
+        "one event per request of the org (the refused one has none)"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_is_still_exactly_one_event() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    // The fake sends 3 events 700 ms apart; the client reads two and hangs up.
+    let r = call(
+        &env,
+        &key,
+        "drop-1",
+        "/v1beta/models/gemini-slow:streamGenerateContent?alt=sse",
+        prompt("why is the sky blue"),
+    )
+    .await;
+    let mut body = r.bytes_stream();
+    let mut seen = String::new();
+    while seen.matches("\r\n\r\n").count() < 2 {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    drop(body);
+    let e = event(&env, "drop-1").await;
+    assert_eq!(
+        (e.input_tokens, e.output_tokens),
+        (5, 10),
+        "the last usage seen (the second event) is what is recorded"
+    );
+    assert!(!e.estimated);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.store.count_events(org).await.unwrap(),
+        1,
+        "an aborted stream is still exactly one event"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_without_usage_is_estimated() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    // Vertex-style: usage would only come at the end, and the upstream cuts before it.
+    let path = "/v1beta1/publishers/google/models/gemini-cut-nousage:streamGenerateContent?alt=sse";
+    let r = call(
+        &env,
+        &key,
+        "cut-1",
+        path,
+        prompt("tell me everything about the history of rome"),
+    )
+    .await;
+    let _ = r.bytes().await;
+    let e = event(&env, "cut-1").await;
+    assert!(
+        e.estimated,
+        "no usage arrived: the counts are an estimate and say so"
+    );
+    assert!(
+        e.input_tokens >= 8 && e.input_tokens <= 14,
+        "an estimate over the prompt: {e:?}"
+    );
+    assert!(
+        e.output_tokens > 0 && e.cost_micros > 0,
+        "and over the text received: {e:?}"
+    );
+    assert_eq!(e.status, 200);
+    env.stop().await;
+}
