@@ -24,6 +24,10 @@ pub struct Opts {
     pub extra_toml: String,
     /// Point the gemini upstream here instead of the fake (e.g. a closed port).
     pub gemini_url: Option<String>,
+    /// Use this database (and PostgreSQL schema) instead of a fresh SQLite file.
+    pub database: Option<(String, Option<String>)>,
+    /// How often the ledger writes.
+    pub flush_ms: u64,
 }
 
 impl Default for Opts {
@@ -32,6 +36,8 @@ impl Default for Opts {
             read_timeout_ms: 10_000,
             extra_toml: String::new(),
             gemini_url: None,
+            database: None,
+            flush_ms: 50,
         }
     }
 }
@@ -45,7 +51,7 @@ pub struct TestEnv {
     pub metrics_url: String,
     pub admin_url: String,
     pub db_url: String,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -56,17 +62,23 @@ impl TestEnv {
     pub async fn start_with(opts: Opts) -> TestEnv {
         let fake = FakeGoogle::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let db_url = format!("sqlite://{}/tollgate.db", dir.path().display());
+        let (db_url, pg_schema) = opts.database.clone().unwrap_or_else(|| {
+            (
+                format!("sqlite://{}/tollgate.db", dir.path().display()),
+                None,
+            )
+        });
         let gateway_port = free_port();
         let toml_text = format!(
-            "[database]\nurl = \"{db_url}\"\n\
+            "[database]\nurl = \"{db_url}\"\nacquire_timeout_ms = 1000\n\
              [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\n\
              upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
-             [ledger]\nspool_path = \"{spool}\"\nflush_ms = 50\n\
+             [ledger]\nspool_path = \"{spool}\"\nflush_ms = {flush}\n\
              [pricing]\npath = \"{pricing}\"\n{extra}",
             spool = dir.path().join("spool/events.jsonl").display(),
+            flush = opts.flush_ms,
             pricing = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml"),
             rt = opts.read_timeout_ms,
             g = opts.gemini_url.clone().unwrap_or_else(|| fake.base_url()),
@@ -80,10 +92,11 @@ impl TestEnv {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let settings = Config::from_toml_str(&toml_text, &env)
+        let mut settings = Config::from_toml_str(&toml_text, &env)
             .unwrap()
             .validate(&env)
             .unwrap();
+        settings.connect.pg_schema = pg_schema;
         let running = serve::start(&settings, Services::ALL).await.unwrap();
         let g = running.gateway.as_ref().unwrap();
         TestEnv {
@@ -94,7 +107,7 @@ impl TestEnv {
             running: Some(running),
             fake,
             db_url,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -139,4 +152,23 @@ pub fn bin() -> PathBuf {
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A fresh PostgreSQL schema name, or `None` (with a printed reason) without a test server.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("TOLLGATE_TEST_POSTGRES") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set (PostgreSQL test)");
+            None
+        }
+    }
+}
+
+pub fn unique_schema(tag: &str) -> String {
+    format!(
+        "tg_e2e_{tag}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
 }

@@ -8,5 +8,6 @@ mod cli;
 mod fake_google;
 mod harness;
 mod metering;
+mod outage;
 mod proxy;
 mod sdk;

@@ -237,6 +237,24 @@ async fn every_response_shape_is_metered_and_priced() {
     assert_eq!((e.input_tokens, e.estimated), (5, false));
     assert_eq!(e.cost_micros, per_m(&[(5, 0.15)]));
 
+    // A long embedding input is counted exactly too (on a blocking thread, off the proxy's workers).
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(80);
+    let body = json!({"requests": [{"content": {"parts": [{"text": long}]}}, {"content": {"parts": [{"text": "What is your name?"}]}}]});
+    call(
+        &env,
+        &key,
+        "m-embed-long",
+        "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let e = event(&env, "m-embed-long").await;
+    let expected = gateway::metering::tokens::exact(&long).unwrap() + 5;
+    assert_eq!((e.input_tokens, e.estimated), (expected, false));
+
     // An upstream 500: recorded with its status, zero billed.
     call(
         &env,
@@ -285,7 +303,7 @@ async fn every_response_shape_is_metered_and_priced() {
 
     assert_eq!(
         env.store.count_events(org).await.unwrap(),
-        11,
+        12,
         "one event per request of the org (the refused one has none)"
     );
     env.stop().await;
@@ -357,5 +375,62 @@ async fn a_cut_stream_without_usage_is_estimated() {
         "and over the text received: {e:?}"
     );
     assert_eq!(e.status, 200);
+    env.stop().await;
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_response_passes_in_bounded_memory() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    // Warm everything up (tokenizers load at start; one small request through every layer).
+    call(
+        &env,
+        &key,
+        "warm",
+        "/v1beta/models/gemini-2.5-flash:countTokens",
+        prompt("x"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = peak_rss_kib();
+
+    let r = call(
+        &env,
+        &key,
+        "huge",
+        "/v1beta/models/imagen-huge:predict",
+        json!({"instances": [{"prompt": "x"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut n = 0usize;
+    while let Some(chunk) = body.next().await {
+        n += chunk.unwrap().len();
+    }
+    assert!(n > 64 * 1024 * 1024, "the whole body arrived ({n} bytes)");
+    let e = event(&env, "huge").await;
+    assert_eq!(
+        e.images,
+        crate::fake_google::HUGE_IMAGES as i64,
+        "metered while streaming"
+    );
+
+    // The fake, the gateway and the client share this process: the bound covers all three.
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    eprintln!("peak RSS grew {grown_mib} MiB while 64 MiB passed");
+    assert!(
+        grown_mib < 16,
+        "peak memory grew {grown_mib} MiB for a 64 MiB body; the bound is 16 MiB"
+    );
     env.stop().await;
 }

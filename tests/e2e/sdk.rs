@@ -92,6 +92,44 @@ async fn developer_api_v1() {
     assert_eq!(via["error_500"]["code"], 500);
     assert_eq!(via["upload"]["name"], "files/uploaded1");
     assert_eq!(via["generate_content_stream"].as_array().unwrap().len(), 4);
+    // Metering of what the SDK did: one event per call, with the counts the fake sent.
+    let org = env.store.resolve_org("acme").await.unwrap().id;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let events = env.store.recent_events(org, 100).await.unwrap();
+        // The direct run does not pass the gateway: only the gateway run's calls are events.
+        if events.len() >= 8 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let gen = events
+        .iter()
+        .find(|e| e.operation == "generateContent" && e.model == "gemini-2.5-flash")
+        .unwrap();
+    assert_eq!(
+        (gen.input_tokens, gen.output_tokens, gen.thinking_tokens),
+        (5, 5, 7),
+        "the SDK's generate_content"
+    );
+    let stream = events
+        .iter()
+        .find(|e| e.operation == "streamGenerateContent")
+        .unwrap();
+    assert_eq!(
+        (stream.output_tokens, stream.streamed),
+        (20, true),
+        "the SDK's stream: the last cumulative usage"
+    );
+    let image = events
+        .iter()
+        .find(|e| e.model == "gemini-2.5-flash-image")
+        .unwrap();
+    assert_eq!((image.images, image.output_image_tokens), (1, 1290));
+    assert!(
+        events.iter().any(|e| e.status == 429),
+        "the upstream 429 is an event too"
+    );
     env.stop().await;
 }
 

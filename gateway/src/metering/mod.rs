@@ -216,8 +216,8 @@ impl RequestMeter {
 #[derive(Debug)]
 pub struct ResponseMeter {
     scanner: Scanner,
-    /// The last complete `usageMetadata` (with `totalTokenCount`).
-    pub usage: Option<Tokens>,
+    /// The last `usageMetadata` that carries `totalTokenCount`, raw (parsed once, at the end).
+    last_usage: Vec<u8>,
     /// Images returned by Imagen (`bytesBase64Encoded` / `gcsUri` entries).
     pub imagen_images: i64,
     /// `inlineData` parts (images of image-output models).
@@ -235,7 +235,7 @@ impl Default for ResponseMeter {
     fn default() -> Self {
         ResponseMeter {
             scanner: Scanner::new(RESPONSE_KEYS, RESPONSE_TEXT_BOUND),
-            usage: None,
+            last_usage: Vec::new(),
             imagen_images: 0,
             inline_parts: 0,
             embedding_tokens: 0,
@@ -252,7 +252,7 @@ impl ResponseMeter {
         self.bytes += chunk.len() as u64;
         let Self {
             scanner,
-            usage,
+            last_usage,
             imagen_images,
             inline_parts,
             embedding_tokens,
@@ -261,14 +261,14 @@ impl ResponseMeter {
             ..
         } = self;
         scanner.feed(chunk, &mut |f| match f {
+            // Vertex's early chunks carry a usageMetadata without counts: it must not replace one.
             Found::Value {
                 key: RS_USAGE,
                 bytes,
                 truncated: false,
-            } => {
-                if let Some(t) = UsageMetadata::parse(bytes) {
-                    *usage = Some(t);
-                }
+            } if memchr::memmem::find(bytes, b"\"totalTokenCount\"").is_some() => {
+                last_usage.clear();
+                last_usage.extend_from_slice(bytes);
             }
             Found::Value {
                 key: RS_TOKEN_COUNT,
@@ -296,6 +296,11 @@ impl ResponseMeter {
     pub fn text(&self) -> String {
         unescape(&self.text)
     }
+
+    /// The usage of the last complete `usageMetadata`, if any arrived.
+    pub fn usage(&self) -> Option<Tokens> {
+        UsageMetadata::parse(&self.last_usage)
+    }
 }
 
 fn unescape(raw: &[u8]) -> String {
@@ -319,6 +324,17 @@ pub struct Settled {
     pub estimated: bool,
     /// False when the model had no price and a fallback was used.
     pub priced: bool,
+}
+
+/// True when settling will run the exact tokenizer over more than a little text (Developer API
+/// embeddings, which report no usage): the caller should settle on a blocking thread.
+pub fn needs_exact_count(route: &Route, req: &RequestMeter, resp: &ResponseMeter) -> bool {
+    let embedding = matches!(
+        route.operation,
+        Operation::EmbedContent | Operation::BatchEmbedContents
+    ) || (route.operation == Operation::Predict
+        && crate::route::is_embedding_model(route.model.as_deref().unwrap_or("")));
+    embedding && resp.embedding_tokens == 0 && resp.last_usage.is_empty() && req.text_len > 1024
 }
 
 /// Default Veo clip length when the request names none (Google's default for Veo 3).
@@ -346,7 +362,7 @@ pub fn settle(
     let m = &mut s.metered;
     match route.operation {
         Operation::GenerateContent | Operation::StreamGenerateContent => {
-            match resp.usage {
+            match resp.usage() {
                 Some(t) => m.tokens = t,
                 None => {
                     // A stream cut before any usage arrived: estimate prompt and text received.
@@ -372,7 +388,7 @@ pub fn settle(
         Operation::EmbedContent | Operation::BatchEmbedContents | Operation::Predict
             if crate::route::is_embedding_model(model) =>
         {
-            let input = match (resp.usage, resp.embedding_tokens) {
+            let input = match (resp.usage(), resp.embedding_tokens) {
                 (Some(t), _) => t.input,
                 (None, n) if n > 0 => n,
                 // The Developer API reports nothing: count the input exactly.

@@ -118,3 +118,51 @@ fn oversized_values_are_truncated_not_grown() {
     });
     assert_eq!(got, Some((MAX_CAPTURE, true)));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scan_all(chunks: &[Vec<u8>]) -> Seen {
+        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        scan_chunks(&refs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes in arbitrary chunks never panic and never grow state past the bounds.
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..256), 0..16)) {
+            let mut s = Scanner::new(KEYS, 8);
+            for c in &chunks {
+                s.feed(c, &mut |_| {});
+            }
+            prop_assert!(s.buf.capacity() <= 2 * MAX_CAPTURE + 64);
+        }
+
+        /// JSON-ish noise built from the tokens that matter (quotes, escapes, braces, keys).
+        #[test]
+        fn structural_noise_never_panics(parts in proptest::collection::vec(prop_oneof![
+            Just("\"".to_owned()), Just("\\".to_owned()), Just("{".to_owned()), Just("}".to_owned()),
+            Just("[".to_owned()), Just("]".to_owned()), Just(":".to_owned()), Just(",".to_owned()),
+            Just("\"usageMetadata\"".to_owned()), Just("\"text\"".to_owned()), Just("\"sampleCount\"".to_owned()),
+            Just("\"bytesBase64Encoded\"".to_owned()), "[a-z0-9 ]{0,8}",
+        ], 0..64), cut in 0usize..512) {
+            let body = parts.concat().into_bytes();
+            let cut = cut.min(body.len());
+            let (a, b) = body.split_at(cut);
+            scan_all(&[a.to_vec(), b.to_vec()]);
+        }
+
+        /// Any split of a real SSE body, truncated anywhere, finds a prefix of the full answer.
+        #[test]
+        fn truncated_streams_report_a_prefix(cut in 0usize..SSE.len(), end in 0usize..SSE.len()) {
+            let end = end.max(cut);
+            let seen = scan_all(&[SSE[..cut].to_vec(), SSE[cut..end].to_vec()]);
+            let whole = scan_chunks(&[SSE]);
+            prop_assert!(seen.values.len() <= whole.values.len());
+            prop_assert_eq!(&seen.values[..], &whole.values[..seen.values.len()]);
+        }
+    }
+}
