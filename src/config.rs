@@ -101,6 +101,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Model prices.
     pub pricing: PricingConfig,
+    /// Usage-limit enforcement.
+    pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -310,6 +312,39 @@ impl Default for PricingConfig {
     }
 }
 
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// How often each gateway pulls the orgs' usage totals from the database and folds in its
+    /// own, so a fleet enforces one shared limit (see the README for the overshoot bound), in seconds.
+    pub sync_secs: u64,
+    /// Output tokens reserved at admission for a request that sets no `maxOutputTokens`.
+    pub default_output_tokens: i64,
+    /// Where alerts are POSTed as JSON (empty: no webhook).
+    pub webhook_url: String,
+    /// Per-attempt timeout of a webhook delivery, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Further attempts after a failed webhook delivery (exponential backoff from 0.5 s).
+    pub webhook_retries: u32,
+    /// Last-known-good copy of keys, flags and limits (hashes only), used when the database is
+    /// unreachable at start-up. Empty: none.
+    pub saved_config_path: String,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sync_secs: 2,
+            default_output_tokens: 1024,
+            webhook_url: String::new(),
+            webhook_timeout_ms: 2_000,
+            webhook_retries: 3,
+            saved_config_path: "data/live-config.json".into(),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -471,6 +506,7 @@ impl Config {
             ("ledger.queue_capacity", self.ledger.queue_capacity as u64),
             ("ledger.batch_size", self.ledger.batch_size as u64),
             ("pricing.reload_secs", self.pricing.reload_secs),
+            ("limits.sync_secs", self.limits.sync_secs),
         ] {
             if v == 0 {
                 return Err(invalid(key, "0", "a number of 1 or more"));
@@ -481,6 +517,16 @@ impl Config {
         }
         if !g.public_url.is_empty() {
             parse_http_url("gateway.public_url", &g.public_url)?;
+        }
+        if !self.limits.webhook_url.is_empty() {
+            parse_http_url("limits.webhook_url", &self.limits.webhook_url)?;
+        }
+        if self.limits.default_output_tokens < 0 {
+            return Err(invalid(
+                "limits.default_output_tokens",
+                &self.limits.default_output_tokens.to_string(),
+                "0 or more tokens",
+            ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", &self.log.format, "text or json"));

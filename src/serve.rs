@@ -92,7 +92,32 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         },
         pricing_path: s.raw.pricing.path.clone().into(),
         pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),
+        limits: gateway::settings::LimitSettings {
+            sync_interval: Duration::from_secs(s.raw.limits.sync_secs),
+            default_output_tokens: s.raw.limits.default_output_tokens,
+            webhook: url::Url::parse(&s.raw.limits.webhook_url).ok().map(|url| {
+                gateway::settings::WebhookSettings {
+                    url,
+                    timeout: Duration::from_millis(s.raw.limits.webhook_timeout_ms),
+                    retries: s.raw.limits.webhook_retries,
+                }
+            }),
+            saved_config_path: (!s.raw.limits.saved_config_path.is_empty())
+                .then(|| s.raw.limits.saved_config_path.clone().into()),
+            instance_id: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                chrono::Utc::now().timestamp_millis()
+            ),
+        },
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "gateway".into())
 }
 
 /// Opens the store, applies migrations and starts the requested services. Call on a

@@ -28,6 +28,15 @@ pub enum GatewayError {
         /// The flag that is off.
         feature: &'static str,
     },
+    /// Keys have never been loaded (store unreachable at start-up, no saved copy).
+    #[error("Tollgate is starting and cannot check API keys yet; retry shortly")]
+    NotReady,
+    /// An enabled usage limit is reached.
+    #[error("{}", .0.message())]
+    LimitExceeded(crate::limits::Refusal),
+    /// The request body could not be read.
+    #[error("the request body could not be read")]
+    BadBody,
     /// The path is not a Google API path we route.
     #[error("no route for {0}: Tollgate serves the Gemini API (/v1beta/…, /v1/…) and Vertex AI (/v1/projects/…, /v1beta1/…) paths")]
     NoRoute(String),
@@ -62,9 +71,10 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::RevokedKey => 401,
             GatewayError::OrgHeaderNotAllowed | GatewayError::FeatureDisabled { .. } => 403,
-            GatewayError::UnknownOrg(_) => 400,
+            GatewayError::UnknownOrg(_) | GatewayError::BadBody => 400,
+            GatewayError::LimitExceeded(_) => 429,
             GatewayError::NoRoute(_) => 404,
-            GatewayError::NoCredential { .. } => 503,
+            GatewayError::NoCredential { .. } | GatewayError::NotReady => 503,
             GatewayError::UpstreamUnreachable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::Internal => 500,
@@ -93,12 +103,23 @@ impl GatewayError {
             GatewayError::RevokedKey => "revoked_key",
             GatewayError::OrgHeaderNotAllowed => "org_header_not_allowed",
             GatewayError::UnknownOrg(_) => "unknown_org",
+            GatewayError::LimitExceeded(_) => "limit_exceeded",
+            GatewayError::NotReady => "not_ready",
+            GatewayError::BadBody => "bad_body",
             GatewayError::FeatureDisabled { .. } => "feature_disabled",
             GatewayError::NoRoute(_) => "no_route",
             GatewayError::NoCredential { .. } => "no_credential",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Internal => "internal",
+        }
+    }
+
+    /// Extra response headers (the `Retry-After` and `x-ratelimit-*` of a limit refusal).
+    pub fn headers(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, String)> {
+        match self {
+            GatewayError::LimitExceeded(r) => r.headers(now),
+            _ => Vec::new(),
         }
     }
 

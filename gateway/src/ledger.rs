@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use store::{Store, StoreError, UsageEvent};
 use tokio::sync::{mpsc, watch};
 
+use crate::limits::counters::Counters;
+use crate::limits::Amounts;
 use crate::metrics::Metrics;
 
 /// Ledger settings.
@@ -182,6 +184,7 @@ pub fn start(
     settings: LedgerSettings,
     store: Store,
     metrics: Arc<Metrics>,
+    counters: Option<Arc<Counters>>,
 ) -> (Ledger, LedgerWriter) {
     let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
     let spool = Arc::new(Spool::new(settings.spool_path.clone(), metrics.clone()));
@@ -199,6 +202,8 @@ pub fn start(
         metrics,
         settings,
         store_ok: true,
+        counters,
+        started: chrono::Utc::now(),
     };
     let task = tokio::spawn(writer.run(stop_rx));
     (ledger, LedgerWriter { stop_tx, task })
@@ -211,6 +216,10 @@ struct Writer {
     metrics: Arc<Metrics>,
     settings: LedgerSettings,
     store_ok: bool,
+    /// Told what reached the store, so the next sync does not count it twice.
+    counters: Option<Arc<Counters>>,
+    /// Events older than this process were never in its counters.
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 impl Writer {
@@ -288,6 +297,20 @@ impl Writer {
             .observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
             self.metrics.events_written.inc_by(batch.len() as u64);
+            if let Some(c) = &self.counters {
+                for e in batch
+                    .iter()
+                    .filter(|e| e.metered && e.occurred_at >= self.started)
+                {
+                    if let Some(org) = e.org_id {
+                        c.flushed(
+                            org,
+                            e.occurred_at,
+                            Amounts::new(1, e.images + e.videos, e.total_tokens, e.cost_micros),
+                        );
+                    }
+                }
+            }
             if !self.store_ok {
                 tracing::info!("store writable again");
             }

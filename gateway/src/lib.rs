@@ -6,9 +6,11 @@
 //! and flags come from an in-memory snapshot refreshed in the background ([`snapshot`]). This
 //! crate writes no SQL; it talks to the store only through the `store` crate, off the hot path.
 
+pub mod admission;
 pub mod error;
 pub mod identity;
 pub mod ledger;
+pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;

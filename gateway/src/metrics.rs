@@ -34,6 +34,22 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
     /// `tollgate_spool_bytes`
     pub spool_bytes: IntGauge,
+    /// `tollgate_limit_refusals_total{limit}`
+    pub limit_refusals: IntCounterVec,
+    /// `tollgate_alerts_fired_total{limit}`
+    pub alerts_fired: IntCounterVec,
+    /// `tollgate_alerts_dropped_total`
+    pub alerts_dropped: IntCounter,
+    /// `tollgate_webhook_deliveries_total{result}`
+    pub webhook_deliveries: IntCounterVec,
+    /// `tollgate_fail_open_total{reason}`
+    pub fail_open: IntCounterVec,
+    /// `tollgate_enforcement_degraded`
+    pub degraded: IntGauge,
+    /// `tollgate_live_config_age_seconds`
+    pub live_config_age: prometheus::Gauge,
+    /// `tollgate_fleet_sync_age_seconds`
+    pub fleet_sync_age: prometheus::Gauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -80,6 +96,14 @@ impl Metrics {
             events_replayed: counter(&r, "tollgate_events_replayed_total", "Spooled usage events written to the store after it came back.")?,
             events_dropped: counter(&r, "tollgate_events_dropped_total", "Usage events lost because neither the store nor the spool could take them. Must stay 0.")?,
             spool_bytes: gauge(&r, "tollgate_spool_bytes", "Bytes of usage events waiting in spool files.")?,
+            limit_refusals: counter_vec(&r, "tollgate_limit_refusals_total", "Requests refused with 429 because an org reached a usage limit, by limit type.", &["limit"])?,
+            alerts_fired: counter_vec(&r, "tollgate_alerts_fired_total", "Limit alerts fired (threshold or 100 % crossed, once per limit and period), by limit type.", &["limit"])?,
+            alerts_dropped: counter(&r, "tollgate_alerts_dropped_total", "Limit alerts not queued because the alert queue was full.")?,
+            webhook_deliveries: counter_vec(&r, "tollgate_webhook_deliveries_total", "Alert webhook deliveries, by result (ok, failed after retries).", &["result"])?,
+            fail_open: counter_vec(&r, "tollgate_fail_open_total", "Requests forwarded without limit enforcement because limits or counters were unavailable, by reason.", &["reason"])?,
+            degraded: gauge(&r, "tollgate_enforcement_degraded", "1 while limits are not enforced (fail-open), else 0.")?,
+            live_config_age: reg(&r, prometheus::Gauge::new("tollgate_live_config_age_seconds", "Seconds since keys, orgs, flags and limits were last loaded from the store.")?)?,
+            fleet_sync_age: reg(&r, prometheus::Gauge::new("tollgate_fleet_sync_age_seconds", "Seconds since the usage counters were last synced with the store.")?)?,
             registry: r,
         })
     }

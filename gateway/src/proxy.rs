@@ -14,9 +14,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::admission::{self, Enforcement};
 use crate::error::GatewayError;
 use crate::identity::{self, Identity};
 use crate::ledger::Ledger;
+use crate::limits::alerts::Alerts;
+use crate::limits::counters::{Counters, Reservation};
+use crate::limits::{Amounts, OrgLimits};
 use crate::metering::pricing::PriceTable;
 use crate::metering::{self, RequestMeter, ResponseMeter};
 use crate::metrics::{status_class, Metrics};
@@ -51,6 +55,14 @@ pub struct Proxy {
     pub prices: Arc<ArcSwap<PriceTable>>,
     /// Models already warned about having no price (warn once each).
     pub unpriced_warned: Arc<DashMap<String, ()>>,
+    /// Usage counters per org and period.
+    pub counters: Arc<Counters>,
+    /// Limit alerts.
+    pub alerts: Arc<Alerts>,
+    /// Whether limits are enforced now.
+    pub enforcement: Arc<Enforcement>,
+    /// Output tokens reserved when a request sets no `maxOutputTokens`.
+    pub default_output_tokens: i64,
 }
 
 /// Per-request state.
@@ -60,6 +72,8 @@ pub struct Ctx {
     occurred_at: DateTime<Utc>,
     request_meter: RequestMeter,
     response_meter: ResponseMeter,
+    body_preread: bool,
+    reservation: Option<Reservation>,
     route: Option<Route>,
     identity: Option<Identity>,
     refused: Option<GatewayError>,
@@ -82,6 +96,9 @@ impl Proxy {
         let route = route::classify(req.method.as_str(), path)
             .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
         let snap = self.live.load();
+        if !snap.is_loaded() {
+            return Err(GatewayError::NotReady);
+        }
         let identity = match self.upload_identity(&route, req) {
             Some(id) => id,
             None => identity::identify(&snap, &req.headers, req.uri.query()).inspect_err(|e| {
@@ -112,6 +129,62 @@ impl Proxy {
             });
         }
         ctx.route = Some(route);
+        Ok(())
+    }
+
+    /// Checks the org's usage limits and reserves the request's expected usage. Metered
+    /// requests only (counting tokens, polling, listing are never refused by a limit).
+    async fn enforce_limits(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<(), GatewayError> {
+        let (Some(route), Some(org)) =
+            (ctx.route.as_ref(), ctx.identity.as_ref().map(|i| i.org_id))
+        else {
+            return Ok(());
+        };
+        if !route.is_metered() {
+            return Ok(());
+        }
+        let (mut limits, loaded) = {
+            let snap = self.live.load();
+            (snap.limits(org), snap.is_loaded())
+        };
+        if self.enforcement.degraded(loaded) {
+            self.enforcement.fail_open(if loaded {
+                "counters_unavailable"
+            } else {
+                "limits_unavailable"
+            });
+            limits = OrgLimits::default(); // count the usage, refuse nothing
+        }
+        if admission::needs_body(&limits) {
+            ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
+        }
+        let content_length = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let prices = self.prices.load();
+        let amounts = admission::estimate(
+            route,
+            &ctx.request_meter,
+            ctx.body_preread,
+            content_length,
+            self.default_output_tokens,
+            &prices,
+        );
+        ctx.reservation = Some(admission::reserve(
+            &self.counters,
+            org,
+            &limits,
+            amounts,
+            &self.metrics,
+        )?);
         Ok(())
     }
 
@@ -215,6 +288,7 @@ impl Proxy {
                 .map_or("none", |r| r.operation.as_str())
                 .to_owned(),
             status: i32::from(status),
+            metered: ctx.refused.is_none() && ctx.route.as_ref().is_some_and(Route::is_metered),
             streamed: ctx
                 .route
                 .as_ref()
@@ -296,6 +370,8 @@ impl ProxyHttp for Proxy {
             occurred_at: Utc::now(),
             request_meter: RequestMeter::default(),
             response_meter: ResponseMeter::default(),
+            body_preread: false,
+            reservation: None,
             route: None,
             identity: None,
             refused: None,
@@ -306,10 +382,15 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
-        let Err(e) = self.admit(session, ctx) else {
+        let admitted = match self.admit(session, ctx) {
+            Ok(()) => self.enforce_limits(session, ctx).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = admitted else {
             return Ok(false);
         };
-        respond(session, e.status(), e.body(), &ctx.request_id, &[]).await?;
+        let headers = e.headers(self.counters.now());
+        respond(session, e.status(), e.body(), &ctx.request_id, &headers).await?;
         ctx.refused = Some(e);
         Ok(true)
     }
@@ -332,7 +413,8 @@ impl ProxyHttp for Proxy {
         _end: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(b) = body {
+        // A body read before forwarding was metered then; pingora replays it from its buffer.
+        if let Some(b) = body.as_ref().filter(|_| !ctx.body_preread) {
             ctx.request_meter.feed(b);
         }
         Ok(())
@@ -369,6 +451,12 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_header_ms = Some(t.elapsed().as_millis() as u64);
+        }
+        if let Some(id) = ctx.identity.as_ref().filter(|_| ctx.reservation.is_some()) {
+            let limits = self.live.load().limits(id.org_id);
+            if let Some(w) = Alerts::warning(&limits, id.org_id, &self.counters) {
+                resp.insert_header("x-tollgate-limit-warning", w)?;
+            }
         }
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let Some(google_url) = resp
@@ -470,6 +558,20 @@ impl ProxyHttp for Proxy {
             cost_micros = event.cost_micros,
             "request"
         );
+        if let Some(r) = ctx.reservation.take() {
+            let actual = Amounts::new(
+                i64::from(event.metered),
+                event.images + event.videos,
+                event.total_tokens,
+                event.cost_micros,
+            );
+            self.counters.settle(r, actual);
+            if let Some(id) = &ctx.identity {
+                let limits = self.live.load().limits(id.org_id);
+                self.alerts
+                    .check(id.org_id, &id.org_name, &limits, &self.counters);
+            }
+        }
         self.ledger.record(event);
     }
 

@@ -226,6 +226,21 @@ pub fn is_pro_model(model: &str) -> bool {
 }
 
 impl Route {
+    /// Whether this request counts toward usage and limits: generation, embeddings, images,
+    /// videos and batches do; counting tokens, polling, listing, files and caches do not.
+    pub fn is_metered(&self) -> bool {
+        matches!(
+            self.operation,
+            Operation::GenerateContent
+                | Operation::StreamGenerateContent
+                | Operation::EmbedContent
+                | Operation::BatchEmbedContents
+                | Operation::Predict
+                | Operation::PredictLongRunning
+                | Operation::Batch
+        )
+    }
+
     /// The feature flags this request needs, all of which must be on. This is the one table
     /// from operations to flags (documented in the README).
     pub fn required_features(&self) -> Vec<Feature> {

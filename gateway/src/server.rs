@@ -19,7 +19,10 @@ use store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::Enforcement;
 use crate::ledger::{self, LedgerWriter};
+use crate::limits::counters::{Counters, StoreTotals, SystemClock};
+use crate::limits::Amounts;
 use crate::metering::pricing::PriceTable;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -142,9 +145,11 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         .unwrap_or(settings.metrics_listen);
 
     let metrics = Arc::new(Metrics::new()?);
-    let live = Arc::new(LiveConfig::new());
-    if !live.refresh(&store).await {
-        tracing::error!("cannot load keys from the store; every request is refused until it can (retrying in the background)");
+    let live = Arc::new(LiveConfig::with_saved_copy(
+        settings.limits.saved_config_path.clone(),
+    ));
+    if !live.refresh(&store).await && !live.load_saved_copy() {
+        tracing::error!("cannot load keys from the store and no saved copy exists; requests get 503 until the store answers (retrying in the background)");
     }
     metrics.keys_loaded.set(live.load().key_count() as i64);
     let gemini = Arc::new(Upstream::new(Provider::Gemini, &settings.gemini, &settings));
@@ -160,8 +165,29 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     )?));
     // Load the tokenizers now, not on the first request that needs them.
     tokio::task::spawn_blocking(crate::metering::tokens::warm_up);
-    let (ledger, ledger_writer) =
-        ledger::start(settings.ledger.clone(), store.clone(), metrics.clone());
+    let counters = Arc::new(Counters::new(Arc::new(SystemClock)));
+    let enforcement = Arc::new(Enforcement::new(metrics.clone()));
+    let sync = FleetSync {
+        counters: counters.clone(),
+        enforcement: enforcement.clone(),
+        live: live.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        instance_id: settings.limits.instance_id.clone(),
+        last_sync: std::sync::Mutex::new(None),
+    };
+    sync.run_once().await; // seed the counters before the first request
+    let (alerts, alert_task) = crate::limits::alerts::start(
+        store.clone(),
+        settings.limits.webhook.clone(),
+        metrics.clone(),
+    );
+    let (ledger, ledger_writer) = ledger::start(
+        settings.ledger.clone(),
+        store.clone(),
+        metrics.clone(),
+        Some(counters.clone()),
+    );
     let proxy = Proxy {
         live: live.clone(),
         gemini: gemini.clone(),
@@ -172,10 +198,17 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         ledger,
         prices: prices.clone(),
         unpriced_warned: Arc::new(DashMap::new()),
+        counters,
+        alerts,
+        enforcement,
+        default_output_tokens: settings.limits.default_output_tokens,
     };
     let uploads = proxy.uploads.clone();
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![alert_task];
+    tasks.push(tokio::spawn(
+        Arc::new(sync).run(settings.limits.sync_interval),
+    ));
     tasks.push(tokio::spawn(reload_prices(
         prices,
         settings.pricing_path.clone(),
@@ -321,6 +354,81 @@ async fn reload_prices(
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "price file not reloaded; keeping the previous prices")
             }
+        }
+    }
+}
+
+/// Keeps the usage counters in step with the store (the fleet's shared totals) and reports this
+/// instance's state in the heartbeat table.
+struct FleetSync {
+    counters: Arc<Counters>,
+    enforcement: Arc<Enforcement>,
+    live: Arc<LiveConfig>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    instance_id: String,
+    last_sync: std::sync::Mutex<Option<(std::time::Instant, chrono::DateTime<chrono::Utc>)>>,
+}
+
+impl FleetSync {
+    async fn run(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.run_once().await;
+        }
+    }
+
+    async fn run_once(&self) {
+        use chrono::Datelike;
+        let now = self.counters.now();
+        let today = now.date_naive();
+        let month_start = today.with_day(1).unwrap_or(today);
+        let flushed = self.counters.take_flushed();
+        match self.store.period_usage(today, month_start).await {
+            Ok(rows) => {
+                let totals = rows
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r.org_id,
+                            StoreTotals(Amounts::new(
+                                r.day_requests,
+                                r.day_ads,
+                                r.month_tokens,
+                                r.month_cost_micros,
+                            )),
+                        )
+                    })
+                    .collect();
+                self.counters.sync(&totals, &flushed);
+                self.enforcement.set_seeded();
+                if let Ok(mut l) = self.last_sync.lock() {
+                    *l = Some((std::time::Instant::now(), chrono::Utc::now()));
+                }
+            }
+            Err(e) => {
+                self.counters.untake_flushed(flushed);
+                tracing::warn!(error.kind = e.kind(), error = %e, "usage sync with the store failed");
+            }
+        }
+        let last = self.last_sync.lock().ok().and_then(|l| *l);
+        if let Some((at, _)) = last {
+            self.metrics.fleet_sync_age.set(at.elapsed().as_secs_f64());
+        }
+        if let Some(age) = self.live.age() {
+            self.metrics.live_config_age.set(age.as_secs_f64());
+        }
+        let degraded = self.enforcement.degraded(self.live.load().is_loaded());
+        let version = env!("CARGO_PKG_VERSION");
+        if let Err(e) = self
+            .store
+            .heartbeat(&self.instance_id, version, degraded, last.map(|(_, t)| t))
+            .await
+        {
+            tracing::debug!(error.kind = e.kind(), "heartbeat not written");
         }
     }
 }

@@ -6,6 +6,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::ledger::LedgerSettings;
+pub use crate::limits::alerts::WebhookSettings;
+
+/// Limit enforcement settings.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// How often the usage counters are synced with the store (the fleet's shared view).
+    pub sync_interval: Duration,
+    /// Output tokens reserved for a request that sets no `maxOutputTokens`.
+    pub default_output_tokens: i64,
+    /// Where alerts are POSTed, if anywhere.
+    pub webhook: Option<WebhookSettings>,
+    /// Where the last-known-good keys, flags and limits are saved (start-up without the store).
+    pub saved_config_path: Option<PathBuf>,
+    /// This instance's id in the heartbeat table.
+    pub instance_id: String,
+}
 
 /// How Tollgate authenticates to a provider.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,4 +83,6 @@ pub struct GatewaySettings {
     pub pricing_path: PathBuf,
     /// How often the price file is checked for changes.
     pub pricing_reload: Duration,
+    /// Limit enforcement.
+    pub limits: LimitSettings,
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
 use store::{Feature, KeyKind, Store};
+
+use crate::limits::{Kind, OrgLimits, Rule};
 
 /// A SHA-256 digest of a gateway key.
 pub type KeyHash = [u8; 32];
@@ -38,43 +41,128 @@ pub struct OrgEntry {
     pub name: Arc<str>,
 }
 
-/// One consistent view of keys, orgs and flags.
+/// The store rows a snapshot is built from; also what is saved to the last-known-good file, so
+/// a gateway can start (and identify requests) while the store is down. Hashes only, no keys.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotRows {
+    orgs: Vec<(i64, String)>,
+    /// `(id, org, kind, user, prefix, hash hex, revoked)`
+    keys: Vec<(i64, i64, KeyKind, Option<i64>, String, String, bool)>,
+    disabled: Vec<(i64, Feature)>,
+    /// `(org, limit type, value, alert threshold)`, enabled limits only
+    limits: Vec<(i64, store::LimitType, i64, i32)>,
+}
+
+impl SnapshotRows {
+    /// Reads everything the gateway needs from the store.
+    pub async fn load(store: &Store) -> Result<SnapshotRows, store::StoreError> {
+        let orgs = store
+            .list_orgs()
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect();
+        let keys = store
+            .all_keys()
+            .await?
+            .into_iter()
+            .map(|k| {
+                (
+                    k.id,
+                    k.org_id,
+                    k.kind,
+                    k.user_id,
+                    k.prefix,
+                    k.key_hash,
+                    k.revoked_at.is_some(),
+                )
+            })
+            .collect();
+        let disabled = store
+            .disabled_features()
+            .await?
+            .into_iter()
+            .map(|f| (f.org_id, f.feature))
+            .collect();
+        let limits = store
+            .all_limits()
+            .await?
+            .into_iter()
+            .filter(|l| l.enabled)
+            .map(|l| (l.org_id, l.limit_type, l.value, l.alert_threshold))
+            .collect();
+        Ok(SnapshotRows {
+            orgs,
+            keys,
+            disabled,
+            limits,
+        })
+    }
+}
+
+/// One consistent view of keys, orgs, flags and limits.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     keys: HashMap<KeyHash, KeyEntry>,
     orgs: HashMap<i64, OrgEntry>,
     orgs_by_name: HashMap<Arc<str>, i64>,
     disabled: HashSet<(i64, Feature)>,
+    limits: HashMap<i64, OrgLimits>,
+    /// False for the empty snapshot a gateway starts with.
+    loaded: bool,
 }
 
 impl Snapshot {
     /// Reads everything the gateway needs from the store.
     pub async fn load(store: &Store) -> Result<Snapshot, store::StoreError> {
-        let mut snap = Snapshot::default();
-        for org in store.list_orgs().await? {
-            let name: Arc<str> = org.name.into();
-            snap.orgs_by_name.insert(name.clone(), org.id);
-            snap.orgs.insert(org.id, OrgEntry { id: org.id, name });
+        Ok(Snapshot::from_rows(&SnapshotRows::load(store).await?))
+    }
+
+    /// Builds the lookup tables.
+    pub fn from_rows(rows: &SnapshotRows) -> Snapshot {
+        let mut snap = Snapshot {
+            loaded: true,
+            ..Snapshot::default()
+        };
+        for (id, name) in &rows.orgs {
+            let name: Arc<str> = name.as_str().into();
+            snap.orgs_by_name.insert(name.clone(), *id);
+            snap.orgs.insert(*id, OrgEntry { id: *id, name });
         }
-        for k in store.all_keys().await? {
+        for (key_id, org_id, kind, user_id, prefix, hash_hex, revoked) in &rows.keys {
             let mut hash = [0u8; 32];
-            if hex::decode_to_slice(&k.key_hash, &mut hash).is_err() {
+            if hex::decode_to_slice(hash_hex, &mut hash).is_err() {
                 continue; // not a key this version wrote; it can never match
             }
             let entry = KeyEntry {
-                key_id: k.id,
-                org_id: k.org_id,
-                kind: k.kind,
-                user_id: k.user_id,
-                prefix: k.prefix.into(),
-                revoked: k.revoked_at.is_some(),
+                key_id: *key_id,
+                org_id: *org_id,
+                kind: *kind,
+                user_id: *user_id,
+                prefix: prefix.as_str().into(),
+                revoked: *revoked,
             };
             snap.keys.insert(hash, entry);
         }
-        for f in store.disabled_features().await? {
-            snap.disabled.insert((f.org_id, f.feature));
+        snap.disabled.extend(rows.disabled.iter().copied());
+        for (org, lt, value, alert_threshold) in &rows.limits {
+            let k = Kind::from_limit_type(*lt);
+            snap.limits.entry(*org).or_default().0[k as usize] = Some(Rule {
+                value: *value,
+                alert_threshold: *alert_threshold,
+            });
         }
-        Ok(snap)
+        snap
+    }
+
+    /// An org's enabled limits.
+    pub fn limits(&self, org: i64) -> OrgLimits {
+        self.limits.get(&org).copied().unwrap_or_default()
+    }
+
+    /// Whether this snapshot came from the store (or its saved copy).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     /// A key by its hash.
@@ -112,14 +200,73 @@ impl Snapshot {
 pub struct LiveConfig {
     current: ArcSwap<Snapshot>,
     refreshed_at: ArcSwap<Option<Instant>>,
+    /// Where the last-known-good rows are saved (none in tests that do not ask for it).
+    saved_path: Option<std::path::PathBuf>,
+    saved_digest: std::sync::Mutex<u64>,
 }
 
 impl LiveConfig {
     /// Starts with an empty snapshot (every key unknown) until the first load succeeds.
     pub fn new() -> Self {
+        Self::with_saved_copy(None)
+    }
+
+    /// Like [`LiveConfig::new`], saving each loaded snapshot's rows to `path`.
+    pub fn with_saved_copy(path: Option<std::path::PathBuf>) -> Self {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
             refreshed_at: ArcSwap::from_pointee(None),
+            saved_path: path,
+            saved_digest: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Loads the saved copy (when the store is unreachable at start-up). True when one was found.
+    pub fn load_saved_copy(&self) -> bool {
+        let Some(path) = &self.saved_path else {
+            return false;
+        };
+        let rows: SnapshotRows = match std::fs::read(path).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "the saved copy of the live config is unreadable");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        self.current.store(Arc::new(Snapshot::from_rows(&rows)));
+        tracing::warn!(file = %path.display(), "store unreachable: using the saved copy of keys, flags and limits");
+        true
+    }
+
+    fn save(&self, rows: &SnapshotRows) {
+        let Some(path) = &self.saved_path else { return };
+        let Ok(json) = serde_json::to_vec(rows) else {
+            return;
+        };
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            json.hash(&mut h);
+            h.finish()
+        };
+        let Ok(mut last) = self.saved_digest.lock() else {
+            return;
+        };
+        if *last == digest {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, &json))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => *last = digest,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot save the live config copy")
+            }
         }
     }
 
@@ -141,9 +288,10 @@ impl LiveConfig {
 
     /// Reloads from the store once; logs and keeps the old snapshot on failure.
     pub async fn refresh(&self, store: &Store) -> bool {
-        match Snapshot::load(store).await {
-            Ok(snap) => {
-                self.store(snap);
+        match SnapshotRows::load(store).await {
+            Ok(rows) => {
+                self.store(Snapshot::from_rows(&rows));
+                self.save(&rows);
                 true
             }
             Err(e) => {
@@ -174,7 +322,10 @@ impl Default for LiveConfig {
 impl Snapshot {
     /// A snapshot from literal orgs `(id, name)` and keys `(id, org, kind, plaintext, revoked)`.
     pub fn for_tests(orgs: &[(i64, &str)], keys: &[(i64, i64, KeyKind, &str, bool)]) -> Snapshot {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            loaded: true,
+            ..Snapshot::default()
+        };
         for (id, name) in orgs {
             let name: Arc<str> = (*name).into();
             snap.orgs_by_name.insert(name.clone(), *id);

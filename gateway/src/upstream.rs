@@ -242,6 +242,13 @@ mod tests {
             },
             pricing_path: "pricing.toml".into(),
             pricing_reload: Duration::from_secs(1),
+            limits: crate::settings::LimitSettings {
+                sync_interval: Duration::from_secs(1),
+                default_output_tokens: 1024,
+                webhook: None,
+                saved_config_path: None,
+                instance_id: "test".into(),
+            },
         };
         (u, g)
     }

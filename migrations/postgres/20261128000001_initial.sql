@@ -69,6 +69,9 @@ CREATE TABLE usage_events (
     operation            TEXT NOT NULL,
     status               INTEGER NOT NULL,
     streamed             BOOLEAN NOT NULL DEFAULT FALSE,
+    -- forwarded and of a kind that counts toward usage and limits (not countTokens, polling,
+    -- listing, files, or a refusal); only these enter the rollups
+    metered              BOOLEAN NOT NULL DEFAULT FALSE,
     input_tokens         BIGINT NOT NULL DEFAULT 0,
     output_tokens        BIGINT NOT NULL DEFAULT 0,
     thinking_tokens      BIGINT NOT NULL DEFAULT 0,
@@ -88,6 +91,7 @@ CREATE TABLE usage_events (
 );
 CREATE INDEX usage_events_org_time ON usage_events(org_id, occurred_at);
 
+-- Daily totals of metered events, for dashboards and for seeding the gateways' limit counters.
 CREATE TABLE usage_rollups_daily (
     day              DATE NOT NULL,
     org_id           BIGINT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,

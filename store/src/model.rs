@@ -262,6 +262,8 @@ pub struct UsageEvent {
     pub status: i32,
     /// Whether the response was a stream.
     pub streamed: bool,
+    /// Forwarded and of a kind that counts toward usage and limits; only these enter rollups.
+    pub metered: bool,
     /// Prompt tokens (including cached).
     pub input_tokens: i64,
     /// Candidate (visible output) tokens.

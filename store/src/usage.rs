@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
 
 const EVENT_COLUMNS: &str = "request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
-    model, operation, status, streamed, input_tokens, output_tokens, thinking_tokens, \
+    model, operation, status, streamed, metered, input_tokens, output_tokens, thinking_tokens, \
     cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, output_image_tokens, \
     images, videos, video_seconds, cost_micros, estimated, priced, upstream_latency_ms, \
     total_latency_ms";
@@ -15,8 +15,8 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (request_id, occurred_at, o
     user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
     thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
     output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
-    upstream_latency_ms, total_latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-    $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+    upstream_latency_ms, total_latency_ms, metered) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+    $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
     ON CONFLICT (request_id) DO NOTHING";
 
 const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, tool, \
@@ -99,10 +99,10 @@ impl Store {
                     .bind(e.tool_prompt_tokens).bind(e.total_tokens).bind(e.input_audio_tokens)
                     .bind(e.output_image_tokens).bind(e.images).bind(e.videos)
                     .bind(e.video_seconds).bind(e.cost_micros).bind(e.estimated).bind(e.priced)
-                    .bind(e.upstream_latency_ms).bind(e.total_latency_ms)
+                    .bind(e.upstream_latency_ms).bind(e.total_latency_ms).bind(e.metered)
                     .execute(&mut *tx).await?.rows_affected();
                 inserted += n;
-                let Some(org_id) = e.org_id.filter(|_| n == 1) else { continue };
+                let Some(org_id) = e.org_id.filter(|_| n == 1 && e.metered) else { continue };
                 sqlx::query(UPSERT_ROLLUP)
                     .bind(e.occurred_at.date_naive()).bind(org_id).bind(&e.provider)
                     .bind(&e.model).bind(e.tool.as_deref().unwrap_or(""))

@@ -411,6 +411,7 @@ fn event(id: &str, org: Option<i64>, at: chrono::DateTime<Utc>, model: &str) -> 
         operation: "generateContent".into(),
         status: 200,
         streamed: false,
+        metered: true,
         input_tokens: 10,
         output_tokens: 20,
         thinking_tokens: 5,
@@ -443,14 +444,27 @@ async fn usage_events_are_idempotent_and_rolled_up(s: Store) {
             "gemini-2.5-flash",
         ),
         event("r4", None, now, "gemini-2.5-flash"),
+        // Not metered (countTokens): stored, but outside the rollups and the limit counters.
+        UsageEvent {
+            metered: false,
+            operation: "countTokens".into(),
+            input_tokens: 0,
+            output_tokens: 0,
+            thinking_tokens: 0,
+            cached_tokens: 0,
+            total_tokens: 0,
+            images: 0,
+            cost_micros: 0,
+            ..event("r5", Some(org.id), now, "gemini-2.5-flash")
+        },
     ];
-    assert_eq!(s.insert_events(&batch).await.unwrap(), 4);
+    assert_eq!(s.insert_events(&batch).await.unwrap(), 5);
     assert_eq!(
         s.insert_events(&batch[..2]).await.unwrap(),
         0,
         "a replayed batch stores nothing new"
     );
-    assert_eq!(s.count_events(org.id).await.unwrap(), 3);
+    assert_eq!(s.count_events(org.id).await.unwrap(), 4);
     assert_eq!(
         s.get_event("r2").await.unwrap(),
         batch[1],
@@ -473,7 +487,7 @@ async fn usage_events_are_idempotent_and_rolled_up(s: Store) {
             total[0].total_tokens,
             total[0].cost_micros
         ),
-        (3, 105, 3702)
+        (4, 105, 3702)
     );
     let by_model = s
         .usage_totals(
@@ -489,7 +503,7 @@ async fn usage_events_are_idempotent_and_rolled_up(s: Store) {
             .iter()
             .map(|t| (t.group_key.as_str(), t.requests))
             .collect::<Vec<_>>(),
-        vec![("gemini-2.5-flash", 2), ("gemini-2.5-pro", 1)]
+        vec![("gemini-2.5-flash", 3), ("gemini-2.5-pro", 1)]
     );
     let empty = s
         .usage_totals(

@@ -28,6 +28,10 @@ pub struct Opts {
     pub database: Option<(String, Option<String>)>,
     /// How often the ledger writes.
     pub flush_ms: u64,
+    /// Extra lines for the `[limits]` section.
+    pub limits_toml: String,
+    /// Where the last-known-good live config is saved (default: in the test's directory).
+    pub saved_config: Option<std::path::PathBuf>,
 }
 
 impl Default for Opts {
@@ -38,6 +42,8 @@ impl Default for Opts {
             gemini_url: None,
             database: None,
             flush_ms: 50,
+            limits_toml: String::new(),
+            saved_config: None,
         }
     }
 }
@@ -76,7 +82,10 @@ impl TestEnv {
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
              [ledger]\nspool_path = \"{spool}\"\nflush_ms = {flush}\n\
-             [pricing]\npath = \"{pricing}\"\n{extra}",
+             [pricing]\npath = \"{pricing}\"\n\
+             [limits]\nsync_secs = 1\nsaved_config_path = \"{saved}\"\n{limits}\n{extra}",
+            saved = opts.saved_config.clone().unwrap_or_else(|| dir.path().join("live.json")).display(),
+            limits = opts.limits_toml,
             spool = dir.path().join("spool/events.jsonl").display(),
             flush = opts.flush_ms,
             pricing = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml"),

@@ -1,0 +1,184 @@
+//! Admission against usage limits: what a request is expected to use (estimated from its body
+//! when it is small enough to read before forwarding), the reservation, and fail-open when the
+//! limits or counters are not available. Called from `request_filter`; no database I/O.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+
+use crate::error::GatewayError;
+use crate::limits::counters::Counters;
+use crate::limits::{Amounts, Kind, OrgLimits};
+use crate::metering::pricing::{cost, Metered, PriceTable};
+use crate::metering::usage::Tokens;
+use crate::metering::{tokens, RequestMeter};
+use crate::metrics::Metrics;
+use crate::route::{is_embedding_model, is_image_model, Operation, Route};
+
+/// Bodies up to this size are read before forwarding, to estimate the request (pingora then
+/// forwards them from its 64 KiB retry buffer).
+pub const PREREAD_MAX_BYTES: usize = 60 * 1024;
+/// Prompt text up to this size is estimated with tiktoken; beyond, at 3 bytes per token.
+const TIKTOKEN_MAX_BYTES: usize = 16 * 1024;
+
+/// Whether limits are enforced, and the fail-open bookkeeping when they are not.
+pub struct Enforcement {
+    seeded: AtomicBool,
+    last_log_secs: AtomicI64,
+    metrics: Arc<Metrics>,
+}
+
+impl Enforcement {
+    /// Not yet seeded: degraded until the first successful sync.
+    pub fn new(metrics: Arc<Metrics>) -> Enforcement {
+        metrics.degraded.set(1);
+        Enforcement {
+            seeded: AtomicBool::new(false),
+            last_log_secs: AtomicI64::new(0),
+            metrics,
+        }
+    }
+
+    /// The counters were seeded from the store.
+    pub fn set_seeded(&self) {
+        self.seeded.store(true, Ordering::Release);
+    }
+
+    /// Whether limits cannot be enforced now (limits or counters never loaded).
+    pub fn degraded(&self, limits_loaded: bool) -> bool {
+        let d = !limits_loaded || !self.seeded.load(Ordering::Acquire);
+        self.metrics.degraded.set(i64::from(d));
+        d
+    }
+
+    /// Counts a request forwarded without enforcement; logs at most every 10 s.
+    pub fn fail_open(&self, reason: &'static str) {
+        self.metrics.fail_open.with_label_values(&[reason]).inc();
+        let now = chrono::Utc::now().timestamp();
+        let last = self.last_log_secs.load(Ordering::Relaxed);
+        if now - last >= 10
+            && self
+                .last_log_secs
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                reason,
+                "usage limits not enforced (fail-open): requests are forwarded unchecked"
+            );
+        }
+    }
+}
+
+/// Whether the body must be read to estimate what the request will use.
+pub fn needs_body(limits: &OrgLimits) -> bool {
+    limits.get(Kind::Tokens).is_some()
+        || limits.get(Kind::Cost).is_some()
+        || limits.get(Kind::Ads).is_some()
+}
+
+/// Reads a small request body before forwarding (into the meter); larger or chunked bodies are
+/// left to stream and estimated from their length.
+pub async fn preread(
+    session: &mut Session,
+    meter: &mut RequestMeter,
+) -> Result<bool, GatewayError> {
+    let len = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if !matches!(len, Some(n) if n <= PREREAD_MAX_BYTES) {
+        return Ok(false);
+    }
+    session.enable_retry_buffering();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|_| GatewayError::BadBody)?
+    {
+        meter.feed(&chunk);
+    }
+    Ok(true)
+}
+
+/// What a request is expected to use: one request, the images or videos it asks for, its prompt
+/// (estimated) plus its output budget, and the price of that.
+pub fn estimate(
+    route: &Route,
+    req: &RequestMeter,
+    preread: bool,
+    content_length: usize,
+    default_output: i64,
+    prices: &PriceTable,
+) -> Amounts {
+    let model = route.model.as_deref().unwrap_or("");
+    let prompt = if preread {
+        req.count_tokens(|t| {
+            if t.len() <= TIKTOKEN_MAX_BYTES {
+                tokens::estimate(t)
+            } else {
+                (t.len() as i64 + 2) / 3
+            }
+        })
+    } else {
+        (content_length as i64 + 3) / 4
+    };
+    let mut m = Metered::default();
+    let mut ads = 0;
+    match route.operation {
+        Operation::GenerateContent | Operation::StreamGenerateContent | Operation::Batch => {
+            let output = req.max_output_tokens.unwrap_or(default_output).max(0);
+            m.tokens = Tokens {
+                input: prompt,
+                output,
+                total: prompt + output,
+                ..Tokens::default()
+            };
+            if is_image_model(model) {
+                ads = 1;
+            }
+        }
+        Operation::Predict if !is_embedding_model(model) => {
+            ads = req.sample_count.unwrap_or(4).max(1);
+            m.images = ads;
+            m.bill_images = true;
+        }
+        Operation::PredictLongRunning => {
+            ads = req.sample_count.unwrap_or(1).max(1);
+            m.video_seconds = ads * req.duration_seconds.unwrap_or(8).max(0);
+            m.video_lines = req.resolution_lines.unwrap_or(720);
+            m.video_audio = req.generate_audio.unwrap_or(true);
+        }
+        _ => {
+            m.tokens = Tokens {
+                input: prompt,
+                total: prompt,
+                ..Tokens::default()
+            }
+        }
+    }
+    let price = prices.quote(route.provider, model).price;
+    Amounts::new(1, ads, m.tokens.total, cost(price, &m))
+}
+
+/// Reserves the estimate against the org's limits (or only counts it, when degraded).
+pub fn reserve(
+    counters: &Counters,
+    org: i64,
+    limits: &OrgLimits,
+    amounts: Amounts,
+    metrics: &Metrics,
+) -> Result<crate::limits::counters::Reservation, GatewayError> {
+    counters
+        .try_reserve(org, limits, amounts)
+        .map_err(|refusal| {
+            metrics
+                .limit_refusals
+                .with_label_values(&[refusal.kind.as_str()])
+                .inc();
+            GatewayError::LimitExceeded(refusal)
+        })
+}

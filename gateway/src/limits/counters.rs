@@ -1,0 +1,281 @@
+//! In-memory usage counters per org and period: one atomic per kind holds settled usage plus
+//! in-flight reservations plus the store's total at the last sync. Admission is a
+//! compare-and-swap, so a burst of concurrent requests cannot slip past a limit; settlement and
+//! sync are atomic adds. Periods roll over at UTC midnight and month start (from an injectable
+//! clock). No I/O here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use super::{period_of, Amounts, Kind, OrgLimits, Refusal};
+
+/// Where time comes from (tests inject their own).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// One org's counters for one period (a UTC day, or a month).
+#[derive(Debug)]
+pub struct Period {
+    /// The period number (`period_of`).
+    pub id: i32,
+    /// Store total at the last sync + local usage since + reservations, per kind of the period.
+    used: [AtomicI64; 2],
+    /// The store's total at the last sync.
+    base: [AtomicI64; 2],
+    /// Usage our ledger wrote to the store since the last sync.
+    flushed: [AtomicI64; 2],
+}
+
+impl Period {
+    fn new(id: i32) -> Period {
+        Period {
+            id,
+            used: Default::default(),
+            base: Default::default(),
+            flushed: Default::default(),
+        }
+    }
+}
+
+/// Index of a kind within its period's arrays.
+fn slot(k: Kind) -> usize {
+    (k as usize) % 2
+}
+
+#[derive(Debug)]
+struct OrgCounters {
+    day: ArcSwap<Period>,
+    month: ArcSwap<Period>,
+}
+
+/// An admitted request's hold on the counters, given back (adjusted to the truth) when it settles.
+#[derive(Debug)]
+pub struct Reservation {
+    day: Arc<Period>,
+    month: Arc<Period>,
+    amounts: Amounts,
+}
+
+/// Usage per org of the current periods, from the store (for [`Counters::sync`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreTotals(pub Amounts);
+
+/// All orgs' counters.
+pub struct Counters {
+    orgs: DashMap<i64, Arc<OrgCounters>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Counters {
+    /// Empty counters on a clock.
+    pub fn new(clock: Arc<dyn Clock>) -> Counters {
+        Counters {
+            orgs: DashMap::new(),
+            clock,
+        }
+    }
+
+    /// Now, by the counters' clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn org(&self, org: i64) -> Arc<OrgCounters> {
+        if let Some(o) = self.orgs.get(&org) {
+            return o.clone();
+        }
+        let now = self.clock.now();
+        self.orgs
+            .entry(org)
+            .or_insert_with(|| {
+                Arc::new(OrgCounters {
+                    day: ArcSwap::from_pointee(Period::new(period_of(Kind::Requests, now).0)),
+                    month: ArcSwap::from_pointee(Period::new(period_of(Kind::Tokens, now).0)),
+                })
+            })
+            .clone()
+    }
+
+    /// The org's current day and month periods, rolled over when the clock has moved on.
+    fn periods(&self, org: i64, now: DateTime<Utc>) -> (Arc<Period>, Arc<Period>) {
+        let o = self.org(org);
+        let current = |slot: &ArcSwap<Period>, id: i32| {
+            let p = slot.load_full();
+            if p.id == id {
+                return p;
+            }
+            // Roll over once, even when several requests notice at the same time.
+            slot.rcu(|old| {
+                if old.id == id {
+                    old.clone()
+                } else {
+                    Arc::new(Period::new(id))
+                }
+            });
+            slot.load_full()
+        };
+        let day = current(&o.day, period_of(Kind::Requests, now).0);
+        let month = current(&o.month, period_of(Kind::Tokens, now).0);
+        (day, month)
+    }
+
+    fn cell<'a>(day: &'a Period, month: &'a Period, k: Kind) -> &'a AtomicI64 {
+        let p = if k.is_daily() { day } else { month };
+        &p.used[slot(k)]
+    }
+
+    /// Usage (settled, reserved and synced) of a kind in the current period.
+    pub fn used(&self, org: i64, k: Kind) -> i64 {
+        let (day, month) = self.periods(org, self.clock.now());
+        Self::cell(&day, &month, k).load(Ordering::Acquire)
+    }
+
+    /// Admits a request against the org's enabled limits and reserves its expected amounts, or
+    /// says which limit refuses it (reserving nothing).
+    pub fn try_reserve(
+        &self,
+        org: i64,
+        limits: &OrgLimits,
+        amounts: Amounts,
+    ) -> Result<Reservation, Refusal> {
+        let now = self.clock.now();
+        let (day, month) = self.periods(org, now);
+        let mut taken: Vec<Kind> = Vec::with_capacity(4);
+        for k in Kind::ALL {
+            let cell = Self::cell(&day, &month, k);
+            let amount = amounts.get(k);
+            let Some(rule) = limits.get(k) else {
+                cell.fetch_add(amount, Ordering::AcqRel);
+                taken.push(k);
+                continue;
+            };
+            let mut cur = cell.load(Ordering::Acquire);
+            loop {
+                let over = if k.exact_amount() {
+                    cur + amount > rule.value
+                } else {
+                    cur >= rule.value
+                };
+                if over {
+                    for t in taken {
+                        Self::cell(&day, &month, t).fetch_sub(amounts.get(t), Ordering::AcqRel);
+                    }
+                    return Err(Refusal {
+                        kind: k,
+                        value: rule.value,
+                        used: cur,
+                        resets_at: period_of(k, now).1,
+                    });
+                }
+                match cell.compare_exchange_weak(
+                    cur,
+                    cur + amount,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => cur = actual,
+                }
+            }
+            taken.push(k);
+        }
+        Ok(Reservation {
+            day,
+            month,
+            amounts,
+        })
+    }
+
+    /// Replaces a reservation with what the request really used.
+    pub fn settle(&self, r: Reservation, actual: Amounts) {
+        for k in Kind::ALL {
+            Self::cell(&r.day, &r.month, k)
+                .fetch_add(actual.get(k) - r.amounts.get(k), Ordering::AcqRel);
+        }
+    }
+
+    /// Our ledger wrote events of an org to the store (usage that the next sync will see there).
+    pub fn flushed(&self, org: i64, at: DateTime<Utc>, amounts: Amounts) {
+        let (day, month) = self.periods(org, self.clock.now());
+        for k in Kind::ALL {
+            let p = if k.is_daily() { &day } else { &month };
+            if p.id == period_of(k, at).0 {
+                p.flushed[slot(k)].fetch_add(amounts.get(k), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The flushed amounts recorded so far, taken (reset to zero), per org. Call right before
+    /// querying the store, then pass them to [`Counters::sync`].
+    pub fn take_flushed(&self) -> HashMap<i64, Amounts> {
+        let now = self.clock.now();
+        let mut out = HashMap::new();
+        for entry in self.orgs.iter() {
+            let (day, month) = (entry.day.load_full(), entry.month.load_full());
+            let mut a = Amounts::default();
+            for k in Kind::ALL {
+                let p = if k.is_daily() { &day } else { &month };
+                if p.id == period_of(k, now).0 {
+                    a.0[k as usize] = p.flushed[slot(k)].swap(0, Ordering::AcqRel);
+                }
+            }
+            out.insert(*entry.key(), a);
+        }
+        out
+    }
+
+    /// Folds the store's totals of the current periods into the counters: what other gateways
+    /// (and our own earlier runs) recorded appears, and what we flushed is no longer counted twice.
+    pub fn sync(&self, totals: &HashMap<i64, StoreTotals>, flushed: &HashMap<i64, Amounts>) {
+        let now = self.clock.now();
+        let mut orgs: Vec<i64> = totals.keys().copied().collect();
+        orgs.extend(self.orgs.iter().map(|e| *e.key()));
+        orgs.sort_unstable();
+        orgs.dedup();
+        for org in orgs {
+            let (day, month) = self.periods(org, now);
+            let store = totals.get(&org).copied().unwrap_or_default().0;
+            let ours = flushed.get(&org).copied().unwrap_or_default();
+            for k in Kind::ALL {
+                let p = if k.is_daily() { &day } else { &month };
+                let old_base = p.base[slot(k)].swap(store.get(k), Ordering::AcqRel);
+                let delta = store.get(k) - old_base - ours.get(k);
+                p.used[slot(k)].fetch_add(delta, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Puts back flushed amounts taken for a sync that failed.
+    pub fn untake_flushed(&self, taken: HashMap<i64, Amounts>) {
+        let now = self.clock.now();
+        for (org, a) in taken {
+            self.flushed(org, now, a);
+        }
+    }
+
+    /// Number of orgs with counters (for metrics).
+    pub fn len(&self) -> usize {
+        self.orgs.len()
+    }
+
+    /// True when no org has counters.
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty()
+    }
+}

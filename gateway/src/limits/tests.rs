@@ -1,0 +1,214 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::counters::{Clock, Counters, StoreTotals};
+use super::*;
+
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl ManualClock {
+    fn at(t: DateTime<Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(t)))
+    }
+    fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+fn limits(kind: Kind, value: i64) -> OrgLimits {
+    let mut l = OrgLimits::default();
+    l.0[kind as usize] = Some(Rule {
+        value,
+        alert_threshold: 80,
+    });
+    l
+}
+
+fn one_request(tokens: i64) -> Amounts {
+    Amounts::new(1, 0, tokens, 0)
+}
+
+#[test]
+fn daily_requests_admit_exactly_the_limit() {
+    let c = Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    ));
+    let l = limits(Kind::Requests, 5);
+    for _ in 0..5 {
+        let r = c.try_reserve(1, &l, one_request(10)).unwrap();
+        c.settle(r, one_request(10));
+    }
+    let refusal = c.try_reserve(1, &l, one_request(10)).unwrap_err();
+    assert_eq!(
+        (refusal.kind, refusal.value, refusal.used),
+        (Kind::Requests, 5, 5)
+    );
+    assert_eq!(
+        refusal.resets_at,
+        Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap()
+    );
+    assert!(
+        c.try_reserve(2, &l, one_request(10)).is_ok(),
+        "other orgs are not affected"
+    );
+}
+
+#[test]
+fn a_concurrent_burst_cannot_pass_the_limit() {
+    let c = Arc::new(Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    )));
+    let l = limits(Kind::Requests, 50);
+    let admitted: usize = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .filter(|_| c.try_reserve(7, &l, one_request(1)).is_ok())
+                    .count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert_eq!(
+        admitted, 50,
+        "200 concurrent requests against 50: exactly 50 admitted"
+    );
+}
+
+#[test]
+fn token_limits_refuse_once_reached_and_reservations_count() {
+    let c = Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    ));
+    let l = limits(Kind::Tokens, 100);
+    let held = c.try_reserve(1, &l, one_request(60)).unwrap();
+    let second = c.try_reserve(1, &l, one_request(60)).unwrap();
+    assert!(
+        c.try_reserve(1, &l, one_request(1)).is_err(),
+        "two reservations of 60 reach the limit of 100"
+    );
+    c.settle(held, one_request(10));
+    c.settle(second, one_request(10));
+    assert_eq!(
+        c.used(1, Kind::Tokens),
+        20,
+        "settlement gives back what was not used"
+    );
+    assert!(c.try_reserve(1, &l, one_request(60)).is_ok());
+}
+
+#[test]
+fn a_refusal_takes_nothing() {
+    let c = Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    ));
+    let mut l = limits(Kind::Requests, 10);
+    l.0[Kind::Ads as usize] = Some(Rule {
+        value: 3,
+        alert_threshold: 80,
+    });
+    assert!(
+        c.try_reserve(1, &l, Amounts::new(1, 4, 100, 5)).is_err(),
+        "4 images would pass 3"
+    );
+    for k in Kind::ALL {
+        assert_eq!(c.used(1, k), 0, "{k:?} untouched by a refused request");
+    }
+}
+
+#[test]
+fn periods_roll_over_at_utc_midnight_and_month_start() {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 0).unwrap());
+    let c = Counters::new(clock.clone());
+    let l = limits(Kind::Requests, 2);
+    let r = c.try_reserve(1, &l, Amounts::new(1, 1, 500, 700)).unwrap();
+    c.settle(r, Amounts::new(1, 1, 500, 700));
+    let r = c.try_reserve(1, &l, Amounts::new(1, 0, 0, 0)).unwrap();
+    c.settle(r, Amounts::new(1, 0, 0, 0));
+    assert!(c.try_reserve(1, &l, one_request(0)).is_err());
+
+    clock.set(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap());
+    for k in Kind::ALL {
+        assert_eq!(
+            c.used(1, k),
+            0,
+            "{k:?}: yesterday and last month do not count"
+        );
+    }
+    assert!(c.try_reserve(1, &l, one_request(0)).is_ok());
+
+    // Within a month, only the day rolls over.
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 11, 10, 23, 0, 0).unwrap());
+    let c = Counters::new(clock.clone());
+    let r = c
+        .try_reserve(1, &OrgLimits::default(), Amounts::new(1, 2, 300, 400))
+        .unwrap();
+    c.settle(r, Amounts::new(1, 2, 300, 400));
+    clock.set(clock.now() + Duration::hours(2));
+    assert_eq!((c.used(1, Kind::Requests), c.used(1, Kind::Ads)), (0, 0));
+    assert_eq!((c.used(1, Kind::Tokens), c.used(1, Kind::Cost)), (300, 400));
+}
+
+#[test]
+fn sync_folds_in_the_fleet_without_double_counting_our_own() {
+    let c = Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    ));
+    let now = c.now();
+    // At start-up the store already holds 10 requests of today (another gateway, an earlier run).
+    let totals = |n: i64| HashMap::from([(1, StoreTotals(Amounts::new(n, 0, n * 10, 0)))]);
+    c.sync(&totals(10), &HashMap::new());
+    assert_eq!(c.used(1, Kind::Requests), 10);
+    // We serve 3; our ledger writes them.
+    for _ in 0..3 {
+        let r = c
+            .try_reserve(1, &OrgLimits::default(), one_request(10))
+            .unwrap();
+        c.settle(r, one_request(10));
+    }
+    c.flushed(1, now, Amounts::new(3, 0, 30, 0));
+    assert_eq!(c.used(1, Kind::Requests), 13);
+    // Meanwhile another gateway served 5. The store now holds 10 + 3 + 5.
+    let ours = c.take_flushed();
+    c.sync(&totals(18), &ours);
+    assert_eq!(
+        c.used(1, Kind::Requests),
+        18,
+        "ours counted once, theirs added"
+    );
+    assert_eq!(c.used(1, Kind::Tokens), 180);
+}
+
+#[test]
+fn refusals_speak_googles_language() {
+    let r = Refusal {
+        kind: Kind::Cost,
+        value: 5_000_000,
+        used: 5_100_000,
+        resets_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+    };
+    let m = r.message();
+    assert!(
+        m.contains("monthly_cost")
+            && m.contains("$5.000000")
+            && m.contains("$5.100000")
+            && m.contains("2026-12-01T00:00:00Z"),
+        "{m}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+    let h = r.headers(Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap());
+    assert!(h.contains(&("retry-after", "3600".to_owned())));
+    assert!(h.contains(&("x-ratelimit-remaining", "0".to_owned())));
+}
