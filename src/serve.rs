@@ -123,7 +123,7 @@ fn hostname() -> String {
 /// Opens the store, applies migrations and starts the requested services. Call on a
 /// multi-thread runtime that outlives the services.
 pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Running> {
-    let store = Store::connect(&settings.database_url, &settings.connect)
+    let store = Store::connect_lazy(&settings.database_url, &settings.connect)
         .await
         .with_context(|| {
             format!(
@@ -131,7 +131,24 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
                 redact_url(&settings.database_url)
             )
         })?;
-    store.migrate().await.context("cannot apply migrations")?;
+    match store.migrate().await {
+        Ok(()) => {}
+        // A gateway starts without its database (fail-open) and migrates once it answers.
+        Err(e) if services.gateway && e.is_unavailable() => {
+            tracing::error!(error = %e, "database unreachable at start-up: starting degraded (limits not enforced) until it answers");
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    if store.migrate().await.is_ok() {
+                        tracing::info!("database reachable again; migrations applied");
+                        return;
+                    }
+                }
+            });
+        }
+        Err(e) => return Err(e).context("cannot apply migrations"),
+    }
     let admin = match services.admin {
         true => Some(admin::start(settings.admin_listen, store.clone()).await?),
         false => None,

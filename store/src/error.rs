@@ -54,17 +54,26 @@ impl StoreError {
     /// True when the database could not be reached or did not answer (as opposed to refusing
     /// the request): the caller may retry later or fail open.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            )
-        )
+        match self {
+            StoreError::Database(e) => sqlx_unavailable(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_unavailable(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
+                sqlx_unavailable(e)
+            }
+            _ => false,
+        }
     }
+}
+
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+    )
 }
 
 impl From<sqlx::Error> for StoreError {

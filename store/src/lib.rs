@@ -146,6 +146,26 @@ impl Store {
         Ok(Store::Sqlite(pool))
     }
 
+    /// Like [`Store::connect`], but a PostgreSQL pool is created without connecting: a service
+    /// can start while the database is down and use it once it answers.
+    pub async fn connect_lazy(url: &str, opts: &ConnectOptions) -> Result<Store> {
+        match Self::connect(url, opts).await {
+            Err(e) if e.is_unavailable() && Backend::from_url(url) == Some(Backend::Postgres) => {
+                let mut options = PgConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+                if let Some(schema) = &opts.pg_schema {
+                    options = options.options([("search_path", schema.as_str())]);
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_lazy_with(options);
+                Ok(Store::Postgres(pool))
+            }
+            other => other,
+        }
+    }
+
     async fn connect_postgres(url: &str, opts: &ConnectOptions) -> Result<Store> {
         let mut options =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;

@@ -7,6 +7,7 @@
 mod cli;
 mod fake_google;
 mod harness;
+mod limits;
 mod metering;
 mod outage;
 mod proxy;

@@ -2,6 +2,7 @@
 //! whose counts equal what the fake upstream sent and whose cost equals the price computed here
 //! by hand from config/pricing.toml.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -378,9 +379,9 @@ async fn a_cut_stream_without_usage_is_estimated() {
     env.stop().await;
 }
 
-fn peak_rss_kib() -> u64 {
+fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -401,7 +402,18 @@ async fn a_64_mib_response_passes_in_bounded_memory() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = peak_rss_kib();
+    let before = rss_kib();
+    // Sample resident memory while the body streams (VmHWM would hide it under the start-up peak).
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
 
     let r = call(
         &env,
@@ -426,7 +438,11 @@ async fn a_64_mib_response_passes_in_bounded_memory() {
     );
 
     // The fake, the gateway and the client share this process: the bound covers all three.
-    let grown_mib = (peak_rss_kib() - before) / 1024;
+    sampler.abort();
+    let grown_mib = (peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before))
+        / 1024;
     eprintln!("peak RSS grew {grown_mib} MiB while 64 MiB passed");
     assert!(
         grown_mib < 16,

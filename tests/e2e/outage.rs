@@ -16,14 +16,14 @@ use tokio::sync::Notify;
 use crate::harness::{client, postgres_url, unique_schema, Opts, TestEnv};
 
 /// A TCP proxy in front of PostgreSQL that can be cut (every connection closed, new ones refused).
-struct CuttableProxy {
-    addr: SocketAddr,
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     cut: Arc<Notify>,
 }
 
 impl CuttableProxy {
-    async fn start(target: SocketAddr) -> CuttableProxy {
+    pub async fn start(target: SocketAddr) -> CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
@@ -53,12 +53,12 @@ impl CuttableProxy {
         CuttableProxy { addr, up, cut }
     }
 
-    fn cut(&self) {
+    pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.cut.notify_waiters();
     }
 
-    fn restore(&self) {
+    pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::fake_google::PROVIDER_KEY;
 use crate::harness::TestEnv;
 
-fn python() -> Option<PathBuf> {
+pub fn python() -> Option<PathBuf> {
     let candidate = std::env::var_os("TOLLGATE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python")));
