@@ -110,5 +110,45 @@ fn tokenizers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, scanners, tokenizers);
+/// The admission check of one request with 10,000 orgs (and keys, and all four limits each)
+/// loaded: classify the path, identify the key, check the limits and reserve (then give the
+/// reservation back so the counters stay put).
+fn admission(c: &mut Criterion) {
+    use gateway::limits::counters::{Counters, SystemClock};
+    use gateway::limits::Amounts;
+    use gateway::snapshot::{Snapshot, SnapshotRows};
+    use store::{KeyKind, LimitType};
+
+    let mut rows = SnapshotRows::default();
+    let key_of = |i: i64| format!("tg_bench{i:0>36}");
+    for i in 1..=10_000i64 {
+        rows.add_org(i, &format!("org-{i}"));
+        rows.add_key(i, i, KeyKind::App, &key_of(i));
+        for t in LimitType::ALL {
+            rows.add_limit(i, *t, i64::MAX / 4, 80);
+        }
+    }
+    let snap = Snapshot::from_rows(&rows);
+    let counters = Counters::new(std::sync::Arc::new(SystemClock));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-goog-api-key", key_of(5_000).parse().unwrap());
+    c.bench_function("admission/classify_identify_check_reserve_10k_orgs", |b| {
+        b.iter(|| {
+            let route = gateway::route::classify(
+                "POST",
+                black_box("/v1beta/models/gemini-2.5-flash:generateContent"),
+            )
+            .unwrap();
+            let id = gateway::identity::identify(&snap, black_box(&headers), None).unwrap();
+            let limits = snap.limits(id.org_id);
+            let r = counters
+                .try_reserve(id.org_id, &limits, Amounts::new(1, 0, 1_000, 500))
+                .unwrap();
+            counters.settle(r, Amounts::default());
+            black_box(route)
+        })
+    });
+}
+
+criterion_group!(benches, scanners, tokenizers, admission);
 criterion_main!(benches);

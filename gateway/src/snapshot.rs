@@ -41,19 +41,61 @@ pub struct OrgEntry {
     pub name: Arc<str>,
 }
 
+/// A key as the snapshot keeps it: hash (hex), never the key.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRow {
+    id: i64,
+    org_id: i64,
+    kind: KeyKind,
+    user_id: Option<i64>,
+    prefix: String,
+    hash: String,
+    revoked: bool,
+}
+
 /// The store rows a snapshot is built from; also what is saved to the last-known-good file, so
 /// a gateway can start (and identify requests) while the store is down. Hashes only, no keys.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SnapshotRows {
     orgs: Vec<(i64, String)>,
-    /// `(id, org, kind, user, prefix, hash hex, revoked)`
-    keys: Vec<(i64, i64, KeyKind, Option<i64>, String, String, bool)>,
+    keys: Vec<KeyRow>,
     disabled: Vec<(i64, Feature)>,
     /// `(org, limit type, value, alert threshold)`, enabled limits only
     limits: Vec<(i64, store::LimitType, i64, i32)>,
 }
 
 impl SnapshotRows {
+    /// Adds an org (for benches and tools that build a snapshot without a store).
+    pub fn add_org(&mut self, id: i64, name: &str) {
+        self.orgs.push((id, name.to_owned()));
+    }
+
+    /// Adds an active key given in plaintext (hashed here).
+    pub fn add_key(&mut self, id: i64, org_id: i64, kind: KeyKind, key: &str) {
+        let hash = hex::encode(crate::identity::hash(key));
+        self.keys.push(KeyRow {
+            id,
+            org_id,
+            kind,
+            user_id: None,
+            prefix: store::key_prefix(key),
+            hash,
+            revoked: false,
+        });
+    }
+
+    /// Adds an enabled limit.
+    pub fn add_limit(
+        &mut self,
+        org_id: i64,
+        limit_type: store::LimitType,
+        value: i64,
+        alert_threshold: i32,
+    ) {
+        self.limits
+            .push((org_id, limit_type, value, alert_threshold));
+    }
+
     /// Reads everything the gateway needs from the store.
     pub async fn load(store: &Store) -> Result<SnapshotRows, store::StoreError> {
         let orgs = store
@@ -66,16 +108,14 @@ impl SnapshotRows {
             .all_keys()
             .await?
             .into_iter()
-            .map(|k| {
-                (
-                    k.id,
-                    k.org_id,
-                    k.kind,
-                    k.user_id,
-                    k.prefix,
-                    k.key_hash,
-                    k.revoked_at.is_some(),
-                )
+            .map(|k| KeyRow {
+                revoked: k.revoked_at.is_some(),
+                id: k.id,
+                org_id: k.org_id,
+                kind: k.kind,
+                user_id: k.user_id,
+                prefix: k.prefix,
+                hash: k.key_hash,
             })
             .collect();
         let disabled = store
@@ -129,18 +169,18 @@ impl Snapshot {
             snap.orgs_by_name.insert(name.clone(), *id);
             snap.orgs.insert(*id, OrgEntry { id: *id, name });
         }
-        for (key_id, org_id, kind, user_id, prefix, hash_hex, revoked) in &rows.keys {
+        for k in &rows.keys {
             let mut hash = [0u8; 32];
-            if hex::decode_to_slice(hash_hex, &mut hash).is_err() {
+            if hex::decode_to_slice(&k.hash, &mut hash).is_err() {
                 continue; // not a key this version wrote; it can never match
             }
             let entry = KeyEntry {
-                key_id: *key_id,
-                org_id: *org_id,
-                kind: *kind,
-                user_id: *user_id,
-                prefix: prefix.as_str().into(),
-                revoked: *revoked,
+                key_id: k.id,
+                org_id: k.org_id,
+                kind: k.kind,
+                user_id: k.user_id,
+                prefix: k.prefix.as_str().into(),
+                revoked: k.revoked,
             };
             snap.keys.insert(hash, entry);
         }
