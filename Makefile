@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs sdk
+.PHONY: run test prereqs sdk promtool
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -27,9 +27,16 @@ $(VENV)/.installed: tests/sdk/requirements.txt
 run: prereqs
 	cargo run --release --locked -- serve
 
+## promtool (Debian's prometheus package) for `promtool check metrics` in the tests; best effort.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "tollgate: installing promtool (Debian's prometheus package) for the metrics tests"; \
+		$(SUDO) apt-get install -y -q prometheus >/dev/null 2>&1 \
+		|| echo "tollgate: promtool unavailable; its check will be skipped with a printed reason"; }
+
 ## Runs every test: unit, store conformance (SQLite; PostgreSQL when TOLLGATE_TEST_POSTGRES is
 ## set), CLI and gateway end-to-end, and Google's own SDK against the gateway.
-test: prereqs sdk
+test: prereqs sdk promtool
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 		TOLLGATE_TEST_REQUIRE_SDK=1 cargo nextest run --workspace --locked --no-fail-fast; \
 	else \

@@ -210,12 +210,15 @@ impl Default for AdminConfig {
 pub struct MetricsConfig {
     /// Address of the gateway's `/metrics`, `/healthz` and `/readyz`.
     pub listen: String,
+    /// Orgs that get a metrics label of their own (by name); later ones share `org="other"`.
+    pub max_org_labels: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".into(),
+            max_org_labels: 1000,
         }
     }
 }

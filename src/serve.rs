@@ -92,6 +92,7 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         },
         pricing_path: s.raw.pricing.path.clone().into(),
         pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),
+        max_org_labels: s.raw.metrics.max_org_labels,
         limits: gateway::settings::LimitSettings {
             sync_interval: Duration::from_secs(s.raw.limits.sync_secs),
             default_output_tokens: s.raw.limits.default_output_tokens,

@@ -4,11 +4,17 @@
 
 use std::net::SocketAddr;
 
+mod metrics;
+
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+
+pub use metrics::AdminMetrics;
 use store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +22,9 @@ use tokio::task::JoinHandle;
 /// Why the admin service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The metrics registry rejected a declaration (a bug).
+    #[error("admin metrics: {0}")]
+    Metrics(String),
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr} (admin): {source}")]
     Listen {
@@ -43,12 +52,26 @@ impl RunningAdmin {
 }
 
 /// Builds the router (tests can drive it without a socket).
-pub fn router(store: Store) -> Router {
+pub fn router(store: Store, metrics: Arc<AdminMetrics>) -> Router {
+    let scrape = {
+        let metrics = metrics.clone();
+        move || async move {
+            (
+                [("content-type", "text/plain; version=0.0.4")],
+                metrics.render(),
+            )
+        }
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/api/v1/status", get(status))
         .with_state(store)
+        .route("/metrics", get(scrape))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
 }
 
 /// Starts the admin service on `listen`.
@@ -61,7 +84,8 @@ pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, Sta
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let app = router(store);
+    let metrics = Arc::new(AdminMetrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+    let app = router(store, metrics);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop_rx.wait_for(|s| *s).await;

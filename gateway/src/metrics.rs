@@ -2,14 +2,56 @@
 //! (so tests running several gateways in one process do not mix their numbers). Label handles
 //! for bounded label sets are resolved once here, not per request.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus::{
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
+
+/// Latency buckets from 100 µs to 5 minutes: sub-millisecond overheads and minute-long
+/// generations in one histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// The gateway's own time, 10 µs to 250 ms.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25,
+];
 
 /// The gateway's metrics.
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// `tollgate_requests_total{provider,operation,status_class}`
+    /// `tollgate_requests_total{provider,model,operation,status_class}`
     pub requests: IntCounterVec,
+    /// `tollgate_request_duration_seconds{provider}`: request start to the end of the response.
+    pub request_seconds: HistogramVec,
+    /// `tollgate_upstream_duration_seconds{provider}`: upstream contacted to its response header.
+    pub upstream_seconds: HistogramVec,
+    /// `tollgate_gateway_overhead_seconds`: the gateway's own time before the upstream is contacted.
+    pub overhead_seconds: Histogram,
+    /// `tollgate_org_tokens_total{org,kind}`
+    pub org_tokens: IntCounterVec,
+    /// `tollgate_org_images_total{org}`
+    pub org_images: IntCounterVec,
+    /// `tollgate_org_video_seconds_total{org}`
+    pub org_video_seconds: IntCounterVec,
+    /// `tollgate_org_cost_dollars_total{org}`
+    pub org_cost: CounterVec,
+    /// `tollgate_model_tokens_total{model,kind}`
+    pub model_tokens: IntCounterVec,
+    /// `tollgate_model_images_total{model}`
+    pub model_images: IntCounterVec,
+    /// `tollgate_model_video_seconds_total{model}`
+    pub model_video_seconds: IntCounterVec,
+    /// `tollgate_model_cost_dollars_total{model}`
+    pub model_cost: CounterVec,
+    /// Which orgs have a label of their own (the rest share `other`).
+    pub org_labels: OrgLabels,
     /// `tollgate_auth_failures_total{reason}`
     pub auth_failures: IntCounterVec,
     /// `tollgate_feature_refusals_total{feature}`
@@ -69,6 +111,22 @@ fn counter_vec(
     reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> prometheus::Result<HistogramVec> {
+    reg(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?,
+    )
+}
+
 fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     reg(registry, IntCounter::new(name, help)?)
 }
@@ -79,10 +137,26 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntG
 
 impl Metrics {
     /// Declares every metric in a fresh registry.
-    pub fn new() -> prometheus::Result<Metrics> {
+    pub fn new(max_org_labels: usize) -> prometheus::Result<Metrics> {
         let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
-            requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, operation and status class (2xx, 4xx, 5xx).", &["provider", "operation", "status_class"])?,
+            requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, model (a priced model name, or unknown), operation and status class.", &["provider", "model", "operation", "status_class"])?,
+            request_seconds: histogram_vec(&r, "tollgate_request_duration_seconds", "Time from a request's arrival to the end of its response (streams included).", &["provider"], LATENCY_BUCKETS)?,
+            upstream_seconds: histogram_vec(&r, "tollgate_upstream_duration_seconds", "Time from contacting the upstream to its response header.", &["provider"], LATENCY_BUCKETS)?,
+            overhead_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_gateway_overhead_seconds", "The gateway's own time before the upstream is contacted: identity, flags, limits (and reading a small body to estimate it).").buckets(OVERHEAD_BUCKETS.to_vec()))?)?,
+            org_tokens: counter_vec(&r, "tollgate_org_tokens_total", "Tokens metered, by org (capped; the rest are org=\"other\") and kind (input, output, thinking, cached).", &["org", "kind"])?,
+            org_images: counter_vec(&r, "tollgate_org_images_total", "Images generated, by org.", &["org"])?,
+            org_video_seconds: counter_vec(&r, "tollgate_org_video_seconds_total", "Seconds of video generated, by org.", &["org"])?,
+            org_cost: reg(&r, CounterVec::new(Opts::new("tollgate_org_cost_dollars_total", "Cost in US dollars (metered in integer micro-dollars), by org."), &["org"])?)?,
+            model_tokens: counter_vec(&r, "tollgate_model_tokens_total", "Tokens metered, by model (a priced model name, or unknown) and kind.", &["model", "kind"])?,
+            model_images: counter_vec(&r, "tollgate_model_images_total", "Images generated, by model.", &["model"])?,
+            model_video_seconds: counter_vec(&r, "tollgate_model_video_seconds_total", "Seconds of video generated, by model.", &["model"])?,
+            model_cost: reg(&r, CounterVec::new(Opts::new("tollgate_model_cost_dollars_total", "Cost in US dollars, by model."), &["model"])?)?,
+            org_labels: OrgLabels::new(max_org_labels),
             auth_failures: counter_vec(&r, "tollgate_auth_failures_total", "Requests refused because the gateway key was missing, unknown or revoked, or the org header was not allowed.", &["reason"])?,
             feature_refusals: counter_vec(&r, "tollgate_feature_refusals_total", "Requests refused with 403 because a feature flag of the org is off.", &["feature"])?,
             upstream_errors: counter_vec(&r, "tollgate_upstream_errors_total", "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.", &["provider", "kind"])?,
@@ -128,5 +202,39 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "none",
+    }
+}
+
+/// The cardinality guard for per-org labels: the first `cap` orgs seen get a label of their own
+/// (their name); every later one is counted as `other`, so a fleet with many orgs cannot blow up
+/// the series count.
+pub struct OrgLabels {
+    cap: usize,
+    names: DashMap<i64, Arc<str>>,
+}
+
+/// The label of orgs past the cap.
+pub const OTHER_ORG: &str = "other";
+
+impl OrgLabels {
+    fn new(cap: usize) -> OrgLabels {
+        OrgLabels {
+            cap,
+            names: DashMap::new(),
+        }
+    }
+
+    /// The label for an org.
+    pub fn label(&self, org: i64, name: &Arc<str>) -> Arc<str> {
+        if let Some(n) = self.names.get(&org) {
+            return n.clone();
+        }
+        if self.names.len() >= self.cap {
+            return OTHER_ORG.into();
+        }
+        self.names
+            .entry(org)
+            .or_insert_with(|| name.clone())
+            .clone()
     }
 }

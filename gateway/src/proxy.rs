@@ -74,6 +74,7 @@ pub struct Ctx {
     response_meter: ResponseMeter,
     body_preread: bool,
     reservation: Option<Reservation>,
+    model_label: Option<Arc<str>>,
     route: Option<Route>,
     identity: Option<Identity>,
     refused: Option<GatewayError>,
@@ -95,11 +96,13 @@ impl Proxy {
         let path = req.uri.path();
         let route = route::classify(req.method.as_str(), path)
             .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
+        // Known from here on, so refusals are logged, metered and labelled with their route.
+        let route = &*ctx.route.insert(route);
         let snap = self.live.load();
         if !snap.is_loaded() {
             return Err(GatewayError::NotReady);
         }
-        let identity = match self.upload_identity(&route, req) {
+        let identity = match self.upload_identity(route, req) {
             Some(id) => id,
             None => identity::identify(&snap, &req.headers, req.uri.query()).inspect_err(|e| {
                 self.metrics
@@ -128,8 +131,72 @@ impl Proxy {
                 env: up.credential_env.clone(),
             });
         }
-        ctx.route = Some(route);
         Ok(())
+    }
+
+    /// Request, latency and usage metrics of one finished request.
+    fn record_metrics(&self, ctx: &Ctx, status: u16, e: &store::UsageEvent) {
+        let m = &self.metrics;
+        let provider = ctx.route.as_ref().map_or("none", |r| r.provider.as_str());
+        let operation = ctx.route.as_ref().map_or("none", |r| r.operation.as_str());
+        let model: &str = match (&ctx.model_label, &ctx.route) {
+            (Some(l), _) => l,
+            (None, Some(r)) if r.model.is_some() => "unknown",
+            _ => "none",
+        };
+        m.requests
+            .with_label_values(&[provider, model, operation, status_class(status)])
+            .inc();
+        m.request_seconds
+            .with_label_values(&[provider])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(up) = ctx.upstream_started {
+            m.overhead_seconds
+                .observe(up.saturating_duration_since(ctx.started).as_secs_f64());
+            if let Some(ms) = ctx.upstream_header_ms {
+                m.upstream_seconds
+                    .with_label_values(&[provider])
+                    .observe(ms as f64 / 1000.0);
+            }
+        }
+        let Some(id) = ctx.identity.as_ref().filter(|_| e.metered) else {
+            return;
+        };
+        let org = m.org_labels.label(id.org_id, &id.org_name);
+        let org: &str = &org;
+        for (kind, n) in [
+            ("input", e.input_tokens),
+            ("output", e.output_tokens),
+            ("thinking", e.thinking_tokens),
+            ("cached", e.cached_tokens),
+        ] {
+            if n > 0 {
+                m.org_tokens
+                    .with_label_values(&[org, kind])
+                    .inc_by(n as u64);
+                m.model_tokens
+                    .with_label_values(&[model, kind])
+                    .inc_by(n as u64);
+            }
+        }
+        let images = e.images as u64;
+        if images > 0 {
+            m.org_images.with_label_values(&[org]).inc_by(images);
+            m.model_images.with_label_values(&[model]).inc_by(images);
+        }
+        if e.video_seconds > 0 {
+            m.org_video_seconds
+                .with_label_values(&[org])
+                .inc_by(e.video_seconds as u64);
+            m.model_video_seconds
+                .with_label_values(&[model])
+                .inc_by(e.video_seconds as u64);
+        }
+        if e.cost_micros > 0 {
+            let dollars = e.cost_micros as f64 / 1_000_000.0;
+            m.org_cost.with_label_values(&[org]).inc_by(dollars);
+            m.model_cost.with_label_values(&[model]).inc_by(dollars);
+        }
     }
 
     /// Checks the org's usage limits and reserves the request's expected usage. Metered
@@ -263,6 +330,7 @@ impl Proxy {
                 ..Default::default()
             },
         };
+        ctx.model_label = settled.model_label.clone();
         let t = &settled.metered.tokens;
         let id = ctx.identity.as_ref();
         store::UsageEvent {
@@ -372,6 +440,7 @@ impl ProxyHttp for Proxy {
             response_meter: ResponseMeter::default(),
             body_preread: false,
             reservation: None,
+            model_label: None,
             route: None,
             identity: None,
             refused: None,
@@ -451,6 +520,12 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_header_ms = Some(t.elapsed().as_millis() as u64);
+            if let Some(r) = &ctx.route {
+                self.upstream(r.provider).last_ok.store(
+                    chrono::Utc::now().timestamp(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
         }
         if let Some(id) = ctx.identity.as_ref().filter(|_| ctx.reservation.is_some()) {
             let limits = self.live.load().limits(id.org_id);
@@ -498,7 +573,15 @@ impl ProxyHttp for Proxy {
                     can_reuse_downstream: false,
                 };
             }
-            ErrorSource::Upstream => upstream_error(e, provider),
+            ErrorSource::Upstream => {
+                if let Some(r) = &ctx.route {
+                    self.upstream(r.provider).last_err.store(
+                        chrono::Utc::now().timestamp(),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                upstream_error(e, provider)
+            }
             _ => GatewayError::Internal,
         };
         self.metrics
@@ -535,10 +618,7 @@ impl ProxyHttp for Proxy {
             ),
             None => ("none", "none", ""),
         };
-        self.metrics
-            .requests
-            .with_label_values(&[provider, operation, status_class(status)])
-            .inc();
+        self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
         tracing::info!(
             target: "access",

@@ -144,7 +144,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         .local_addr()
         .unwrap_or(settings.metrics_listen);
 
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new(settings.max_org_labels)?);
     let live = Arc::new(LiveConfig::with_saved_copy(
         settings.limits.saved_config_path.clone(),
     ));
@@ -232,8 +232,12 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
             }
         }));
     }
-    tasks.push(tokio::spawn(gemini.resolve_loop(Duration::from_secs(60))));
-    tasks.push(tokio::spawn(vertex.resolve_loop(Duration::from_secs(60))));
+    tasks.push(tokio::spawn(
+        gemini.clone().resolve_loop(Duration::from_secs(60)),
+    ));
+    tasks.push(tokio::spawn(
+        vertex.clone().resolve_loop(Duration::from_secs(60)),
+    ));
     let app = axum::Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -241,6 +245,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         .with_state(HealthState {
             metrics: metrics.clone(),
             live: live.clone(),
+            upstreams: [gemini.clone(), vertex.clone()],
         });
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(metrics_listener, app).await {
@@ -308,6 +313,7 @@ async fn wait_listening(addr: SocketAddr) -> Result<(), String> {
 struct HealthState {
     metrics: Arc<Metrics>,
     live: Arc<LiveConfig>,
+    upstreams: [Arc<Upstream>; 2],
 }
 
 async fn metrics_handler(State(s): State<HealthState>) -> impl IntoResponse {
@@ -318,16 +324,48 @@ async fn metrics_handler(State(s): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
-    match s.live.age() {
-        Some(age) => (
-            StatusCode::OK,
-            format!("ready: live config refreshed {} ms ago\n", age.as_millis()),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: keys not loaded from the store yet\n".to_owned(),
-        ),
+    // Ready: the live config is loaded, each upstream answered in the last minute (or was not
+    // tried yet), and the store is reachable or fail-open is engaged. The body says which.
+    let mut lines = Vec::new();
+    let mut ready = true;
+    match (s.live.load().is_loaded(), s.live.age()) {
+        (true, Some(age)) => lines.push(format!(
+            "config: loaded from the store {} s ago",
+            age.as_secs()
+        )),
+        (true, None) => {
+            lines.push("config: loaded from the saved copy (store not reached yet)".to_owned())
+        }
+        (false, _) => {
+            ready = false;
+            lines.push("config: not loaded (store unreachable, no saved copy)".to_owned());
+        }
     }
+    let now = chrono::Utc::now().timestamp();
+    for up in &s.upstreams {
+        let name = up.provider.as_str();
+        if up.healthy(now) {
+            lines.push(format!("upstream {name}: reachable or not yet tried"));
+        } else {
+            ready = false;
+            lines.push(format!("upstream {name}: unreachable for over a minute"));
+        }
+    }
+    if s.metrics.degraded.get() == 1 {
+        lines.push("store: unreachable, fail-open engaged (limits not enforced)".to_owned());
+    } else {
+        lines.push(format!(
+            "store: reachable (usage synced {:.0} s ago)",
+            s.metrics.fleet_sync_age.get()
+        ));
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let head = if ready { "ready" } else { "not ready" };
+    (status, format!("{head}\n{}\n", lines.join("\n")))
 }
 
 /// Reloads the price file when its modification time changes; a bad edit keeps the old prices.

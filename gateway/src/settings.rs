@@ -85,4 +85,6 @@ pub struct GatewaySettings {
     pub pricing_reload: Duration,
     /// Limit enforcement.
     pub limits: LimitSettings,
+    /// Orgs with a metrics label of their own; the rest are `org="other"`.
+    pub max_org_labels: usize,
 }

@@ -29,6 +29,10 @@ pub struct Upstream {
     /// Where the credential should come from (for the 503 message).
     pub credential_env: String,
     peer: ArcSwapOption<HttpPeer>,
+    /// Unix seconds of the last answer from this upstream (0: never).
+    pub last_ok: std::sync::atomic::AtomicI64,
+    /// Unix seconds of the last failure to reach it (0: never).
+    pub last_err: std::sync::atomic::AtomicI64,
     connect_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
@@ -61,6 +65,8 @@ impl Upstream {
             credential: s.credential.clone(),
             credential_env: s.credential_env.clone(),
             peer: ArcSwapOption::empty(),
+            last_ok: Default::default(),
+            last_err: Default::default(),
             connect_timeout: g.connect_timeout,
             read_timeout: g.read_timeout,
             idle_timeout: g.idle_timeout,
@@ -159,6 +165,15 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Reachable in the last minute, or not yet tried.
+    pub fn healthy(&self, now_secs: i64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (ok, err) = (self.last_ok.load(Relaxed), self.last_err.load(Relaxed));
+        err == 0 || ok >= err || now_secs - err > 60
+    }
+}
+
 /// A query string without its `key=` parameters.
 pub fn strip_key_param(query: &str) -> String {
     query
@@ -249,6 +264,7 @@ mod tests {
                 saved_config_path: None,
                 instance_id: "test".into(),
             },
+            max_org_labels: 10,
         };
         (u, g)
     }

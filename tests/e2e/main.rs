@@ -9,6 +9,7 @@ mod fake_google;
 mod harness;
 mod limits;
 mod metering;
+mod observability;
 mod outage;
 mod proxy;
 mod sdk;

@@ -324,6 +324,8 @@ pub struct Settled {
     pub estimated: bool,
     /// False when the model had no price and a fallback was used.
     pub priced: bool,
+    /// The model's price-table name, a bounded metrics label (`None` for unknown models).
+    pub model_label: Option<std::sync::Arc<str>>,
 }
 
 /// True when settling will run the exact tokenizer over more than a little text (Developer API
@@ -353,6 +355,7 @@ pub fn settle(
     let quote = prices.quote(route.provider, model);
     let mut s = Settled {
         priced: quote.priced || route.model.is_none(),
+        model_label: quote.priced.then(|| quote.price.name.clone()),
         ..Settled::default()
     };
     if !success {

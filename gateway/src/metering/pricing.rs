@@ -80,7 +80,7 @@ struct RawFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Price {
     /// The row's name (`gemini-2.5-flash`, `vertex/veo-3.1-generate-001`).
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     input: i64,
     input_above: Option<i64>,
     output: i64,
@@ -112,7 +112,7 @@ impl Price {
     fn from_raw(name: &str, r: &RawPrice) -> Result<Price, PricingError> {
         let m = |f, v| micros(name, f, v);
         Ok(Price {
-            name: name.to_owned(),
+            name: name.into(),
             input: m("input_per_mtok", r.input_per_mtok)?.unwrap_or(0),
             input_above: m("input_per_mtok_above_200k", r.input_per_mtok_above_200k)?,
             output: m("output_per_mtok", r.output_per_mtok)?.unwrap_or(0),
