@@ -115,14 +115,32 @@ async fn ready(State(store): State<Store>) -> impl IntoResponse {
     }
 }
 
+/// Gateways that reported in the last 10 minutes. One that is degraded (fail-open), or silent
+/// for 30 s (it cannot reach the database, or it stopped), sets `degraded` for the banner.
 async fn status(State(store): State<Store>) -> impl IntoResponse {
-    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
-    match store.live_instances(since).await {
-        Ok(gateways) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "gateways": gateways })),
-        )
-            .into_response(),
+    let now = chrono::Utc::now();
+    match store
+        .live_instances(now - chrono::Duration::minutes(10))
+        .await
+    {
+        Ok(gateways) => {
+            let list: Vec<serde_json::Value> = gateways
+                .iter()
+                .map(|g| {
+                    let stale = g.updated_at < now - chrono::Duration::seconds(30);
+                    serde_json::json!({ "instance_id": g.instance_id, "version": g.version, "degraded": g.degraded,
+                        "stale": stale, "last_sync": g.last_sync, "updated_at": g.updated_at })
+                })
+                .collect();
+            let degraded = list
+                .iter()
+                .any(|g| g["degraded"] == true || g["stale"] == true);
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({ "degraded": degraded, "gateways": list })),
+            )
+                .into_response()
+        }
         Err(e) => {
             tracing::warn!(error.kind = e.kind(), "status query failed");
             let body = serde_json::json!({"error": {"code": "store_unavailable", "message": "the store is unreachable"}});

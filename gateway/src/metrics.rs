@@ -30,9 +30,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `tollgate_request_duration_seconds{provider}`: request start to the end of the response.
     pub request_seconds: HistogramVec,
-    /// `tollgate_upstream_duration_seconds{provider}`: upstream contacted to its response header.
+    /// `tollgate_upstream_duration_seconds{provider}`: upstream contacted until its response ended.
     pub upstream_seconds: HistogramVec,
-    /// `tollgate_gateway_overhead_seconds`: the gateway's own time before the upstream is contacted.
+    /// `tollgate_gateway_overhead_seconds`: total minus upstream time, the gateway's own share.
     pub overhead_seconds: Histogram,
     /// `tollgate_org_tokens_total{org,kind}`
     pub org_tokens: IntCounterVec,
@@ -146,8 +146,8 @@ impl Metrics {
         Ok(Metrics {
             requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, model (a priced model name, or unknown), operation and status class.", &["provider", "model", "operation", "status_class"])?,
             request_seconds: histogram_vec(&r, "tollgate_request_duration_seconds", "Time from a request's arrival to the end of its response (streams included).", &["provider"], LATENCY_BUCKETS)?,
-            upstream_seconds: histogram_vec(&r, "tollgate_upstream_duration_seconds", "Time from contacting the upstream to its response header.", &["provider"], LATENCY_BUCKETS)?,
-            overhead_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_gateway_overhead_seconds", "The gateway's own time before the upstream is contacted: identity, flags, limits (and reading a small body to estimate it).").buckets(OVERHEAD_BUCKETS.to_vec()))?)?,
+            upstream_seconds: histogram_vec(&r, "tollgate_upstream_duration_seconds", "Time from contacting the upstream until its response ended.", &["provider"], LATENCY_BUCKETS)?,
+            overhead_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_gateway_overhead_seconds", "The gateway's own added time: total time minus upstream time (identity, flags, limits, metering, forwarding).").buckets(OVERHEAD_BUCKETS.to_vec()))?)?,
             org_tokens: counter_vec(&r, "tollgate_org_tokens_total", "Tokens metered, by org (capped; the rest are org=\"other\") and kind (input, output, thinking, cached).", &["org", "kind"])?,
             org_images: counter_vec(&r, "tollgate_org_images_total", "Images generated, by org.", &["org"])?,
             org_video_seconds: counter_vec(&r, "tollgate_org_video_seconds_total", "Seconds of video generated, by org.", &["org"])?,

@@ -80,6 +80,7 @@ pub struct Ctx {
     refused: Option<GatewayError>,
     upstream_started: Option<Instant>,
     upstream_header_ms: Option<u64>,
+    upstream_done: Option<Instant>,
 }
 
 impl Proxy {
@@ -147,17 +148,21 @@ impl Proxy {
         m.requests
             .with_label_values(&[provider, model, operation, status_class(status)])
             .inc();
+        let total = ctx.started.elapsed();
         m.request_seconds
             .with_label_values(&[provider])
-            .observe(ctx.started.elapsed().as_secs_f64());
+            .observe(total.as_secs_f64());
         if let Some(up) = ctx.upstream_started {
+            // Upstream: contacted until its response ended; the gateway's own time is the rest.
+            let upstream = ctx
+                .upstream_done
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(up);
+            m.upstream_seconds
+                .with_label_values(&[provider])
+                .observe(upstream.as_secs_f64());
             m.overhead_seconds
-                .observe(up.saturating_duration_since(ctx.started).as_secs_f64());
-            if let Some(ms) = ctx.upstream_header_ms {
-                m.upstream_seconds
-                    .with_label_values(&[provider])
-                    .observe(ms as f64 / 1000.0);
-            }
+                .observe(total.saturating_sub(upstream).as_secs_f64());
         }
         let Some(id) = ctx.identity.as_ref().filter(|_| e.metered) else {
             return;
@@ -446,6 +451,7 @@ impl ProxyHttp for Proxy {
             refused: None,
             upstream_started: None,
             upstream_header_ms: None,
+            upstream_done: None,
         }
     }
 
@@ -493,11 +499,14 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         if let Some(b) = body {
             ctx.response_meter.feed(b);
+        }
+        if end {
+            ctx.upstream_done.get_or_insert_with(Instant::now);
         }
         Ok(None)
     }

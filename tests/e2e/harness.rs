@@ -32,6 +32,8 @@ pub struct Opts {
     pub limits_toml: String,
     /// Where the last-known-good live config is saved (default: in the test's directory).
     pub saved_config: Option<std::path::PathBuf>,
+    /// The price file (default: config/pricing.toml).
+    pub pricing: Option<std::path::PathBuf>,
 }
 
 impl Default for Opts {
@@ -44,6 +46,7 @@ impl Default for Opts {
             flush_ms: 50,
             limits_toml: String::new(),
             saved_config: None,
+            pricing: None,
         }
     }
 }
@@ -82,13 +85,13 @@ impl TestEnv {
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
              [ledger]\nspool_path = \"{spool}\"\nflush_ms = {flush}\n\
-             [pricing]\npath = \"{pricing}\"\n\
+             [pricing]\npath = \"{pricing}\"\nreload_secs = 1\n\
              [limits]\nsync_secs = 1\nsaved_config_path = \"{saved}\"\n{limits}\n{extra}",
             saved = opts.saved_config.clone().unwrap_or_else(|| dir.path().join("live.json")).display(),
             limits = opts.limits_toml,
             spool = dir.path().join("spool/events.jsonl").display(),
             flush = opts.flush_ms,
-            pricing = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml"),
+            pricing = opts.pricing.clone().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml").into()).display(),
             rt = opts.read_timeout_ms,
             g = opts.gemini_url.clone().unwrap_or_else(|| fake.base_url()),
             v = fake.base_url(),

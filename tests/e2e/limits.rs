@@ -505,5 +505,26 @@ async fn with_the_database_down_at_start_up_requests_flow_and_limits_return() {
         429,
         "the limit (3) applies again: 5 were served"
     );
+    // The heartbeat the admin service shows for its banner: this gateway, no longer degraded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value = client()
+            .get(format!("{}/api/v1/status", env.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let gws = status["gateways"].as_array().cloned().unwrap_or_default();
+        if gws
+            .iter()
+            .any(|g| g["degraded"] == false && g["stale"] == false)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fresh heartbeat: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.stop().await;
 }

@@ -450,3 +450,164 @@ async fn a_64_mib_response_passes_in_bounded_memory() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_prices_apply_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pricing.toml");
+    let original = include_str!("../../config/pricing.toml");
+    std::fs::write(&file, original).unwrap();
+    let env = TestEnv::start_with(crate::harness::Opts {
+        pricing: Some(file.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = env.org_with_key("acme").await;
+    call(
+        &env,
+        &key,
+        "price-1",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        prompt("why is the sky blue"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(event(&env, "price-1").await.cost_micros, 32);
+
+    // Output ten times dearer: 5 in × $0.30 + 12 out × $25.00 per million = 301.5 → 302 µ$.
+    let edited = original.replacen(
+        "[models.\"gemini-2.5-flash\"]\ninput_per_mtok = 0.3\noutput_per_mtok = 2.5",
+        "[models.\"gemini-2.5-flash\"]\ninput_per_mtok = 0.3\noutput_per_mtok = 25.0",
+        1,
+    );
+    assert_ne!(edited, original, "the fixture row was found");
+    std::fs::write(&file, edited).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 2.. {
+        let id = format!("price-{i}");
+        call(
+            &env,
+            &key,
+            &id,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            prompt("why is the sky blue"),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+        if event(&env, &id).await.cost_micros == 302 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edited price was not used within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A broken edit keeps the last good prices.
+    std::fs::write(&file, "this is not toml").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    call(
+        &env,
+        &key,
+        "price-broken",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        prompt("why is the sky blue"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(event(&env, "price-broken").await.cost_micros, 302);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_usage_and_events() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    for i in 0..3 {
+        call(
+            &env,
+            &key,
+            &format!("cli-{i}"),
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            prompt("why is the sky blue"),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    }
+    let body = json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2}});
+    call(
+        &env,
+        &key,
+        "cli-img",
+        "/v1beta/models/imagen-4.0-generate-001:predict",
+        body,
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    event(&env, "cli-img").await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::harness::bin())
+            .args(args)
+            .env("TOLLGATE_DATABASE__URL", &env.db_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let usage: Value = serde_json::from_str(&run(&["usage", "--org", "acme", "--json"])).unwrap();
+    let t = &usage["totals"];
+    assert_eq!(
+        (
+            t["requests"].as_i64(),
+            t["input_tokens"].as_i64(),
+            t["output_tokens"].as_i64(),
+            t["thinking_tokens"].as_i64()
+        ),
+        (Some(4), Some(15), Some(15), Some(21))
+    );
+    assert_eq!(
+        (t["images"].as_i64(), t["cost_micros"].as_i64()),
+        (Some(2), Some(3 * 32 + 2 * 40_000))
+    );
+    let models: Vec<&str> = usage["by_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["group_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        models,
+        vec!["imagen-4.0-generate-001", "gemini-2.5-flash"],
+        "by cost, highest first"
+    );
+    let table = run(&["usage", "--org", "acme"]);
+    assert!(
+        table.contains("$0.080096") && table.contains("operation predict"),
+        "{table}"
+    );
+    let events: Value =
+        serde_json::from_str(&run(&["events", "--org", "acme", "--limit", "2", "--json"])).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 2);
+    assert_eq!(events[0]["request_id"], "cli-img", "newest first");
+    let bad = std::process::Command::new(crate::harness::bin())
+        .args(["usage", "--org", "acme", "--from", "yesterday"])
+        .env("TOLLGATE_DATABASE__URL", &env.db_url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--from"));
+    env.stop().await;
+}

@@ -534,3 +534,36 @@ async fn health_and_metrics_listeners_answer() {
     assert_eq!(on_proxy.status(), 404);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    let r = client()
+        .post(format!("{}{GEN}", env.gateway_url))
+        .header("x-goog-api-key", &key)
+        .header("connection", "keep-alive, x-hop-secret")
+        .header("x-hop-secret", "for-the-gateway-only")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("te", "trailers")
+        .header("x-end-to-end", "kept")
+        .json(&prompt())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let call = env.fake.calls().pop().unwrap();
+    for h in ["x-hop-secret", "keep-alive", "proxy-authorization"] {
+        assert!(
+            call.headers.get(h).is_none(),
+            "hop-by-hop header {h} was forwarded (RFC 9110 §7.6.1)"
+        );
+    }
+    assert_eq!(
+        call.headers.get("x-end-to-end").unwrap(),
+        "kept",
+        "end-to-end headers pass"
+    );
+    env.stop().await;
+}
