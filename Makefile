@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs sdk promtool
+.PHONY: run test prereqs sdk promtool bench-load
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -42,3 +42,17 @@ test: prereqs sdk promtool
 	else \
 		TOLLGATE_TEST_REQUIRE_SDK=1 cargo test --workspace --locked --no-fail-fast; \
 	fi
+
+## The load benchmark: fake upstream direct, nginx, bare pingora, Tollgate (SQLite, PostgreSQL)
+## and the peers LiteLLM and Portkey when they install; writes benches/results/.
+bench-load: prereqs
+	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+		echo "tollgate: installing nginx-light and wrk for the load benchmark"; \
+		$(SUDO) apt-get install -y -q nginx-light wrk >/dev/null; }
+	@[ -x .bench/venv/bin/litellm ] || { python3 -m venv .bench/venv && .bench/venv/bin/pip install -q 'litellm[proxy]'; } \
+		|| echo "tollgate: LiteLLM did not install; the benchmark will say so"
+	@[ -f .bench/portkey/node_modules/@portkey-ai/gateway/build/start-server.js ] || { mkdir -p .bench/portkey \
+		&& cd .bench/portkey && npm init -y >/dev/null && npm install -q @portkey-ai/gateway >/dev/null; } \
+		|| echo "tollgate: Portkey did not install; the benchmark will say so"
+	cargo build --release --locked -p tollgate -p tollgate-bench
+	python3 benches/load/run.py $(BENCH_ARGS)

@@ -664,6 +664,15 @@ impl ProxyHttp for Proxy {
         self.ledger.record(event);
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // A client that hangs up is not an error of ours (the access line still records it).
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+            )
+    }
+
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
         // pingora's default prints the whole URI, `?key=` included; the path is enough.
         let req = session.req_header();

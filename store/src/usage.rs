@@ -1,6 +1,8 @@
 //! Usage events (one per request, idempotent on the request id), their daily rollups, the
 //! queries the CLI and the dashboard read, and limit alerts.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
@@ -11,19 +13,23 @@ const EVENT_COLUMNS: &str = "request_id, occurred_at, org_id, key_id, user_ref, 
     images, videos, video_seconds, cost_micros, estimated, priced, upstream_latency_ms, \
     total_latency_ms";
 
-const INSERT_EVENT: &str = "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
+/// Rows per multi-row statement (28 binds each stays under SQLite's 32,766-variable limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
+const INSERT_EVENTS_HEAD: &str =
+    "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
     user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
     thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
     output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
-    upstream_latency_ms, total_latency_ms, metered) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-    $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
-    ON CONFLICT (request_id) DO NOTHING";
+    upstream_latency_ms, total_latency_ms, metered) ";
 
-const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, tool, \
-    requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, images, \
-    videos, video_seconds, cost_micros) VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, \
-    $12, $13, $14) ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
-    requests = usage_rollups_daily.requests + 1, \
+const UPSERT_ROLLUPS_HEAD: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
+    tool, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
+    images, videos, video_seconds, cost_micros) ";
+
+const UPSERT_ROLLUPS_TAIL: &str =
+    " ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
+    requests = usage_rollups_daily.requests + excluded.requests, \
     input_tokens = usage_rollups_daily.input_tokens + excluded.input_tokens, \
     output_tokens = usage_rollups_daily.output_tokens + excluded.output_tokens, \
     thinking_tokens = usage_rollups_daily.thinking_tokens + excluded.thinking_tokens, \
@@ -33,6 +39,52 @@ const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups_daily (day, org_id, provi
     videos = usage_rollups_daily.videos + excluded.videos, \
     video_seconds = usage_rollups_daily.video_seconds + excluded.video_seconds, \
     cost_micros = usage_rollups_daily.cost_micros + excluded.cost_micros";
+
+/// A rollup's key: (day, org, provider, model, tool).
+type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str);
+
+/// Sums the newly inserted, metered events of a batch per rollup key: requests, input, output,
+/// thinking, cached and total tokens, images, videos, video seconds, cost.
+fn rollup_groups<'a>(
+    events: &'a [UsageEvent],
+    new_ids: &HashSet<String>,
+) -> HashMap<RollupKey<'a>, [i64; 10]> {
+    let mut groups: HashMap<RollupKey<'a>, [i64; 10]> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for e in events {
+        let Some(org) = e.org_id.filter(|_| e.metered) else {
+            continue;
+        };
+        // Only events this batch really stored, each once (a batch may repeat a request id).
+        if !new_ids.contains(&e.request_id) || !seen.insert(&e.request_id) {
+            continue;
+        }
+        let key = (
+            e.occurred_at.date_naive(),
+            org,
+            e.provider.as_str(),
+            e.model.as_str(),
+            e.tool.as_deref().unwrap_or(""),
+        );
+        let g = groups.entry(key).or_insert([0; 10]);
+        let add = [
+            1,
+            e.input_tokens,
+            e.output_tokens,
+            e.thinking_tokens,
+            e.cached_tokens,
+            e.total_tokens,
+            e.images,
+            e.videos,
+            e.video_seconds,
+            e.cost_micros,
+        ];
+        for (a, b) in g.iter_mut().zip(add) {
+            *a += b;
+        }
+    }
+    groups
+}
 
 const TOTALS: &str = "COUNT(*) AS requests, \
     CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
@@ -86,33 +138,42 @@ pub struct PeriodUsage {
 impl Store {
     /// Writes a batch of events in one transaction and updates the daily rollups. An event whose
     /// request id is already stored is skipped (so replays are harmless). Returns how many were new.
+    /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
+    /// (day, org, provider, model, tool) group of the batch, not one per event.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
         let inserted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut inserted = 0u64;
-            for e in events {
-                let n = sqlx::query(INSERT_EVENT)
-                    .bind(&e.request_id).bind(e.occurred_at).bind(e.org_id).bind(e.key_id)
-                    .bind(&e.user_ref).bind(&e.tool).bind(&e.provider).bind(&e.model)
-                    .bind(&e.operation).bind(e.status).bind(e.streamed).bind(e.input_tokens)
-                    .bind(e.output_tokens).bind(e.thinking_tokens).bind(e.cached_tokens)
-                    .bind(e.tool_prompt_tokens).bind(e.total_tokens).bind(e.input_audio_tokens)
-                    .bind(e.output_image_tokens).bind(e.images).bind(e.videos)
-                    .bind(e.video_seconds).bind(e.cost_micros).bind(e.estimated).bind(e.priced)
-                    .bind(e.upstream_latency_ms).bind(e.total_latency_ms).bind(e.metered)
-                    .execute(&mut *tx).await?.rows_affected();
-                inserted += n;
-                let Some(org_id) = e.org_id.filter(|_| n == 1 && e.metered) else { continue };
-                sqlx::query(UPSERT_ROLLUP)
-                    .bind(e.occurred_at.date_naive()).bind(org_id).bind(&e.provider)
-                    .bind(&e.model).bind(e.tool.as_deref().unwrap_or(""))
-                    .bind(e.input_tokens).bind(e.output_tokens).bind(e.thinking_tokens)
-                    .bind(e.cached_tokens).bind(e.total_tokens).bind(e.images).bind(e.videos)
-                    .bind(e.video_seconds).bind(e.cost_micros)
-                    .execute(&mut *tx).await?;
+            let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::new(INSERT_EVENTS_HEAD);
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(&e.request_id).push_bind(e.occurred_at).push_bind(e.org_id).push_bind(e.key_id)
+                        .push_bind(&e.user_ref).push_bind(&e.tool).push_bind(&e.provider).push_bind(&e.model)
+                        .push_bind(&e.operation).push_bind(e.status).push_bind(e.streamed).push_bind(e.input_tokens)
+                        .push_bind(e.output_tokens).push_bind(e.thinking_tokens).push_bind(e.cached_tokens)
+                        .push_bind(e.tool_prompt_tokens).push_bind(e.total_tokens).push_bind(e.input_audio_tokens)
+                        .push_bind(e.output_image_tokens).push_bind(e.images).push_bind(e.videos)
+                        .push_bind(e.video_seconds).push_bind(e.cost_micros).push_bind(e.estimated).push_bind(e.priced)
+                        .push_bind(e.upstream_latency_ms).push_bind(e.total_latency_ms).push_bind(e.metered);
+                });
+                q.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+                let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                new_ids.extend(ids);
+            }
+            let groups = rollup_groups(events, &new_ids);
+            let groups: Vec<_> = groups.into_iter().collect();
+            for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::new(UPSERT_ROLLUPS_HEAD);
+                q.push_values(chunk, |mut b, ((day, org, provider, model, tool), t)| {
+                    b.push_bind(*day).push_bind(*org).push_bind(*provider).push_bind(*model).push_bind(*tool)
+                        .push_bind(t[0]).push_bind(t[1]).push_bind(t[2]).push_bind(t[3]).push_bind(t[4])
+                        .push_bind(t[5]).push_bind(t[6]).push_bind(t[7]).push_bind(t[8]).push_bind(t[9]);
+                });
+                q.push(UPSERT_ROLLUPS_TAIL);
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            inserted
+            new_ids.len() as u64
         });
         Ok(inserted)
     }

@@ -69,6 +69,7 @@ conformance!(
     feature_flags,
     usage_limits,
     usage_events_are_idempotent_and_rolled_up,
+    large_batches_with_repeats_are_stored_once,
     limit_alerts_fire_once_per_period,
     audit_log,
     gateway_heartbeats,
@@ -607,4 +608,36 @@ async fn gateway_heartbeats(s: Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn large_batches_with_repeats_are_stored_once(s: Store) {
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    let now = Utc::now();
+    // More rows than one statement takes, and a request id repeated inside the batch.
+    let mut batch: Vec<UsageEvent> = (0..1_200)
+        .map(|i| event(&format!("b{i}"), Some(org.id), now, "gemini-2.5-flash"))
+        .collect();
+    batch.push(event("b7", Some(org.id), now, "gemini-2.5-flash"));
+    assert_eq!(s.insert_events(&batch).await.unwrap(), 1_200);
+    assert_eq!(s.count_events(org.id).await.unwrap(), 1_200);
+    let day = now.date_naive();
+    let rollups = s.daily_rollups(org.id, day, day).await.unwrap();
+    assert_eq!(
+        rollups.iter().map(|r| r.requests).sum::<i64>(),
+        1_200,
+        "each stored event counted once"
+    );
+    assert_eq!(
+        rollups.iter().map(|r| r.cost_micros).sum::<i64>(),
+        1_200 * 1234
+    );
+    assert_eq!(
+        s.insert_events(&batch).await.unwrap(),
+        0,
+        "a replay of the whole batch stores nothing"
+    );
+    assert_eq!(
+        s.daily_rollups(org.id, day, day).await.unwrap()[0].requests,
+        1_200
+    );
 }

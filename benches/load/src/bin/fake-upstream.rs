@@ -1,0 +1,72 @@
+//! A fast fake Google upstream for the load benchmark: a ~2 KB `generateContent` answer with
+//! `usageMetadata`, a 50-event SSE stream, and a 2 MB Imagen-like body, all prepared once at
+//! start so the upstream is never the bottleneck. Usage: `fake-upstream ADDR`.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Uri};
+use axum::response::Response;
+
+struct Bodies {
+    json: Bytes,
+    sse: Bytes,
+    imagen: Bytes,
+}
+
+fn bodies() -> Bodies {
+    let text = "The sky appears blue because air molecules scatter the short blue wavelengths of sunlight more than the long red ones. ".repeat(13);
+    let json = format!(
+        "{{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{text}\"}}], \"role\": \"model\"}}, \"finishReason\": \"STOP\", \"index\": 0}}], \"usageMetadata\": {{\"promptTokenCount\": 5, \"candidatesTokenCount\": 380, \"totalTokenCount\": 420, \"thoughtsTokenCount\": 35, \"promptTokensDetails\": [{{\"modality\": \"TEXT\", \"tokenCount\": 5}}]}}, \"modelVersion\": \"gemini-2.5-flash\", \"responseId\": \"bench-0001\"}}"
+    );
+    let mut sse = String::new();
+    for i in 0..50 {
+        sse.push_str(&format!(
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"chunk {i} of a streamed answer about the sky\"}}],\"role\": \"model\"}},\"index\": 0}}],\"usageMetadata\": {{\"promptTokenCount\": 5,\"candidatesTokenCount\": {},\"totalTokenCount\": {}}},\"modelVersion\": \"gemini-2.5-flash\"}}\r\n\r\n",
+            10 * (i + 1),
+            5 + 10 * (i + 1)
+        ));
+    }
+    let b64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ".repeat(2 * 1024 * 1024 / 44 / 4);
+    let preds: Vec<String> = (0..4)
+        .map(|_| format!("{{\"bytesBase64Encoded\": \"{b64}\", \"mimeType\": \"image/png\"}}"))
+        .collect();
+    let imagen = format!("{{\"predictions\": [{}]}}", preds.join(", "));
+    Bodies {
+        json: Bytes::from(json),
+        sse: Bytes::from(sse),
+        imagen: Bytes::from(imagen),
+    }
+}
+
+fn reply(b: &Arc<Bodies>, uri: &Uri) -> Response {
+    let path = uri.path();
+    let (body, ct) = if path.ends_with(":streamGenerateContent") {
+        (b.sse.clone(), "text/event-stream")
+    } else if path.ends_with(":predict") {
+        (b.imagen.clone(), "application/json; charset=UTF-8")
+    } else {
+        (b.json.clone(), "application/json; charset=UTF-8")
+    };
+    let mut r = Response::new(Body::from(body));
+    if let Ok(v) = ct.parse() {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9700".into());
+    let b = Arc::new(bodies());
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let b = b.clone();
+        async move { reply(&b, &uri) }
+    });
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("fake upstream on {addr}");
+    axum::serve(listener, app).await
+}
