@@ -135,11 +135,16 @@ async fn status(State(store): State<Store>) -> impl IntoResponse {
             let degraded = list
                 .iter()
                 .any(|g| g["degraded"] == true || g["stale"] == true);
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({ "degraded": degraded, "gateways": list })),
-            )
-                .into_response()
+            // Models billed with a fallback price in the last 30 days: the pricing alert.
+            let unpriced: Vec<serde_json::Value> = store
+                .unpriced_models(now - chrono::Duration::days(30))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(model, events)| serde_json::json!({ "model": model, "events": events }))
+                .collect();
+            let body = serde_json::json!({ "degraded": degraded, "gateways": list, "unpriced_models": unpriced });
+            (StatusCode::OK, Json(body)).into_response()
         }
         Err(e) => {
             tracing::warn!(error.kind = e.kind(), "status query failed");

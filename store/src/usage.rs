@@ -157,7 +157,9 @@ impl Store {
                         .push_bind(e.upstream_latency_ms).push_bind(e.total_latency_ms).push_bind(e.metered);
                 });
                 q.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-                let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                // Not cached as a prepared statement: its text varies with the chunk size, and
+                // caching hundreds of variants per connection only grows memory.
+                let ids: Vec<String> = q.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
                 new_ids.extend(ids);
             }
             let groups = rollup_groups(events, &new_ids);
@@ -170,7 +172,7 @@ impl Store {
                         .push_bind(t[5]).push_bind(t[6]).push_bind(t[7]).push_bind(t[8]).push_bind(t[9]);
                 });
                 q.push(UPSERT_ROLLUPS_TAIL);
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             new_ids.len() as u64
@@ -285,6 +287,16 @@ impl Store {
              RETURNING id, org_id, limit_type, period, threshold_pct, limit_value, usage_value, created_at")
             .bind(org_id).bind(limit_type.as_str()).bind(period).bind(threshold_pct)
             .bind(limit_value).bind(usage_value).bind(now).fetch_optional(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// Models that had events priced with a fallback (no row in the price file) since `since`,
+    /// with how many events each: what the console shows as a pricing alert.
+    pub async fn unpriced_models(&self, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
+            "SELECT model, COUNT(*) FROM usage_events WHERE priced = $1 AND occurred_at >= $2 \
+             GROUP BY model ORDER BY COUNT(*) DESC, model")
+            .bind(false).bind(since).fetch_all(pool).await)
         .map_err(StoreError::from)
     }
 

@@ -301,6 +301,19 @@ async fn every_response_shape_is_metered_and_priced() {
     .unwrap();
     let e = event(&env, "m-unknown").await;
     assert!(!e.priced && e.cost_micros > 0, "{e:?}");
+    // The admin service lists it as a pricing alert.
+    let status: Value = client()
+        .get(format!("{}/api/v1/status", env.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["unpriced_models"][0]["model"], "gemini-99-flash",
+        "{status}"
+    );
 
     assert_eq!(
         env.store.count_events(org).await.unwrap(),
