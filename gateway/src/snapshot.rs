@@ -340,16 +340,6 @@ impl LiveConfig {
             }
         }
     }
-
-    /// Refreshes forever at `every` (run as a background task).
-    pub async fn refresh_loop(self: Arc<Self>, store: Store, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.refresh(&store).await;
-        }
-    }
 }
 
 impl Default for LiveConfig {

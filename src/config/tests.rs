@@ -1,3 +1,5 @@
+//! Unit tests of the configuration contract.
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

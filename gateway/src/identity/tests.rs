@@ -1,3 +1,5 @@
+//! Unit tests of identity.
+
 use super::*;
 use http::HeaderValue;
 

@@ -1,3 +1,5 @@
+//! Unit tests of the limit counters (with an injected clock).
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

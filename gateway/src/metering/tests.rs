@@ -1,3 +1,5 @@
+//! Unit tests of settling metered requests.
+
 use super::*;
 use crate::route::{classify, Provider};
 

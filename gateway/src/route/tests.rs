@@ -1,3 +1,5 @@
+//! Unit tests of classification and the feature table.
+
 use super::*;
 
 fn c(method: &str, path: &str) -> (Provider, Option<&'static str>, Operation) {

@@ -1,3 +1,5 @@
+//! Unit tests of pricing.
+
 use super::*;
 
 fn table() -> PriceTable {

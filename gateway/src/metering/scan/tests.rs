@@ -1,3 +1,5 @@
+//! Unit tests of the streaming key scanner.
+
 use super::*;
 
 static KEYS: &[Key] = &[
