@@ -202,8 +202,11 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
             log.level
         ))?,
     };
+    // Colours only on a terminal: a log file or a pipeline gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = if log.format == "json" {
         builder.json().try_init()
