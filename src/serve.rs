@@ -167,7 +167,8 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
 
 /// Runs services until Ctrl-C (fast stop) or SIGTERM (graceful stop).
 pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
-    init_logging(&settings)?;
+    // Held until the end of `run`: dropping it flushes the log lines still buffered.
+    let _log_guard = init_logging(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tollgate-bg")
@@ -193,7 +194,7 @@ async fn wait_for_signal() -> anyhow::Result<gateway::Stop> {
 }
 
 /// Logs to stderr, text or JSON, level from `RUST_LOG` or the config (pingora kept at warn).
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+fn init_logging(settings: &Settings) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let log = &settings.raw.log;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v)?,
@@ -204,14 +205,20 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     };
     // Colours only on a terminal: a log file or a pipeline gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Not lossy: when the buffer is full, logging waits rather than dropping lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tollgate-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = if log.format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(guard)
 }

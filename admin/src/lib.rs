@@ -26,12 +26,12 @@ pub enum StartError {
     #[error("admin metrics: {0}")]
     Metrics(String),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr} (admin): {source}")]
+    #[error("cannot listen on {addr} (admin): {reason}")]
     Listen {
         /// The address.
         addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, so not also a `source` to print twice).
+        reason: std::io::Error,
     },
 }
 
@@ -78,9 +78,9 @@ pub fn router(store: Store, metrics: Arc<AdminMetrics>) -> Router {
 pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, StartError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| StartError::Listen {
+        .map_err(|reason| StartError::Listen {
             addr: listen,
-            source,
+            reason,
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
     let (stop_tx, mut stop_rx) = watch::channel(false);

@@ -38,14 +38,14 @@ pub enum StartError {
     #[error("{0}")]
     Pricing(#[from] crate::metering::pricing::PricingError),
     /// A listener address is taken or not ours.
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what}): {reason}")]
     Listen {
         /// Which listener.
         what: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, so not also a `source` to print twice).
+        reason: std::io::Error,
     },
     /// The metrics registry rejected a declaration (a bug).
     #[error("metrics: {0}")]
@@ -128,17 +128,17 @@ impl Drop for RunningGateway {
 /// a multi-thread tokio runtime that outlives the gateway (the background tasks run on it).
 pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGateway, StartError> {
     // Fail with a clear message rather than a pingora panic when the port is taken.
-    std::net::TcpListener::bind(settings.listen).map_err(|source| StartError::Listen {
+    std::net::TcpListener::bind(settings.listen).map_err(|reason| StartError::Listen {
         what: "gateway",
         addr: settings.listen,
-        source,
+        reason,
     })?;
     let metrics_listener = tokio::net::TcpListener::bind(settings.metrics_listen)
         .await
-        .map_err(|source| StartError::Listen {
+        .map_err(|reason| StartError::Listen {
             what: "metrics",
             addr: settings.metrics_listen,
-            source,
+            reason,
         })?;
     let metrics_addr = metrics_listener
         .local_addr()
