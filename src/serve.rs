@@ -175,9 +175,16 @@ pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Listen for signals before any port opens: a SIGTERM that arrives while starting must
+        // stop us cleanly, not kill the process with the default disposition.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let running = start(&settings, services).await?;
         tracing::info!(database = %redact_url(&settings.database_url), "tollgate started; Ctrl-C or SIGTERM stops it");
-        let how = wait_for_signal().await?;
+        let how = tokio::select! {
+            _ = int.recv() => gateway::Stop::Fast,
+            _ = term.recv() => gateway::Stop::Graceful,
+        };
         tracing::info!(how = ?how, "stopping");
         running.stop(how).await;
         tracing::info!("stopped");
@@ -185,16 +192,10 @@ pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<gateway::Stop> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r?; Ok(gateway::Stop::Fast) }
-        _ = term.recv() => Ok(gateway::Stop::Graceful),
-    }
-}
-
 /// Logs to stderr, text or JSON, level from `RUST_LOG` or the config (pingora kept at warn).
-fn init_logging(settings: &Settings) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    settings: &Settings,
+) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let log = &settings.raw.log;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(v)?,
