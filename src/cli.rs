@@ -873,7 +873,9 @@ async fn events(store: &Store, org: &str, limit: i64, json: bool) -> anyhow::Res
         .map(|e| {
             vec![
                 e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                e.request_id.clone(),
+                e.client_request_id
+                    .clone()
+                    .unwrap_or_else(|| e.request_id.clone()),
                 e.model.clone(),
                 e.operation.clone(),
                 e.status.to_string(),

@@ -67,7 +67,10 @@ pub struct Proxy {
 
 /// Per-request state.
 pub struct Ctx {
+    /// The gateway's own id, unique per request (the event's key).
     request_id: String,
+    /// The `x-request-id` the client sent, echoed back; clients may reuse theirs.
+    client_request_id: Option<String>,
     started: Instant,
     occurred_at: DateTime<Utc>,
     request_meter: RequestMeter,
@@ -340,6 +343,7 @@ impl Proxy {
         let id = ctx.identity.as_ref();
         store::UsageEvent {
             request_id: ctx.request_id.clone(),
+            client_request_id: ctx.client_request_id.clone(),
             occurred_at: ctx.occurred_at,
             org_id: id.map(|i| i.org_id),
             key_id: id.map(|i| i.key_id),
@@ -406,19 +410,19 @@ async fn respond(
     Ok(())
 }
 
-fn request_id(req: &RequestHeader) -> String {
-    let given = req
-        .headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    match given {
-        Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            id.to_owned()
-        }
-        _ => format!("{:032x}", rand::random::<u128>()),
+/// The client's `x-request-id`, when it is a sane one (printable, at most 128 bytes).
+fn client_request_id(req: &RequestHeader) -> Option<String> {
+    let id = req.headers.get(REQUEST_ID)?.to_str().ok()?.trim();
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| id.to_owned())
+}
+
+impl Ctx {
+    /// The id the client sees in `x-request-id`: its own when it sent one, else ours.
+    fn reply_id(&self) -> &str {
+        self.client_request_id
+            .as_deref()
+            .unwrap_or(&self.request_id)
     }
 }
 
@@ -439,6 +443,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             request_id: String::new(),
+            client_request_id: None,
             started: Instant::now(),
             occurred_at: Utc::now(),
             request_meter: RequestMeter::default(),
@@ -456,7 +461,8 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = request_id(session.req_header());
+        ctx.request_id = format!("{:032x}", rand::random::<u128>());
+        ctx.client_request_id = client_request_id(session.req_header());
         let admitted = match self.admit(session, ctx) {
             Ok(()) => self.enforce_limits(session, ctx).await,
             Err(e) => Err(e),
@@ -465,7 +471,7 @@ impl ProxyHttp for Proxy {
             return Ok(false);
         };
         let headers = e.headers(self.counters.now());
-        respond(session, e.status(), e.body(), &ctx.request_id, &headers).await?;
+        respond(session, e.status(), e.body(), ctx.reply_id(), &headers).await?;
         ctx.refused = Some(e);
         Ok(true)
     }
@@ -542,7 +548,7 @@ impl ProxyHttp for Proxy {
                 resp.insert_header("x-tollgate-limit-warning", w)?;
             }
         }
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(REQUEST_ID, ctx.reply_id())?;
         let Some(google_url) = resp
             .headers
             .get(UPLOAD_URL)
@@ -606,7 +612,7 @@ impl ProxyHttp for Proxy {
                 can_reuse_downstream: false,
             };
         }
-        if let Err(write_err) = respond(session, code, error.body(), &ctx.request_id, &[]).await {
+        if let Err(write_err) = respond(session, code, error.body(), ctx.reply_id(), &[]).await {
             tracing::debug!(error = %write_err, "cannot send the error response");
         }
         ctx.refused = Some(error);
@@ -632,6 +638,7 @@ impl ProxyHttp for Proxy {
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
+            client_request_id = ctx.client_request_id.as_deref().unwrap_or(""),
             org = id.map_or("", |i| &*i.org_name),
             key.prefix = id.map_or("", |i| &*i.key_prefix),
             provider,

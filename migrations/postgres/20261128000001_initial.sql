@@ -58,7 +58,8 @@ CREATE TABLE usage_limits (
 
 CREATE TABLE usage_events (
     id                   BIGSERIAL PRIMARY KEY,
-    request_id           TEXT NOT NULL UNIQUE,
+    request_id           TEXT NOT NULL UNIQUE,   -- the gateway's own id: unique per request
+    client_request_id    TEXT,                   -- the x-request-id the client sent, if any
     occurred_at          TIMESTAMPTZ NOT NULL,
     org_id               BIGINT REFERENCES organizations(id) ON DELETE CASCADE,
     key_id               BIGINT REFERENCES api_keys(id) ON DELETE SET NULL,
@@ -90,6 +91,7 @@ CREATE TABLE usage_events (
     total_latency_ms     BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX usage_events_org_time ON usage_events(org_id, occurred_at);
+CREATE INDEX usage_events_client_request ON usage_events(client_request_id);
 
 -- Daily totals of metered events, for dashboards and for seeding the gateways' limit counters.
 CREATE TABLE usage_rollups_daily (

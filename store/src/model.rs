@@ -240,8 +240,10 @@ impl LimitSpec {
 /// One metered request: what the ledger writes and the dashboard reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct UsageEvent {
-    /// Unique per request; inserting the same id twice stores one event.
+    /// The gateway's own id, unique per request; inserting the same id twice stores one event.
     pub request_id: String,
+    /// The `x-request-id` the client sent, if any (clients may reuse theirs, so it is not a key).
+    pub client_request_id: Option<String>,
     /// When the request arrived.
     pub occurred_at: DateTime<Utc>,
     /// The organization, when it was identified.

@@ -7,13 +7,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
 
-const EVENT_COLUMNS: &str = "request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
+const EVENT_COLUMNS: &str =
+    "request_id, client_request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
     model, operation, status, streamed, metered, input_tokens, output_tokens, thinking_tokens, \
     cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, output_image_tokens, \
     images, videos, video_seconds, cost_micros, estimated, priced, upstream_latency_ms, \
     total_latency_ms";
 
-/// Rows per multi-row statement (28 binds each stays under SQLite's 32,766-variable limit).
+/// Rows per multi-row statement (29 binds each stays under SQLite's 32,766-variable limit).
 const ROWS_PER_STATEMENT: usize = 500;
 
 const INSERT_EVENTS_HEAD: &str =
@@ -21,7 +22,7 @@ const INSERT_EVENTS_HEAD: &str =
     user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
     thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
     output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
-    upstream_latency_ms, total_latency_ms, metered) ";
+    upstream_latency_ms, total_latency_ms, metered, client_request_id) ";
 
 const UPSERT_ROLLUPS_HEAD: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
     tool, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
@@ -154,7 +155,8 @@ impl Store {
                         .push_bind(e.tool_prompt_tokens).push_bind(e.total_tokens).push_bind(e.input_audio_tokens)
                         .push_bind(e.output_image_tokens).push_bind(e.images).push_bind(e.videos)
                         .push_bind(e.video_seconds).push_bind(e.cost_micros).push_bind(e.estimated).push_bind(e.priced)
-                        .push_bind(e.upstream_latency_ms).push_bind(e.total_latency_ms).push_bind(e.metered);
+                        .push_bind(e.upstream_latency_ms).push_bind(e.total_latency_ms).push_bind(e.metered)
+                        .push_bind(&e.client_request_id);
                 });
                 q.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
                 // Not cached as a prepared statement: its text varies with the chunk size, and
@@ -191,9 +193,12 @@ impl Store {
         .map_err(StoreError::from)
     }
 
-    /// One event by request id.
+    /// One event by the gateway's request id, or else the oldest with that client request id.
     pub async fn get_event(&self, request_id: &str) -> Result<UsageEvent> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM usage_events WHERE request_id = $1");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE request_id = $1 OR client_request_id = $1 \
+             ORDER BY CASE WHEN request_id = $1 THEN 0 ELSE 1 END, id LIMIT 1"
+        );
         with_pool!(self, pool => sqlx::query_as::<_, UsageEvent>(&sql)
             .bind(request_id).fetch_one(pool).await)
         .map_err(StoreError::from)

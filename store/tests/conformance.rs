@@ -402,6 +402,7 @@ async fn usage_limits(s: Store) {
 fn event(id: &str, org: Option<i64>, at: chrono::DateTime<Utc>, model: &str) -> UsageEvent {
     UsageEvent {
         request_id: id.into(),
+        client_request_id: Some(format!("client-{id}")),
         occurred_at: at,
         org_id: org,
         key_id: None,
@@ -470,6 +471,11 @@ async fn usage_events_are_idempotent_and_rolled_up(s: Store) {
         s.get_event("r2").await.unwrap(),
         batch[1],
         "an event reads back exactly"
+    );
+    assert_eq!(
+        s.get_event("client-r2").await.unwrap(),
+        batch[1],
+        "and by the client's request id"
     );
 
     let total = s

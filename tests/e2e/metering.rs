@@ -615,12 +615,50 @@ async fn the_cli_reports_usage_and_events() {
     let events: Value =
         serde_json::from_str(&run(&["events", "--org", "acme", "--limit", "2", "--json"])).unwrap();
     assert_eq!(events.as_array().unwrap().len(), 2);
-    assert_eq!(events[0]["request_id"], "cli-img", "newest first");
+    assert_eq!(events[0]["client_request_id"], "cli-img", "newest first");
     let bad = std::process::Command::new(crate::harness::bin())
         .args(["usage", "--org", "acme", "--from", "yesterday"])
         .env("TOLLGATE_DATABASE__URL", &env.db_url)
         .output()
         .unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--from"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_client_request_id_loses_no_event() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    // Some clients send the same x-request-id on every call (a fixed default header).
+    for _ in 0..3 {
+        let r = call(
+            &env,
+            &key,
+            "same-id",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            prompt("why is the sky blue"),
+        )
+        .await;
+        assert_eq!(
+            r.headers().get("x-request-id").unwrap(),
+            "same-id",
+            "the client's id is echoed"
+        );
+        r.bytes().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.store.count_events(org).await.unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "a request with a reused x-request-id lost its event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = env.store.recent_events(org, 10).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.client_request_id.as_deref() == Some("same-id")));
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.request_id.clone()).collect();
+    assert_eq!(ids.len(), 3, "each request has its own event id");
     env.stop().await;
 }

@@ -391,7 +391,12 @@ async fn the_access_log_has_the_fields_and_no_secret() {
         }
     };
     let f = &access["fields"];
-    assert_eq!(f["request_id"], "log-test-1");
+    assert_eq!(f["client_request_id"], "log-test-1");
+    assert_eq!(
+        f["request_id"].as_str().unwrap().len(),
+        32,
+        "the gateway's own id"
+    );
     assert_eq!(f["org"], "acme");
     assert_eq!(f["key.prefix"], &key[..10]);
     assert_eq!(
