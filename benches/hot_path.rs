@@ -123,15 +123,24 @@ fn admission(c: &mut Criterion) {
     let key_of = |i: i64| format!("tg_bench{i:0>36}");
     for i in 1..=10_000i64 {
         rows.add_org(i, &format!("org-{i}"));
-        rows.add_key(i, i, KeyKind::App, &key_of(i));
         for t in LimitType::ALL {
             rows.add_limit(i, *t, i64::MAX / 4, 80);
         }
     }
+    // 100,000 keys, ten per org.
+    for k in 1..=100_000i64 {
+        rows.add_key(k, (k - 1) % 10_000 + 1, KeyKind::App, &key_of(k));
+    }
+    let before = rss_kib();
     let snap = Snapshot::from_rows(&rows);
+    drop(rows);
+    eprintln!(
+        "live snapshot of 10,000 orgs, 100,000 keys and 40,000 limits: {} MiB resident",
+        (rss_kib().saturating_sub(before)) / 1024
+    );
     let counters = Counters::new(std::sync::Arc::new(SystemClock));
     let mut headers = http::HeaderMap::new();
-    headers.insert("x-goog-api-key", key_of(5_000).parse().unwrap());
+    headers.insert("x-goog-api-key", key_of(50_000).parse().unwrap());
     c.bench_function("admission/classify_identify_check_reserve_10k_orgs", |b| {
         b.iter(|| {
             let route = gateway::route::classify(
@@ -148,6 +157,17 @@ fn admission(c: &mut Criterion) {
             black_box(route)
         })
     });
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 criterion_group!(benches, scanners, tokenizers, admission);

@@ -16,11 +16,11 @@ use usage::{Tokens, UsageMetadata};
 use crate::route::{is_image_model, Operation, Route};
 
 /// Request text kept for token counting (beyond it, counts are extrapolated and estimated).
-const REQUEST_TEXT_BOUND: usize = 64 * 1024;
+const REQUEST_TEXT_BOUND: usize = 32 * 1024;
 /// Separate prompt texts tracked (a request with more parts counts the rest as one).
 const MAX_TEXT_SEGMENTS: usize = 4096;
 /// Response text kept for estimates of streams that end without usage.
-const RESPONSE_TEXT_BOUND: usize = 16 * 1024;
+const RESPONSE_TEXT_BOUND: usize = 8 * 1024;
 
 static REQUEST_KEYS: &[Key] = &[
     Key {
