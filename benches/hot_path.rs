@@ -98,6 +98,7 @@ fn scanners(c: &mut Criterion) {
 
 fn tokenizers(c: &mut Criterion) {
     tokens::warm_up();
+    let _ = tokens::exact("load the exact tokenizer before measuring");
     let prose = "The sky appears blue because of Rayleigh scattering of sunlight by the molecules of the atmosphere. ".repeat(40);
     let mut g = c.benchmark_group("tokenize_4k_prose");
     g.throughput(Throughput::Bytes(prose.len() as u64));

@@ -8,7 +8,11 @@ fn main() -> std::process::ExitCode {
             // One line: the error and its causes.
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!(": {cause}"));
+                // Many errors already quote their source; print each reason once.
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(&format!(": {cause}"));
+                }
             }
             eprintln!("{msg}");
             std::process::ExitCode::FAILURE

@@ -336,7 +336,10 @@ pub fn needs_exact_count(route: &Route, req: &RequestMeter, resp: &ResponseMeter
         Operation::EmbedContent | Operation::BatchEmbedContents
     ) || (route.operation == Operation::Predict
         && crate::route::is_embedding_model(route.model.as_deref().unwrap_or("")));
-    embedding && resp.embedding_tokens == 0 && resp.last_usage.is_empty() && req.text_len > 1024
+    embedding
+        && resp.embedding_tokens == 0
+        && resp.last_usage.is_empty()
+        && (req.text_len > 1024 || !tokens::exact_loaded())
 }
 
 /// Default Veo clip length when the request names none (Google's default for Veo 3).

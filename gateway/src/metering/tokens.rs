@@ -1,8 +1,9 @@
 //! Local token counting. Gemini 2.x/3.x count text with the Gemma-3 SentencePiece model, which
 //! `gemini-tokenizer` embeds: exact, used where a count is recorded (Developer API embeddings
 //! return no usage). tiktoken's o200k is a fast approximation, used only for estimates (aborted
-//! streams without usage, reservations). Both are loaded once; call [`warm_up`] at start-up so no
-//! request pays the ~100 ms load.
+//! streams without usage, reservations). tiktoken is loaded at start-up ([`warm_up`]); the Gemini
+//! model (tens of MiB resident) only when the first Developer API embedding needs it, on a
+//! blocking thread (see `needs_exact_count`).
 
 use std::sync::OnceLock;
 
@@ -20,10 +21,14 @@ fn gemini() -> Option<&'static gemini_tokenizer::LocalTokenizer> {
         .as_ref()
 }
 
-/// Loads both tokenizers (blocking; run it off the request path).
+/// Loads the estimating tokenizer (blocking; run it off the request path).
 pub fn warm_up() {
-    let _ = gemini();
     let _ = tiktoken_rs::o200k_base_singleton();
+}
+
+/// Whether the exact tokenizer is loaded (its first use loads it, which takes ~100 ms).
+pub fn exact_loaded() -> bool {
+    GEMINI.get().is_some()
 }
 
 /// Exact Gemini token count of a text, when the tokenizer loaded.
