@@ -31,6 +31,8 @@ use crate::upstream::{self, Upstream};
 /// The request id header, kept if the client sent one.
 pub const REQUEST_ID: &str = "x-request-id";
 const UPLOAD_URL: &str = "x-goog-upload-url";
+/// Distinct unpriced models warned about (later ones are still counted and flagged, not logged).
+const MAX_UNPRICED_WARNINGS: usize = 1_000;
 /// Upload sessions older than this are forgotten.
 pub const UPLOAD_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -326,7 +328,10 @@ impl Proxy {
                 if !s.priced {
                     self.metrics.unpriced_events.inc();
                     let model = route.model.as_deref().unwrap_or("");
-                    if !self.unpriced_warned.contains_key(model) {
+                    // Warn once per model; the set is capped so made-up names cannot grow it forever.
+                    if self.unpriced_warned.len() < MAX_UNPRICED_WARNINGS
+                        && !self.unpriced_warned.contains_key(model)
+                    {
                         self.unpriced_warned.insert(model.to_owned(), ());
                         tracing::warn!(model, "no price for this model: billed with the fallback price (add it to the price file)");
                     }
