@@ -78,19 +78,23 @@ pub fn needs_body(limits: &OrgLimits) -> bool {
         || limits.get(Kind::Ads).is_some()
 }
 
+/// The request's declared body length, if it has a valid one.
+pub fn content_length(session: &Session) -> Option<usize> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
 /// Reads a small request body before forwarding (into the meter); larger or chunked bodies are
 /// left to stream and estimated from their length.
 pub async fn preread(
     session: &mut Session,
     meter: &mut RequestMeter,
 ) -> Result<bool, GatewayError> {
-    let len = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if !matches!(len, Some(n) if n <= PREREAD_MAX_BYTES) {
+    if !matches!(content_length(session), Some(n) if n <= PREREAD_MAX_BYTES) {
         return Ok(false);
     }
     session.enable_retry_buffering();

@@ -239,13 +239,7 @@ impl Proxy {
         if admission::needs_body(&limits) {
             ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
         }
-        let content_length = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let content_length = admission::content_length(session).unwrap_or(0);
         let prices = self.prices.load();
         let amounts = admission::estimate(
             route,

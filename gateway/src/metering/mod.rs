@@ -200,15 +200,7 @@ impl RequestMeter {
     /// Tokens of the prompt texts, counted one by one, extrapolated past the bound.
     pub fn count_tokens(&self, count: impl Fn(&str) -> i64) -> i64 {
         let kept: i64 = self.texts().iter().map(|t| count(t)).sum();
-        let seen = self.text.len();
-        if self.text_len <= seen || seen == 0 {
-            return if seen == 0 {
-                (self.text_len as i64 + 3) / 4
-            } else {
-                kept
-            };
-        }
-        kept + (self.text_len - seen) as i64 * kept.max(1) / seen as i64
+        tokens::extrapolate(kept, self.text.len(), self.text_len)
     }
 }
 

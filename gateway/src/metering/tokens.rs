@@ -46,15 +46,20 @@ pub fn estimate(text: &str) -> i64 {
 /// Estimates tokens for `len` bytes of which only `head` was kept: counts the head, and
 /// extrapolates the rest at the head's bytes-per-token (4 bytes per token when the head is empty).
 pub fn estimate_extrapolated(head: &str, len: usize, count: impl Fn(&str) -> i64) -> i64 {
-    if head.is_empty() {
-        return (len as i64 + 3) / 4;
+    let counted = if head.is_empty() { 0 } else { count(head) };
+    extrapolate(counted, head.len(), len)
+}
+
+/// `counted` tokens were found in the first `seen` of `total` bytes: scales the count to the
+/// whole (4 bytes per token when nothing was seen).
+pub fn extrapolate(counted: i64, seen: usize, total: usize) -> i64 {
+    if seen == 0 {
+        return (total as i64 + 3) / 4;
     }
-    let counted = count(head);
-    if len <= head.len() {
+    if total <= seen {
         return counted;
     }
-    let rest = (len - head.len()) as i64;
-    counted + rest * counted.max(1) / head.len() as i64
+    counted + (total - seen) as i64 * counted.max(1) / seen as i64
 }
 
 #[cfg(test)]
