@@ -162,28 +162,40 @@ def cli(env, *args):
     return out.stdout
 
 
-def start_tollgate(name, db_url, up_port, tmp, logs):
-    env = {"TOLLGATE_DATABASE__URL": db_url}
+def tollgate_org(env):
+    """Creates the benchmark org with all four limits (far above what a run uses); its key."""
     cli(env, "org", "create", "bench")
     key = json.loads(cli(env, "key", "create", "--org", "bench", "--json"))["secret"]
     for t, v in [("daily_requests", "1000000000"), ("daily_ads", "1000000000"), ("monthly_tokens", "1000000000000"), ("monthly_cost", "1000000000")]:
         cli(env, "limit", "set", "--org", "bench", "--type", t, "--value", v)
+    return key
+
+
+def tollgate_env(name, db_url, up_port, tmp, extra=None):
+    """The environment of a benchmark gateway and its port."""
     port = free_port()
-    env.update({
+    env = {
+        "TOLLGATE_DATABASE__URL": db_url,
         "TOLLGATE_GATEWAY__LISTEN": f"127.0.0.1:{port}", "TOLLGATE_METRICS__LISTEN": f"127.0.0.1:{free_port()}",
         "TOLLGATE_PROVIDERS__GEMINI__BASE_URL": f"http://127.0.0.1:{up_port}", "GEMINI_API_KEY": "bench-provider-key",
         "TOLLGATE_LEDGER__SPOOL_PATH": os.path.join(tmp, f"{name}-spool.jsonl"),
         "TOLLGATE_LIMITS__SAVED_CONFIG_PATH": os.path.join(tmp, f"{name}-live.json"),
         "TOLLGATE_PRICING__PATH": os.path.join(ROOT, "config", "pricing.toml"), "TOLLGATE_LOG__LEVEL": "info",
-    })
-    env.pop("RUST_LOG", None)
-    proc = spawn([os.path.join(REL, "tollgate"), "gateway"], logs, env)
+        **(extra or {}),
+    }
+    os.environ.pop("RUST_LOG", None)
+    return env, port
+
+
+def start_tollgate(name, db_url, up_port, tmp, logs, cpus=None, extra=None):
+    env, port = tollgate_env(name, db_url, up_port, tmp, extra)
+    key = tollgate_org(env)
+    proc = spawn([os.path.join(REL, "tollgate"), "gateway"], logs, env, cpus)
     if not wait_port(port):
         raise RuntimeError(f"{name} did not start")
-    metrics_port = int(env["TOLLGATE_METRICS__LISTEN"].rsplit(":", 1)[1])
     t = Target(name, port, {"x-goog-api-key": key}, proc=proc,
                note="identity, flags, 4 limits with reservations, metering, pricing, ledger, metrics, access log at info")
-    t.metrics_port = metrics_port
+    t.metrics_port = int(env["TOLLGATE_METRICS__LISTEN"].rsplit(":", 1)[1])
     return t
 
 

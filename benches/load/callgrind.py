@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by valgrind's callgrind: stable on a noisy shared machine
+where wall-clock numbers are not. Runs bare pingora and Tollgate (everything on, SQLite) under
+callgrind in front of the benchmark's fake upstream, sends warm-up requests, zeroes the counters,
+sends N sequential keep-alive requests, dumps, and prints instructions per request with the top
+functions (inclusive and self) of the gateway.
+
+Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare]
+Needs the release build (make bench-load builds it) and valgrind.
+"""
+
+import argparse
+import glob
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import run  # noqa: E402  (the load benchmark's helpers)
+
+PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+def send(port, n, headers):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(n):
+        c.request("POST", PATH, body=run.PROMPT, headers={"Content-Type": "application/json", **headers})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"status {r.status}")
+    c.close()
+
+
+def control(pid, flag):
+    subprocess.run(["callgrind_control", flag, str(pid)], capture_output=True, timeout=120)
+
+
+def profile(name, cmd, env, port, headers, n, top, tmp, logs):
+    out = os.path.join(tmp, f"{name}.callgrind")
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no", "--separate-threads=no"]
+    proc = run.spawn(vg + cmd, logs, env)
+    try:
+        if not run.wait_port(port, 120):
+            raise RuntimeError(f"{name} did not start under valgrind")
+        send(port, 200, headers)  # warm-up: pools, lazy statics, caches
+        time.sleep(1)
+        control(proc.pid, "-z")
+        send(port, n, headers)
+        time.sleep(1)
+        control(proc.pid, "-d")
+        time.sleep(1)
+    finally:
+        os.killpg(proc.pid, 15)
+        time.sleep(2)
+        try:
+            os.killpg(proc.pid, 9)
+        except OSError:
+            pass
+    dumps = sorted(glob.glob(f"{out}.*"), key=os.path.getmtime)
+    # The dump made by `-d` is the one with a part number (…​.pid.1); the final one is at exit.
+    parts = [d for d in dumps if d.count(".") > out.count(".") + 1] or dumps
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", parts[0]], capture_output=True, text=True).stdout
+    total = next((int(l.split()[0].replace(",", "")) for l in ann.splitlines() if l.strip().endswith("PROGRAM TOTALS")), 0)
+    print(f"\n== {name}: {total / n:,.0f} instructions per request ({n} requests)")
+    incl = [l for l in ann.splitlines() if "(" in l and l.strip()[:1].isdigit()]
+    print("-- inclusive")
+    for l in incl[:top]:
+        print(l[:200])
+    slf = subprocess.run(["callgrind_annotate", parts[0]], capture_output=True, text=True).stdout
+    print("-- self")
+    for l in [l for l in slf.splitlines() if "(" in l and l.strip()[:1].isdigit()][:top]:
+        print(l[:200])
+    return total / n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--only", choices=["tollgate", "bare"])
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="tollgate-callgrind-")
+    logs = open(os.path.join(tmp, "processes.log"), "w")
+    up_port = run.free_port()
+    up = run.spawn([os.path.join(run.REL, "fake-upstream"), f"127.0.0.1:{up_port}"], logs)
+    results = {}
+    try:
+        run.wait_port(up_port)
+        if args.only in (None, "bare"):
+            port = run.free_port()
+            results["bare pingora"] = profile("bare", [os.path.join(run.REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", "1"],
+                                              {}, port, {}, args.requests, args.top, tmp, logs)
+        if args.only in (None, "tollgate"):
+            env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp)
+            key = run.tollgate_org(env)
+            results["tollgate"] = profile("tollgate", [os.path.join(run.REL, "tollgate"), "gateway"], env, port,
+                                          {"x-goog-api-key": key}, args.requests, args.top, tmp, logs)
+    finally:
+        os.killpg(up.pid, 9)
+        logs.close()
+    print()
+    for k, v in results.items():
+        print(f"{k}: {v:,.0f} instructions/request")
+    print(f"(profiles kept in {tmp})")
+
+
+if __name__ == "__main__":
+    main()
