@@ -93,6 +93,20 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         pricing_path: s.raw.pricing.path.clone().into(),
         pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),
         max_org_labels: s.raw.metrics.max_org_labels,
+        access_log: gateway::settings::AccessLogSettings {
+            // Off when the log filter drops target `access` at info (as `tracing` would).
+            format: tracing::enabled!(target: "access", tracing::Level::INFO).then_some(
+                if s.raw.log.format == "json" {
+                    gateway::settings::AccessFormat::Json
+                } else {
+                    gateway::settings::AccessFormat::Text
+                },
+            ),
+            sink: LOG_SINK
+                .get()
+                .cloned()
+                .unwrap_or_else(gateway::settings::LogSink::stderr),
+        },
         limits: gateway::settings::LimitSettings {
             sync_interval: Duration::from_secs(s.raw.limits.sync_secs),
             default_output_tokens: s.raw.limits.default_output_tokens,
@@ -192,6 +206,9 @@ pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
     })
 }
 
+/// The log writer, shared with the gateway's access log so all lines form one ordered stream.
+static LOG_SINK: std::sync::OnceLock<gateway::settings::LogSink> = std::sync::OnceLock::new();
+
 /// Logs to stderr, text or JSON, level from `RUST_LOG` or the config (pingora kept at warn).
 fn init_logging(
     settings: &Settings,
@@ -211,6 +228,10 @@ fn init_logging(
         .lossy(false)
         .thread_name("tollgate-log")
         .finish(std::io::stderr());
+    let sink = writer.clone();
+    let _ = LOG_SINK.set(gateway::settings::LogSink::new(move |b| {
+        let _ = std::io::Write::write_all(&mut sink.clone(), b);
+    }));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

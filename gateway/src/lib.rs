@@ -6,6 +6,7 @@
 //! and flags come from an in-memory snapshot refreshed in the background ([`snapshot`]). This
 //! crate writes no SQL; it talks to the store only through the `store` crate, off the hot path.
 
+pub mod access_log;
 pub mod admission;
 pub mod error;
 pub mod identity;

@@ -14,6 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log::{AccessLine, AccessLog};
 use crate::admission::{self, Enforcement};
 use crate::error::GatewayError;
 use crate::identity::{self, Identity};
@@ -65,6 +66,8 @@ pub struct Proxy {
     pub enforcement: Arc<Enforcement>,
     /// Output tokens reserved when a request sets no `maxOutputTokens`.
     pub default_output_tokens: i64,
+    /// One line per request.
+    pub access_log: Arc<AccessLog>,
 }
 
 /// Per-request state.
@@ -634,25 +637,23 @@ impl ProxyHttp for Proxy {
         };
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
-        tracing::info!(
-            target: "access",
-            request_id = %ctx.request_id,
-            client_request_id = ctx.client_request_id.as_deref().unwrap_or(""),
-            org = id.map_or("", |i| &*i.org_name),
-            key.prefix = id.map_or("", |i| &*i.key_prefix),
+        self.access_log.record(&AccessLine {
+            request_id: &ctx.request_id,
+            client_request_id: ctx.client_request_id.as_deref().unwrap_or(""),
+            org: id.map_or("", |i| &*i.org_name),
+            key_prefix: id.map_or("", |i| &*i.key_prefix),
             provider,
             model,
             operation,
             status,
-            refused = ctx.refused.as_ref().map_or("", |e| e.kind()),
-            upstream_ms = ctx.upstream_header_ms,
-            total_ms = event.total_latency_ms,
-            tokens.input = event.input_tokens,
-            tokens.output = event.output_tokens,
-            tokens.thinking = event.thinking_tokens,
-            cost_micros = event.cost_micros,
-            "request"
-        );
+            refused: ctx.refused.as_ref().map_or("", |e| e.kind()),
+            upstream_ms: ctx.upstream_header_ms,
+            total_ms: event.total_latency_ms,
+            input_tokens: event.input_tokens,
+            output_tokens: event.output_tokens,
+            thinking_tokens: event.thinking_tokens,
+            cost_micros: event.cost_micros,
+        });
         if let Some(r) = ctx.reservation.take() {
             let actual = Amounts::new(
                 i64::from(event.metered),

@@ -19,6 +19,7 @@ use store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access_log::AccessLog;
 use crate::admission::Enforcement;
 use crate::ledger::{self, LedgerWriter};
 use crate::limits::counters::{Counters, StoreTotals, SystemClock};
@@ -95,6 +96,7 @@ pub struct RunningGateway {
     proxy_thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     ledger: Option<LedgerWriter>,
+    access_log: Arc<AccessLog>,
 }
 
 impl RunningGateway {
@@ -107,6 +109,7 @@ impl RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
+        self.access_log.flush();
         // Every request has finished: write what the ledger still holds.
         if let Some(l) = self.ledger.take() {
             l.drain().await;
@@ -120,6 +123,7 @@ impl Drop for RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
+        self.access_log.flush();
     }
 }
 
@@ -188,6 +192,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         metrics.clone(),
         Some(counters.clone()),
     );
+    let access_log = Arc::new(AccessLog::new(settings.access_log.clone()));
     let proxy = Proxy {
         live: live.clone(),
         gemini: gemini.clone(),
@@ -202,10 +207,21 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         alerts,
         enforcement,
         default_output_tokens: settings.limits.default_output_tokens,
+        access_log: access_log.clone(),
     };
     let uploads = proxy.uploads.clone();
 
     let mut tasks = vec![alert_task];
+    if access_log.enabled() {
+        let log = access_log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::access_log::FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                log.flush();
+            }
+        }));
+    }
     tasks.push(tokio::spawn(
         Arc::new(sync).run(settings.limits.sync_interval),
     ));
@@ -272,6 +288,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         proxy_thread: Some(proxy_thread),
         tasks,
         ledger: Some(ledger_writer),
+        access_log,
     };
     wait_listening(settings.listen)
         .await

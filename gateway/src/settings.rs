@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::access_log::{AccessFormat, AccessLogSettings, LogSink};
 pub use crate::ledger::LedgerSettings;
 pub use crate::limits::alerts::WebhookSettings;
 
@@ -87,4 +88,6 @@ pub struct GatewaySettings {
     pub limits: LimitSettings,
     /// Orgs with a metrics label of their own; the rest are `org="other"`.
     pub max_org_labels: usize,
+    /// The per-request access log.
+    pub access_log: AccessLogSettings,
 }

@@ -265,6 +265,7 @@ mod tests {
                 instance_id: "test".into(),
             },
             max_org_labels: 10,
+            access_log: Default::default(),
         };
         (u, g)
     }
