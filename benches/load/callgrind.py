@@ -46,7 +46,7 @@ def profile(name, cmd, env, port, headers, n, top, tmp, logs):
     try:
         if not run.wait_port(port, 120):
             raise RuntimeError(f"{name} did not start under valgrind")
-        send(port, 200, headers)  # warm-up: pools, lazy statics, caches
+        send(port, 500, headers)  # warm-up: pools, lazy statics, caches, prepared statements
         time.sleep(1)
         control(proc.pid, "-z")
         send(port, n, headers)

@@ -82,6 +82,8 @@ pub struct Ctx {
     response_meter: ResponseMeter,
     body_preread: bool,
     reservation: Option<Reservation>,
+    /// The org's limits as admission saw them (warnings and alerts use the same).
+    limits: OrgLimits,
     model_label: Option<Arc<str>>,
     route: Option<Route>,
     identity: Option<Identity>,
@@ -231,6 +233,7 @@ impl Proxy {
             let snap = self.live.load();
             (snap.limits(org), snap.is_loaded())
         };
+        ctx.limits = limits;
         if self.enforcement.degraded(loaded) {
             self.enforcement.fail_open(if loaded {
                 "counters_unavailable"
@@ -452,6 +455,7 @@ impl ProxyHttp for Proxy {
             response_meter: ResponseMeter::default(),
             body_preread: false,
             reservation: None,
+            limits: OrgLimits::default(),
             model_label: None,
             route: None,
             identity: None,
@@ -545,8 +549,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(id) = ctx.identity.as_ref().filter(|_| ctx.reservation.is_some()) {
-            let limits = self.live.load().limits(id.org_id);
-            if let Some(w) = Alerts::warning(&limits, id.org_id, &self.counters) {
+            if let Some(w) = Alerts::warning(&ctx.limits, id.org_id, &self.counters) {
                 resp.insert_header("x-tollgate-limit-warning", w)?;
             }
         }
@@ -663,9 +666,8 @@ impl ProxyHttp for Proxy {
             );
             self.counters.settle(r, actual);
             if let Some(id) = &ctx.identity {
-                let limits = self.live.load().limits(id.org_id);
                 self.alerts
-                    .check(id.org_id, &id.org_name, &limits, &self.counters);
+                    .check(id.org_id, &id.org_name, &ctx.limits, &self.counters);
             }
         }
         self.ledger.record(event);

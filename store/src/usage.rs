@@ -33,8 +33,10 @@ fn sized_chunks<T>(mut items: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     })
 }
 
-/// `head VALUES ($1, …), (…) tail` for `rows` rows of `binds` parameters.
-fn values_sql(head: &str, tail: &str, binds: usize, rows: usize) -> String {
+/// `head VALUES ($1, …), (…) tail` for `rows` rows of `binds` parameters; with `anonymous`,
+/// `?` placeholders (SQLite binds those by position; a named `$N` is looked up in a list scanned
+/// per bind, quadratic in the statement's size).
+fn values_sql(head: &str, tail: &str, binds: usize, rows: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * binds * 6);
     sql.push_str(head);
     sql.push_str("VALUES ");
@@ -44,8 +46,12 @@ fn values_sql(head: &str, tail: &str, binds: usize, rows: usize) -> String {
             if b > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(r * binds + b + 1).to_string());
+            if anonymous {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&(r * binds + b + 1).to_string());
+            }
         }
         sql.push(')');
     }
@@ -53,28 +59,30 @@ fn values_sql(head: &str, tail: &str, binds: usize, rows: usize) -> String {
     sql
 }
 
-/// The insert statement for chunk size number `i`, built once per process.
-fn insert_sql(i: usize) -> &'static str {
-    static SQL: [OnceLock<String>; 5] = [const { OnceLock::new() }; 5];
-    SQL[i].get_or_init(|| {
+/// The insert statement for chunk size number `i`, built once per process and dialect.
+fn insert_sql(sqlite: bool, i: usize) -> &'static str {
+    static SQL: [[OnceLock<String>; 5]; 2] = [const { [const { OnceLock::new() }; 5] }; 2];
+    SQL[usize::from(sqlite)][i].get_or_init(|| {
         values_sql(
             INSERT_EVENTS_HEAD,
             " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
             EVENT_BINDS,
             CHUNK_SIZES[i],
+            sqlite,
         )
     })
 }
 
-/// The rollup upsert for chunk size number `i`, built once per process.
-fn rollup_sql(i: usize) -> &'static str {
-    static SQL: [OnceLock<String>; 5] = [const { OnceLock::new() }; 5];
-    SQL[i].get_or_init(|| {
+/// The rollup upsert for chunk size number `i`, built once per process and dialect.
+fn rollup_sql(sqlite: bool, i: usize) -> &'static str {
+    static SQL: [[OnceLock<String>; 5]; 2] = [const { [const { OnceLock::new() }; 5] }; 2];
+    SQL[usize::from(sqlite)][i].get_or_init(|| {
         values_sql(
             UPSERT_ROLLUPS_HEAD,
             UPSERT_ROLLUPS_TAIL,
             ROLLUP_BINDS,
             CHUNK_SIZES[i],
+            sqlite,
         )
     })
 }
@@ -204,11 +212,12 @@ impl Store {
     /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
     /// (day, org, provider, model, tool) group of the batch, not one per event.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
+        let sqlite = matches!(self, Store::Sqlite(_));
         let inserted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());
             for (size, chunk) in sized_chunks(events) {
-                let mut q = sqlx::query_scalar::<_, String>(insert_sql(size));
+                let mut q = sqlx::query_scalar::<_, String>(insert_sql(sqlite, size));
                 for e in chunk {
                     q = q.bind(&e.request_id).bind(e.occurred_at).bind(e.org_id).bind(e.key_id)
                         .bind(&e.user_ref).bind(&e.tool).bind(&e.provider).bind(&e.model)
@@ -225,7 +234,7 @@ impl Store {
             let groups = rollup_groups(events, &new_ids);
             let groups: Vec<_> = groups.into_iter().collect();
             for (size, chunk) in sized_chunks(&groups) {
-                let mut q = sqlx::query(rollup_sql(size));
+                let mut q = sqlx::query(rollup_sql(sqlite, size));
                 for ((day, org, provider, model, tool), t) in chunk {
                     q = q.bind(*day).bind(*org).bind(*provider).bind(*model).bind(*tool);
                     for v in t {
@@ -394,12 +403,15 @@ mod tests {
 
     #[test]
     fn statement_text_numbers_every_parameter() {
-        let sql = values_sql("INSERT INTO t (a, b) ", " RETURNING a", 2, 2);
+        let sql = values_sql("INSERT INTO t (a, b) ", " RETURNING a", 2, 2, false);
         assert_eq!(
             sql,
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING a"
         );
-        assert_eq!(insert_sql(4).matches('$').count(), EVENT_BINDS);
-        assert_eq!(rollup_sql(0).matches('$').count(), ROLLUP_BINDS * 256);
+        let sql = values_sql("INSERT INTO t (a, b) ", "", 2, 2, true);
+        assert_eq!(sql, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)");
+        assert_eq!(insert_sql(false, 4).matches('$').count(), EVENT_BINDS);
+        assert_eq!(rollup_sql(false, 0).matches('$').count(), ROLLUP_BINDS * 256);
+        assert_eq!(insert_sql(true, 1).matches('?').count(), EVENT_BINDS * 64);
     }
 }

@@ -63,12 +63,13 @@ impl Alerts {
             return;
         }
         let now = counters.now();
+        let usage = counters.usage(org);
         for k in Kind::ALL {
             let Some(rule) = limits.get(k) else { continue };
             if rule.value <= 0 {
                 continue;
             }
-            let used = counters.used(org, k);
+            let used = usage.get(k);
             for pct in [rule.alert_threshold, 100] {
                 if i128::from(used) * 100 < i128::from(pct) * i128::from(rule.value) {
                     continue;
@@ -97,13 +98,17 @@ impl Alerts {
     /// `x-tollgate-limit-warning` for an org at or above an alert threshold, e.g.
     /// `monthly_cost=85%, daily_requests=100%`.
     pub fn warning(limits: &OrgLimits, org: i64, counters: &Counters) -> Option<String> {
+        if limits.is_empty() {
+            return None;
+        }
+        let usage = counters.usage(org);
         let mut parts = Vec::new();
         for k in Kind::ALL {
             let Some(rule) = limits.get(k) else { continue };
             if rule.value <= 0 {
                 continue;
             }
-            let pct = i128::from(counters.used(org, k)) * 100 / i128::from(rule.value);
+            let pct = i128::from(usage.get(k)) * 100 / i128::from(rule.value);
             if pct >= i128::from(rule.alert_threshold) {
                 parts.push(format!("{}={pct}%", k.as_str()));
             }

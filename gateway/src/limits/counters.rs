@@ -5,7 +5,7 @@
 //! clock). No I/O here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -80,7 +80,13 @@ pub struct StoreTotals(pub Amounts);
 pub struct Counters {
     orgs: DashMap<i64, Arc<OrgCounters>>,
     clock: Arc<dyn Clock>,
+    /// The month id of the UTC day last asked about, packed as `day << 32 | month`: the
+    /// calendar is consulted once a day, not several times per request.
+    month_of_day: AtomicU64,
 }
+
+/// `num_days_from_ce` of 1970-01-01.
+const UNIX_EPOCH_DAY_CE: i64 = 719_163;
 
 impl Counters {
     /// Empty counters on a clock.
@@ -88,7 +94,23 @@ impl Counters {
         Counters {
             orgs: DashMap::new(),
             clock,
+            month_of_day: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The ids of the day and month periods `now` falls in (`period_of`'s ids, cheaper).
+    fn period_ids(&self, now: DateTime<Utc>) -> (i32, i32) {
+        let day = (now.timestamp().div_euclid(86_400) + UNIX_EPOCH_DAY_CE) as i32;
+        let cached = self.month_of_day.load(Ordering::Relaxed);
+        if (cached >> 32) as u32 == day as u32 {
+            return (day, cached as u32 as i32);
+        }
+        let month = period_of(Kind::Tokens, now).0;
+        self.month_of_day.store(
+            (u64::from(day as u32) << 32) | u64::from(month as u32),
+            Ordering::Relaxed,
+        );
+        (day, month)
     }
 
     /// Now, by the counters' clock.
@@ -100,13 +122,13 @@ impl Counters {
         if let Some(o) = self.orgs.get(&org) {
             return o.clone();
         }
-        let now = self.clock.now();
+        let (day, month) = self.period_ids(self.clock.now());
         self.orgs
             .entry(org)
             .or_insert_with(|| {
                 Arc::new(OrgCounters {
-                    day: ArcSwap::from_pointee(Period::new(period_of(Kind::Requests, now).0)),
-                    month: ArcSwap::from_pointee(Period::new(period_of(Kind::Tokens, now).0)),
+                    day: ArcSwap::from_pointee(Period::new(day)),
+                    month: ArcSwap::from_pointee(Period::new(month)),
                 })
             })
             .clone()
@@ -130,9 +152,8 @@ impl Counters {
             });
             slot.load_full()
         };
-        let day = current(&o.day, period_of(Kind::Requests, now).0);
-        let month = current(&o.month, period_of(Kind::Tokens, now).0);
-        (day, month)
+        let (day_id, month_id) = self.period_ids(now);
+        (current(&o.day, day_id), current(&o.month, month_id))
     }
 
     fn cell<'a>(day: &'a Period, month: &'a Period, k: Kind) -> &'a AtomicI64 {
@@ -142,8 +163,13 @@ impl Counters {
 
     /// Usage (settled, reserved and synced) of a kind in the current period.
     pub fn used(&self, org: i64, k: Kind) -> i64 {
+        self.usage(org).get(k)
+    }
+
+    /// Usage (settled, reserved and synced) of every kind in the current periods.
+    pub fn usage(&self, org: i64) -> Amounts {
         let (day, month) = self.periods(org, self.clock.now());
-        Self::cell(&day, &month, k).load(Ordering::Acquire)
+        Amounts(Kind::ALL.map(|k| Self::cell(&day, &month, k).load(Ordering::Acquire)))
     }
 
     /// Admits a request against the org's enabled limits and reserves its expected amounts, or

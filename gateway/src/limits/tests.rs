@@ -214,3 +214,38 @@ fn refusals_speak_googles_language() {
     assert!(h.contains(&("retry-after", "3600".to_owned())));
     assert!(h.contains(&("x-ratelimit-remaining", "0".to_owned())));
 }
+
+#[test]
+fn the_cached_period_ids_match_the_calendar_across_day_month_and_year_ends() {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap());
+    let c = Counters::new(clock.clone());
+    let mut l = limits(Kind::Requests, 1_000_000);
+    l.0[Kind::Tokens as usize] = Some(Rule {
+        value: 1_000_000,
+        alert_threshold: 80,
+    });
+    let mut t = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
+    let (mut last_day, mut last_month) = (0, 0);
+    let (mut days, mut months) = (0, 0);
+    // Every 7 hours for ~14 months, and the seconds around each midnight.
+    for step in 0..1_500 {
+        for dt in [Duration::zero(), Duration::seconds(1)] {
+            let at = t + dt;
+            clock.set(at);
+            c.try_reserve(1, &l, one_request(1)).unwrap();
+            let day = period_of(Kind::Requests, at).0;
+            let month = period_of(Kind::Tokens, at).0;
+            if day != last_day {
+                days += 1;
+                assert_eq!(c.used(1, Kind::Requests), 1, "a new day starts at 1 ({at})");
+            }
+            if month != last_month {
+                months += 1;
+                assert_eq!(c.used(1, Kind::Tokens), 1, "a new month starts at 1 ({at})");
+            }
+            (last_day, last_month) = (day, month);
+        }
+        t += if step % 2 == 0 { Duration::hours(7) } else { Duration::seconds(7 * 3600 - 1) };
+    }
+    assert!(days > 400 && months >= 14, "{days} days, {months} months");
+}
