@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs sdk promtool bench-load
+.PHONY: run test prereqs sdk promtool bench-load bench-tune bench-compare bench-baseline
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -51,8 +51,31 @@ bench-load: prereqs
 		$(SUDO) apt-get install -y -q nginx-light wrk >/dev/null; }
 	@[ -x .bench/venv/bin/litellm ] || { python3 -m venv .bench/venv && .bench/venv/bin/pip install -q 'litellm[proxy]'; } \
 		|| echo "tollgate: LiteLLM did not install; the benchmark will say so"
+	@# @hono/node-server after 1.14.1 makes Portkey answer 500 to every proxied request
+	@# ("TypeError: immutable", Portkey-AI/gateway#1389): pinned until that is fixed.
 	@[ -f .bench/portkey/node_modules/@portkey-ai/gateway/build/start-server.js ] || { mkdir -p .bench/portkey \
-		&& cd .bench/portkey && npm init -y >/dev/null && npm install -q @portkey-ai/gateway >/dev/null; } \
+		&& cd .bench/portkey && npm init -y >/dev/null \
+		&& npm pkg set 'overrides[@hono/node-server]=1.14.1' 'overrides[@hono/node-ws]=1.2.0' \
+		&& npm install -q @portkey-ai/gateway >/dev/null; } \
 		|| echo "tollgate: Portkey did not install; the benchmark will say so"
+	@[ -x .bench/oha/bin/oha ] || cargo install --locked --quiet oha --root .bench/oha \
+		|| echo "tollgate: oha did not install; the fixed-rate latency phase will be skipped"
 	cargo build --release --locked -p tollgate -p tollgate-bench
 	python3 benches/load/run.py $(BENCH_ARGS)
+
+## bare pingora's settings compared (threads, work stealing, keep-alive pool): benches/results/tuning.md.
+bench-tune: prereqs
+	@command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 || $(SUDO) apt-get install -y -q nginx-light wrk >/dev/null
+	cargo build --release --locked -p tollgate-bench
+	python3 benches/load/run.py --tune $(BENCH_ARGS)
+
+## The criterion suite compared with the committed baseline (a regression shows as "regressed").
+bench-compare: prereqs
+	mkdir -p target/criterion && cp -r benches/results/criterion-baseline/. target/criterion/
+	cargo bench --locked --bench hot_path -- --baseline main
+
+## Re-records the committed criterion baseline (after a deliberate change; commit the result).
+bench-baseline: prereqs
+	cargo bench --locked --bench hot_path -- --save-baseline main
+	rm -rf benches/results/criterion-baseline && mkdir -p benches/results/criterion-baseline
+	cd target/criterion && find . -path '*/main/*' -name '*.json' -exec cp --parents {} ../../benches/results/criterion-baseline/ \;

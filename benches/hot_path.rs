@@ -1,6 +1,9 @@
-//! Criterion benches of the per-request pieces: the metering scanners on realistic bodies (a
-//! 4 KB JSON answer, a 200-event SSE stream, a 10 MB Imagen body), what a gzip copy would cost
-//! the meter, and the two local tokenizers. Run: `cargo bench --bench hot_path`.
+//! Criterion benches of the per-request pieces: classify, identify, the admission check with
+//! 10,000 orgs, the request meter and estimate, the response meter on each body shape (JSON,
+//! SSE, Imagen, a Veo operation, embeddings), settlement and pricing, the usage event's
+//! encodings (spool line, access-log line), what a gzip copy would cost the meter, and the two
+//! local tokenizers. Run: `cargo bench --bench hot_path`; `make bench-compare` compares with the
+//! committed baseline (benches/results/criterion-baseline).
 
 // A bench may unwrap: a failure is a broken fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -38,6 +41,16 @@ fn imagen_body(bytes: usize) -> Vec<u8> {
     format!("{{\"predictions\": [{}]}}", preds.join(", ")).into_bytes()
 }
 
+const VEO_DONE: &str = r#"{"name": "models/veo-3.0-generate-001/operations/abc123", "done": true, "response": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse", "generateVideoResponse": {"generatedSamples": [{"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/abc:download?alt=media"}}, {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/def:download?alt=media"}}]}}}"#;
+
+fn embeddings(n: usize) -> Vec<u8> {
+    let values: Vec<String> = (0..768)
+        .map(|i| format!("{:.6}", (i as f64 * 0.37).sin()))
+        .collect();
+    let one = format!("{{\"values\": [{}]}}", values.join(", "));
+    format!("{{\"embeddings\": [{}]}}", vec![one; n].join(", ")).into_bytes()
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -59,6 +72,8 @@ fn scanners(c: &mut Criterion) {
         ("sse_200_events", sse_stream(200)),
         ("imagen_2mb", imagen_body(2 * 1024 * 1024)),
         ("imagen_10mb", imagen_body(10 * 1024 * 1024)),
+        ("veo_operation_done", VEO_DONE.as_bytes().to_vec()),
+        ("embeddings_batch_100", embeddings(100)),
     ];
     let mut g = c.benchmark_group("meter");
     for (name, body) in &bodies {
@@ -171,5 +186,126 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-criterion_group!(benches, scanners, tokenizers, admission);
+/// The request side and the end of a request: classify, identify, meter the prompt, estimate
+/// the reservation, settle and price the answer, and encode the event (spool line, access line).
+fn request_pieces(c: &mut Criterion) {
+    use gateway::access_log::{AccessFormat, AccessLine, AccessLog, AccessLogSettings, LogSink};
+    use gateway::metering::pricing::PriceTable;
+    use gateway::metering::RequestMeter;
+    use gateway::snapshot::{Snapshot, SnapshotRows};
+    use store::KeyKind;
+
+    let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+    c.bench_function("request/classify", |b| {
+        b.iter(|| gateway::route::classify("POST", black_box(path)).unwrap())
+    });
+
+    let mut rows = SnapshotRows::default();
+    let key_of = |i: i64| format!("tg_bench{i:0>36}");
+    for i in 1..=10_000i64 {
+        rows.add_org(i, &format!("org-{i}"));
+        rows.add_key(i, i, KeyKind::App, &key_of(i));
+    }
+    let snap = Snapshot::from_rows(&rows);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-goog-api-key", key_of(5_000).parse().unwrap());
+    c.bench_function("request/identify_10k_keys", |b| {
+        b.iter(|| gateway::identity::identify(&snap, black_box(&headers), None).unwrap())
+    });
+
+    let prompt = br#"{"contents": [{"role": "user", "parts": [{"text": "Why is the sky blue? Answer in three sentences, for a ten-year-old, and mention Rayleigh scattering by name."}]}], "generationConfig": {"maxOutputTokens": 512, "temperature": 0.2}}"#;
+    let prices = PriceTable::load(std::path::Path::new("config/pricing.toml")).unwrap();
+    let route = gateway::route::classify("POST", path).unwrap();
+    c.bench_function("request/meter_and_estimate_prompt", |b| {
+        b.iter(|| {
+            let mut m = RequestMeter::default();
+            m.feed(black_box(prompt));
+            gateway::admission::estimate(&route, &m, true, prompt.len(), 1024, &prices)
+        })
+    });
+
+    let answer = json_answer();
+    let mut req = RequestMeter::default();
+    req.feed(prompt);
+    let resp = meter(&answer);
+    c.bench_function("request/settle_and_price", |b| {
+        b.iter(|| {
+            gateway::metering::settle(&route, true, black_box(&req), black_box(&resp), &prices)
+        })
+    });
+
+    let event = store::UsageEvent {
+        request_id: "0123456789abcdef0123456789abcdef".into(),
+        client_request_id: None,
+        occurred_at: chrono::Utc::now(),
+        org_id: Some(42),
+        key_id: Some(7),
+        user_ref: None,
+        tool: None,
+        provider: "gemini".into(),
+        model: "gemini-2.5-flash".into(),
+        operation: "generateContent".into(),
+        status: 200,
+        metered: true,
+        streamed: false,
+        input_tokens: 7,
+        output_tokens: 800,
+        thinking_tokens: 45,
+        cached_tokens: 0,
+        tool_prompt_tokens: 0,
+        total_tokens: 852,
+        input_audio_tokens: 0,
+        output_image_tokens: 0,
+        images: 0,
+        videos: 0,
+        video_seconds: 0,
+        cost_micros: 2_021,
+        estimated: false,
+        priced: true,
+        upstream_latency_ms: Some(812),
+        total_latency_ms: 815,
+    };
+    c.bench_function("event/spool_line_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&event)).unwrap())
+    });
+    for (name, format) in [
+        ("access_line_text", AccessFormat::Text),
+        ("access_line_json", AccessFormat::Json),
+    ] {
+        let log = AccessLog::new(AccessLogSettings {
+            format: Some(format),
+            sink: LogSink::new(|b| {
+                black_box(b);
+            }),
+        });
+        let mut n = 0u32;
+        c.bench_function(&format!("event/{name}"), |b| {
+            b.iter(|| {
+                log.record(black_box(&AccessLine {
+                    request_id: &event.request_id,
+                    client_request_id: "",
+                    org: "acme",
+                    key_prefix: "tg_abcdefg",
+                    provider: "gemini",
+                    model: "gemini-2.5-flash",
+                    operation: "generateContent",
+                    status: 200,
+                    refused: "",
+                    upstream_ms: Some(812),
+                    total_ms: 815,
+                    input_tokens: 7,
+                    output_tokens: 800,
+                    thinking_tokens: 45,
+                    cost_micros: 2_021,
+                }));
+                n += 1;
+                if n % 1024 == 0 {
+                    log.flush();
+                }
+            })
+        });
+    }
+}
+
+criterion_group!(benches, scanners, tokenizers, admission, request_pieces);
 criterion_main!(benches);

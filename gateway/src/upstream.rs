@@ -36,6 +36,26 @@ pub struct Upstream {
     connect_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
+    /// The header values sent on every request, built once (`Host`, the credential).
+    host_value: Option<http::HeaderValue>,
+    credential_header: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// A credential as the header that carries it (marked sensitive, so `Debug` hides it).
+fn credential_header(c: &Credential) -> Option<(http::HeaderName, http::HeaderValue)> {
+    let (name, value) = match c {
+        Credential::ApiKey(k) => (
+            http::HeaderName::from_static("x-goog-api-key"),
+            http::HeaderValue::from_str(k),
+        ),
+        Credential::Bearer(t) => (
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {t}")),
+        ),
+    };
+    let mut value = value.ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 impl Upstream {
@@ -60,7 +80,6 @@ impl Upstream {
             host,
             port,
             tls,
-            authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
             credential: s.credential.clone(),
             credential_env: s.credential_env.clone(),
@@ -70,6 +89,9 @@ impl Upstream {
             connect_timeout: g.connect_timeout,
             read_timeout: g.read_timeout,
             idle_timeout: g.idle_timeout,
+            host_value: http::HeaderValue::from_str(&authority).ok(),
+            credential_header: s.credential.as_ref().and_then(credential_header),
+            authority,
         }
     }
 
@@ -130,7 +152,10 @@ impl Upstream {
             target.push('?');
             target.push_str(&q);
         }
-        if target != uri.to_string() {
+        // Origin-form already equal to the target (the usual case): no new URI to parse.
+        if uri.scheme().is_some()
+            || Some(target.as_str()) != uri.path_and_query().map(|p| p.as_str())
+        {
             let new_uri = target.parse::<http::Uri>().map_err(|e| {
                 pingora::Error::because(
                     pingora::ErrorType::InternalError,
@@ -151,14 +176,12 @@ impl Upstream {
         for name in tollgate {
             req.remove_header(&name);
         }
-        match &self.credential {
-            Some(Credential::ApiKey(k)) => req.insert_header("x-goog-api-key", k.as_str())?,
-            Some(Credential::Bearer(t)) => {
-                req.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
-            }
-            None => {}
+        if let Some((name, value)) = &self.credential_header {
+            req.insert_header(name.clone(), value.clone())?;
         }
-        req.insert_header(http::header::HOST, self.authority.as_str())?;
+        if let Some(host) = &self.host_value {
+            req.insert_header(http::header::HOST, host.clone())?;
+        }
         // A compressed body would hide usageMetadata from the meter (see README: metering).
         req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         Ok(())

@@ -411,7 +411,10 @@ mod tests {
         let sql = values_sql("INSERT INTO t (a, b) ", "", 2, 2, true);
         assert_eq!(sql, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)");
         assert_eq!(insert_sql(false, 4).matches('$').count(), EVENT_BINDS);
-        assert_eq!(rollup_sql(false, 0).matches('$').count(), ROLLUP_BINDS * 256);
+        assert_eq!(
+            rollup_sql(false, 0).matches('$').count(),
+            ROLLUP_BINDS * 256
+        );
         assert_eq!(insert_sql(true, 1).matches('?').count(), EVENT_BINDS * 64);
     }
 }

@@ -210,7 +210,7 @@ async fn a_cost_burst_overshoots_by_at_most_one_request() {
     let env = TestEnv::start().await;
     let (org, key) = env.org_with_key("acme").await;
     // Each call costs 32 micro-dollars (5 in, 5 out, 7 thinking on gemini-2.5-flash) and reserves
-    // its estimate (prompt by tiktoken + maxOutputTokens 20) while in flight.
+    // its estimate (short prompt at 3 bytes per token + maxOutputTokens 20) while in flight.
     let limit = 3_000;
     set_limit(&env, org, LimitType::MonthlyCost, limit, true).await;
     let tasks: Vec<_> = (0..200)

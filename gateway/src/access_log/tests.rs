@@ -30,7 +30,10 @@ fn captured(format: AccessFormat, lines: &[AccessLine<'_>]) -> String {
     for l in lines {
         log.record(l);
     }
-    assert!(got.lock().unwrap().is_empty(), "nothing is written before a flush");
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing is written before a flush"
+    );
     log.flush();
     log.flush(); // an empty flush writes nothing more
     let out = String::from_utf8(got.lock().unwrap().clone()).unwrap();
@@ -79,10 +82,23 @@ fn a_missing_upstream_time_is_left_out() {
 #[test]
 fn text_lines_are_one_line_each_with_quoted_strings() {
     let out = captured(AccessFormat::Text, &[line()]);
-    assert_eq!(out.lines().count(), 1, "the newline in the org name is escaped");
-    assert!(out.contains("  INFO access: request request_id=\"0123456789abcdef0123456789abcdef\""), "{out}");
-    assert!(out.contains(" org=\"acme \\\"quoted\\\" \\\\ org\\n\""), "{out}");
-    assert!(out.contains(" status=200 refused=\"\" upstream_ms=12 total_ms=13 tokens.input=6"), "{out}");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the newline in the org name is escaped"
+    );
+    assert!(
+        out.contains("  INFO access: request request_id=\"0123456789abcdef0123456789abcdef\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(" org=\"acme \\\"quoted\\\" \\\\ org\\n\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(" status=200 refused=\"\" upstream_ms=12 total_ms=13 tokens.input=6"),
+        "{out}"
+    );
     assert!(out.ends_with(" cost_micros=21\n"), "{out}");
 }
 

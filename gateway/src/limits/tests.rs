@@ -245,7 +245,11 @@ fn the_cached_period_ids_match_the_calendar_across_day_month_and_year_ends() {
             }
             (last_day, last_month) = (day, month);
         }
-        t += if step % 2 == 0 { Duration::hours(7) } else { Duration::seconds(7 * 3600 - 1) };
+        t += if step % 2 == 0 {
+            Duration::hours(7)
+        } else {
+            Duration::seconds(7 * 3600 - 1)
+        };
     }
     assert!(days > 400 && months >= 14, "{days} days, {months} months");
 }

@@ -1,5 +1,7 @@
 //! A bare pingora passthrough (same pingora version as Tollgate, no logic): the limit of our
-//! framework on this machine. Usage: `bare-pingora LISTEN UPSTREAM [THREADS]`.
+//! framework on this machine. Usage:
+//! `bare-pingora LISTEN UPSTREAM [THREADS] [WORK_STEALING=true] [KEEPALIVE_POOL=128]`
+//! (the last three are the tuning knobs the benchmark's `--tune` run compares).
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -37,8 +39,12 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(([127, 0, 0, 1], 9700).into());
     let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let work_stealing = args.next().and_then(|t| t.parse().ok()).unwrap_or(true);
+    let upstream_keepalive_pool_size = args.next().and_then(|t| t.parse().ok()).unwrap_or(128);
     let conf = ServerConf {
         threads,
+        work_stealing,
+        upstream_keepalive_pool_size,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -1,6 +1,8 @@
 //! A fast fake Google upstream for the load benchmark: a ~2 KB `generateContent` answer with
 //! `usageMetadata`, a 50-event SSE stream, and a 2 MB Imagen-like body, all prepared once at
-//! start so the upstream is never the bottleneck. Usage: `fake-upstream ADDR`.
+//! start so the upstream is never the bottleneck. A stream request with `slow=N` in its query
+//! gets N small events 500 ms apart instead (the memory benchmark holds 1,000 of them open).
+//! Usage: `fake-upstream ADDR`.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -40,8 +42,42 @@ fn bodies() -> Bodies {
     }
 }
 
+/// `slow=N` from the query: that many events, 500 ms apart.
+fn slow_events(uri: &Uri) -> Option<u32> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("slow="))
+        .and_then(|n| n.parse().ok())
+}
+
+fn slow_stream(n: u32) -> Response {
+    let events = futures_util::stream::unfold(0u32, move |i| async move {
+        if i >= n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let event = format!(
+            "data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"slow chunk {i}\"}}],\"role\": \"model\"}},\"index\": 0}}],\"usageMetadata\": {{\"promptTokenCount\": 5,\"candidatesTokenCount\": {},\"totalTokenCount\": {}}},\"modelVersion\": \"gemini-2.5-flash\"}}\r\n\r\n",
+            3 * (i + 1),
+            5 + 3 * (i + 1)
+        );
+        Some((Ok::<_, std::io::Error>(Bytes::from(event)), i + 1))
+    });
+    let mut r = Response::new(Body::from_stream(events));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
 fn reply(b: &Arc<Bodies>, uri: &Uri) -> Response {
     let path = uri.path();
+    if let Some(n) = slow_events(uri).filter(|_| path.ends_with(":streamGenerateContent")) {
+        return slow_stream(n);
+    }
     let (body, ct) = if path.ends_with(":streamGenerateContent") {
         (b.sse.clone(), "text/event-stream")
     } else if path.ends_with(":predict") {
