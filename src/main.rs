@@ -1,6 +1,11 @@
 //! The `tollgate` binary: parse the command line and run it. Errors become one line on stderr
 //! and a non-zero exit status.
 
+/// mimalloc: cheaper per allocation than glibc's malloc on the proxy's many small buffers, and
+/// it returns freed memory instead of fragmenting per-thread arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match tollgate::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

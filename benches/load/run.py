@@ -481,7 +481,8 @@ def tune(args, tmp, logs, lua):
                 ("threads=1, keep-alive pool 1024", ["1", "true", "1024"], PROXY_CPU),
                 ("threads=2 on one core", ["2", "true", "128"], PROXY_CPU),
                 ("threads=2, both cores (unpinned)", ["2", "true", "128"], None),
-                ("threads=2, both cores, no work stealing", ["2", "false", "128"], None)]
+                ("threads=2, both cores, no work stealing", ["2", "false", "128"], None),
+                ("threads=1, default settings, mimalloc (as Tollgate)", ["1", "true", "128"], PROXY_CPU)]
     results = {}
     try:
         up_port = free_port()
@@ -490,7 +491,8 @@ def tune(args, tmp, logs, lua):
         targets = []
         for name, a, cpus in variants:
             port = free_port()
-            p = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *a], logs, cpus=cpus)
+            exe = "bare-pingora-mimalloc" if "mimalloc" in name else "bare-pingora"
+            p = spawn([os.path.join(REL, exe), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *a], logs, cpus=cpus)
             procs.append(p)
             wait_port(port)
             targets.append(Target(name, port, proc=p))
