@@ -1,8 +1,9 @@
 //! The `tollgate` binary: parse the command line and run it. Errors become one line on stderr
 //! and a non-zero exit status.
 
-/// mimalloc: cheaper per allocation than glibc's malloc on the proxy's many small buffers, and
-/// it returns freed memory instead of fragmenting per-thread arenas.
+/// mimalloc (feature `mimalloc`): ~10 % less CPU per request than glibc's malloc, but about 2.5x
+/// the resident memory per in-flight stream (see Cargo.toml); off by default.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -299,7 +299,11 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
 
 fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
     let conf = ServerConf {
-        threads: settings.threads.max(1),
+        // 0 means one worker per core, as the configuration documents.
+        threads: match settings.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
