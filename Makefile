@@ -76,6 +76,6 @@ bench-compare: prereqs
 
 ## Re-records the committed criterion baseline (after a deliberate change; commit the result).
 bench-baseline: prereqs
-	cargo bench --locked --bench hot_path -- --save-baseline main
+	cargo bench --locked --bench hot_path -- --save-baseline main --warm-up-time 1 --measurement-time 3
 	rm -rf benches/results/criterion-baseline && mkdir -p benches/results/criterion-baseline
 	cd target/criterion && find . -path '*/main/*' -name '*.json' -exec cp --parents {} ../../benches/results/criterion-baseline/ \;
