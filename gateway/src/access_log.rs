@@ -24,7 +24,10 @@ pub enum AccessFormat {
 /// Where flushed lines go (the binary passes its non-blocking log writer, so access lines and
 /// other log lines share one ordered stream).
 #[derive(Clone)]
-pub struct LogSink(Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct LogSink(Arc<SinkFn>);
+
+/// What a sink does with a flushed batch.
+type SinkFn = dyn Fn(&[u8]) + Send + Sync;
 
 impl LogSink {
     /// A sink calling `f` with each flushed batch of whole lines.
