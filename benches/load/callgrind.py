@@ -61,18 +61,19 @@ def profile(name, cmd, env, port, headers, n, top, tmp, logs):
         except OSError:
             pass
     dumps = sorted(glob.glob(f"{out}.*"), key=os.path.getmtime)
-    # The dump made by `-d` is the one with a part number (…​.pid.1); the final one is at exit.
+    # The dump made by `-d` is the one with a part number (NAME.PID.1); the final one is at exit.
     parts = [d for d in dumps if d.count(".") > out.count(".") + 1] or dumps
-    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", parts[0]], capture_output=True, text=True).stdout
+    ann = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes", parts[0]], capture_output=True, text=True).stdout
     total = next((int(l.split()[0].replace(",", "")) for l in ann.splitlines() if l.strip().endswith("PROGRAM TOTALS")), 0)
     print(f"\n== {name}: {total / n:,.0f} instructions per request ({n} requests)")
     incl = [l for l in ann.splitlines() if "(" in l and l.strip()[:1].isdigit()]
     print("-- inclusive")
     for l in incl[:top]:
         print(l[:200])
-    slf = subprocess.run(["callgrind_annotate", parts[0]], capture_output=True, text=True).stdout
-    print("-- self")
-    for l in [l for l in slf.splitlines() if "(" in l and l.strip()[:1].isdigit()][:top]:
+    slf = subprocess.run(["callgrind_annotate", "--threshold=100", parts[0]], capture_output=True, text=True).stdout
+    print("-- self (thread and runtime entry frames, which this callgrind_annotate lists whole, left out)")
+    rows = [l for l in slf.splitlines() if "(" in l and l.strip()[:1].isdigit()]
+    for l in [l for l in rows if float(l.split("(")[1].split("%")[0]) < 50][:top]:
         print(l[:200])
     return total / n
 
@@ -85,11 +86,9 @@ def main():
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-callgrind-")
     logs = open(os.path.join(tmp, "processes.log"), "w")
-    up_port = run.free_port()
-    up = run.spawn([os.path.join(run.REL, "fake-upstream"), f"127.0.0.1:{up_port}"], logs)
-    results = {}
+    procs, results = [], {}
     try:
-        run.wait_port(up_port)
+        up_port = run.start_upstream(logs, procs)
         if args.only in (None, "bare"):
             port = run.free_port()
             results["bare pingora"] = profile("bare", [os.path.join(run.REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", "1"],
@@ -100,7 +99,7 @@ def main():
             results["tollgate"] = profile("tollgate", [os.path.join(run.REL, "tollgate"), "gateway"], env, port,
                                           {"x-goog-api-key": key}, args.requests, args.top, tmp, logs)
     finally:
-        os.killpg(up.pid, 9)
+        run.stop_all(procs)
         logs.close()
     print()
     for k, v in results.items():

@@ -411,28 +411,39 @@ def pg_reachable():
         return False
 
 
-def start_upstream_and_proxies(tmp, logs, procs, with_pg=True):
-    """The fake upstream, nginx and bare pingora; the targets list (direct first)."""
-    up_port = free_port()
-    up = spawn([os.path.join(REL, "fake-upstream"), f"127.0.0.1:{up_port}"], logs, cpus=UPSTREAM_CPU)
-    procs.append(up)
-    wait_port(up_port)
-    targets = [Target("direct (fake upstream)", up_port, proc=None)]
-    ng_port = free_port()
-    ng_conf = os.path.join(tmp, "nginx.conf")
-    with open(ng_conf, "w") as f:
-        f.write(f"""daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;
+def start_upstream(logs, procs):
+    """The fake upstream, on the load generator's core; its port."""
+    port = free_port()
+    procs.append(spawn([os.path.join(REL, "fake-upstream"), f"127.0.0.1:{port}"], logs, cpus=UPSTREAM_CPU))
+    wait_port(port)
+    return port
+
+
+def start_nginx(name, tmp, up_port, logs, procs):
+    """nginx (Debian's) as a plain reverse proxy in front of the fake upstream, one worker."""
+    port = free_port()
+    tag = name.split()[0] + str(port)
+    conf = os.path.join(tmp, f"nginx-{tag}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; worker_processes 1; pid {tmp}/nginx-{tag}.pid; error_log {tmp}/nginx-{tag}-error.log;
 worker_rlimit_nofile 8192;
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {tmp}/nginx-body; proxy_temp_path {tmp}/nginx-proxy;
   upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{ng_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
     proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 60s; }} }} }}
 """)
-    ng = spawn(["nginx", "-c", ng_conf], logs, cpus=PROXY_CPU)
+    ng = spawn(["nginx", "-c", conf], logs, cpus=PROXY_CPU)
     procs.append(ng)
-    wait_port(ng_port)
-    targets.append(Target("nginx proxy_pass (1 worker)", ng_port, proc=ng))
+    wait_port(port)
+    return Target(name, port, proc=ng)
+
+
+def start_upstream_and_proxies(tmp, logs, procs):
+    """The fake upstream, nginx, bare pingora and Tollgate on SQLite; the targets (direct first)."""
+    up_port = start_upstream(logs, procs)
+    targets = [Target("direct (fake upstream)", up_port, proc=None),
+               start_nginx("nginx proxy_pass (1 worker)", tmp, up_port, logs, procs)]
     bp_port = free_port()
     bp = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{bp_port}", f"127.0.0.1:{up_port}", "1"], logs, cpus=PROXY_CPU)
     procs.append(bp)
@@ -485,9 +496,7 @@ def tune(args, tmp, logs, lua):
                 ("threads=1, default settings, mimalloc (as Tollgate)", ["1", "true", "128"], PROXY_CPU)]
     results = {}
     try:
-        up_port = free_port()
-        procs.append(spawn([os.path.join(REL, "fake-upstream"), f"127.0.0.1:{up_port}"], logs, cpus=UPSTREAM_CPU))
-        wait_port(up_port)
+        up_port = start_upstream(logs, procs)
         targets = []
         for name, a, cpus in variants:
             port = free_port()
@@ -496,20 +505,7 @@ def tune(args, tmp, logs, lua):
             procs.append(p)
             wait_port(port)
             targets.append(Target(name, port, proc=p))
-        ng_port = free_port()
-        ng_conf = os.path.join(tmp, "nginx-tune.conf")
-        with open(ng_conf, "w") as f:
-            f.write(f"""daemon off; worker_processes 1; pid {tmp}/nginx-tune.pid; error_log {tmp}/nginx-tune-error.log;
-events {{ worker_connections 4096; }}
-http {{ access_log off; client_body_temp_path {tmp}/nginx-body; proxy_temp_path {tmp}/nginx-proxy;
-  upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{ng_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
-    proxy_set_header Connection ""; proxy_buffering off; }} }} }}
-""")
-        ng = spawn(["nginx", "-c", ng_conf], logs, cpus=PROXY_CPU)
-        procs.append(ng)
-        wait_port(ng_port)
-        targets.append(Target("nginx proxy_pass (1 worker), for reference", ng_port, proc=ng))
+        targets.append(start_nginx("nginx proxy_pass (1 worker), for reference", tmp, up_port, logs, procs))
         for c in (16, 64):
             runs = {t.name: [] for t in targets}
             for _ in range(args.rounds):
@@ -623,10 +619,7 @@ def main():
     if not args.quick:
         procs = []
         try:
-            up_port = free_port()
-            procs.append(spawn([os.path.join(REL, "fake-upstream"), f"127.0.0.1:{up_port}"], logs, cpus=UPSTREAM_CPU))
-            wait_port(up_port)
-            extra["big_config"] = big_config_rss(up_port, tmp, logs)
+            extra["big_config"] = big_config_rss(start_upstream(logs, procs), tmp, logs)
         finally:
             stop_all(procs)
     logs.close()

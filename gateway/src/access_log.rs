@@ -178,15 +178,17 @@ fn format_line(
             stamp.copy_from_slice(s.as_bytes());
         }
     }
-    let mut ts = [0u8; 28];
+    // `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+    let mut ts = [0u8; 27];
     ts[..19].copy_from_slice(stamp);
     ts[19] = b'.';
-    let micros = since.subsec_micros();
-    for (i, d) in (0..6).rev().zip([100_000, 10_000, 1_000, 100, 10, 1]) {
-        ts[20 + (5 - i)] = b'0' + ((micros / d) % 10) as u8;
+    let mut micros = since.subsec_micros();
+    for digit in ts[20..26].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
     }
     ts[26] = b'Z';
-    let ts = &ts[..27];
+    let ts = &ts[..];
     let json = format == AccessFormat::Json;
     if json {
         out.extend_from_slice(b"{\"timestamp\":\"");

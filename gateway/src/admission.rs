@@ -191,3 +191,6 @@ pub fn reserve(
             GatewayError::LimitExceeded(refusal)
         })
 }
+
+#[cfg(test)]
+mod tests;

@@ -630,14 +630,6 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let event = self.usage_event(ctx, status).await;
-        let (provider, operation, model) = match &ctx.route {
-            Some(r) => (
-                r.provider.as_str(),
-                r.operation.as_str(),
-                r.model.as_deref().unwrap_or(""),
-            ),
-            None => ("none", "none", ""),
-        };
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
         self.access_log.record(&AccessLine {
@@ -645,9 +637,9 @@ impl ProxyHttp for Proxy {
             client_request_id: ctx.client_request_id.as_deref().unwrap_or(""),
             org: id.map_or("", |i| &*i.org_name),
             key_prefix: id.map_or("", |i| &*i.key_prefix),
-            provider,
-            model,
-            operation,
+            provider: &event.provider,
+            model: &event.model,
+            operation: &event.operation,
             status,
             refused: ctx.refused.as_ref().map_or("", |e| e.kind()),
             upstream_ms: ctx.upstream_header_ms,

@@ -1,7 +1,9 @@
 //! Starting a whole Tollgate in-process against the fake upstream, and small helpers.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use store::{Feature, KeyKind, Store};
 use tollgate::config::Config;
@@ -147,6 +149,23 @@ impl TestEnv {
         }
     }
 
+    /// Runs the `tollgate` binary against this environment's database and returns its stdout;
+    /// a non-zero exit fails the test with the command's stderr.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new(bin())
+            .args(args)
+            .env("TOLLGATE_DATABASE__URL", &self.db_url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Asserts the fake saw nothing it should not have.
     pub fn assert_clean_upstream(&self) {
         let v = self.fake.violations();
@@ -155,6 +174,43 @@ impl TestEnv {
             "the upstream received what only the gateway may see: {v:#?}"
         );
     }
+}
+
+/// Checks `ready` every 100 ms until it holds; fails with `what` once `within` has passed.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !ready().await {
+        assert!(start.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GETs a URL; the body as text.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// GETs a URL; the body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The built `tollgate` binary.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use store::{Feature, KeyKind, LimitSpec, LimitType};
 use tokio::sync::Notify;
 
-use crate::harness::{bin, client, postgres_url, unique_schema, Opts, TestEnv};
+use crate::harness::{client, eventually, get_json, postgres_url, unique_schema, Opts, TestEnv};
 use crate::metering::event;
 use crate::outage::CuttableProxy;
 use crate::sdk::python;
@@ -350,19 +350,7 @@ async fn limits_set_and_removed_with_the_cli_apply_within_5_seconds() {
     for _ in 0..3 {
         assert_eq!(gen(&env.gateway_url, &key, prompt()).await.status(), 200);
     }
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .args(args)
-            .env("TOLLGATE_DATABASE__URL", &env.db_url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    cli(&[
+    env.cli(&[
         "limit",
         "set",
         "--org",
@@ -371,31 +359,29 @@ async fn limits_set_and_removed_with_the_cli_apply_within_5_seconds() {
         "daily_requests",
         "--value",
         "2",
-    ]);
-    let changed = Instant::now();
-    while gen(&env.gateway_url, &key, prompt()).await.status() != 429 {
-        assert!(
-            changed.elapsed() < Duration::from_secs(5),
-            "a new limit was not enforced within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    cli(&[
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "a new limit was not enforced within 5 s",
+        || async { gen(&env.gateway_url, &key, prompt()).await.status() == 429 },
+    )
+    .await;
+    env.cli(&[
         "limit",
         "remove",
         "--org",
         "acme",
         "--type",
         "daily_requests",
-    ]);
-    let changed = Instant::now();
-    while gen(&env.gateway_url, &key, prompt()).await.status() != 200 {
-        assert!(
-            changed.elapsed() < Duration::from_secs(5),
-            "a removed limit still refused after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "a removed limit still refused after 5 s",
+        || async { gen(&env.gateway_url, &key, prompt()).await.status() == 200 },
+    )
+    .await;
     env.stop().await;
 }
 
@@ -492,14 +478,12 @@ async fn with_the_database_down_at_start_up_requests_flow_and_limits_return() {
     );
 
     proxy.restore();
-    let back = Instant::now();
-    while g.metrics.degraded.get() != 0 {
-        assert!(
-            back.elapsed() < Duration::from_secs(15),
-            "still degraded 15 s after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "still degraded 15 s after the database came back",
+        || async { g.metrics.degraded.get() == 0 },
+    )
+    .await;
     assert_eq!(
         gen(&env.gateway_url, &key, prompt()).await.status(),
         429,
@@ -508,14 +492,7 @@ async fn with_the_database_down_at_start_up_requests_flow_and_limits_return() {
     // The heartbeat the admin service shows for its banner: this gateway, no longer degraded.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status: Value = client()
-            .get(format!("{}/api/v1/status", env.admin_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = get_json(&format!("{}/api/v1/status", env.admin_url)).await;
         let gws = status["gateways"].as_array().cloned().unwrap_or_default();
         if gws
             .iter()

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use store::UsageEvent;
 
-use crate::harness::{client, TestEnv};
+use crate::harness::{client, get_json, TestEnv};
 
 /// Waits until the ledger has stored the event of a request.
 pub async fn event(env: &TestEnv, request_id: &str) -> UsageEvent {
@@ -302,14 +302,7 @@ async fn every_response_shape_is_metered_and_priced() {
     let e = event(&env, "m-unknown").await;
     assert!(!e.priced && e.cost_micros > 0, "{e:?}");
     // The admin service lists it as a pricing alert.
-    let status: Value = client()
-        .get(format!("{}/api/v1/status", env.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&format!("{}/api/v1/status", env.admin_url)).await;
     assert_eq!(
         status["unpriced_models"][0]["model"], "gemini-99-flash",
         "{status}"

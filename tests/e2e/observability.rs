@@ -11,17 +11,10 @@ use store::{Feature, KeyKind, LimitSpec, LimitType};
 use tokio::io::AsyncBufReadExt;
 
 use crate::fake_google::{FakeGoogle, PROVIDER_KEY};
-use crate::harness::{bin, client, free_port, Opts, TestEnv};
+use crate::harness::{bin, client, free_port, get_text, Opts, TestEnv};
 
 async fn scrape(url: &str) -> (String, prometheus_parse::Scrape) {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("{url}/metrics")).await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
     (text, parsed)
@@ -249,14 +242,7 @@ async fn metrics_after_known_traffic() {
     assert_eq!(value(&s, "tollgate_events_spooled_total", &[]), 1.0);
     assert!(value(&s, "tollgate_spool_bytes", &[]) >= 0.0);
     promtool(&text);
-    let ready = client()
-        .get(format!("{}/readyz", env.metrics_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = get_text(&format!("{}/readyz", env.metrics_url)).await;
     assert!(ready.contains("fail-open engaged"), "{ready}");
     env.stop().await;
 }

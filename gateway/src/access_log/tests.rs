@@ -1,3 +1,5 @@
+//! Unit tests of the access log: the JSON and text line shapes, escaping, buffering until a flush.
+
 use super::*;
 
 fn line() -> AccessLine<'static> {
