@@ -561,20 +561,8 @@ async fn the_cli_reports_usage_and_events() {
     .await
     .unwrap();
     event(&env, "cli-img").await;
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(crate::harness::bin())
-            .args(args)
-            .env("TOLLGATE_DATABASE__URL", &env.db_url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let usage: Value = serde_json::from_str(&run(&["usage", "--org", "acme", "--json"])).unwrap();
+    let usage: Value =
+        serde_json::from_str(&env.cli(&["usage", "--org", "acme", "--json"]).await).unwrap();
     let t = &usage["totals"];
     assert_eq!(
         (
@@ -600,13 +588,16 @@ async fn the_cli_reports_usage_and_events() {
         vec!["imagen-4.0-generate-001", "gemini-2.5-flash"],
         "by cost, highest first"
     );
-    let table = run(&["usage", "--org", "acme"]);
+    let table = env.cli(&["usage", "--org", "acme"]).await;
     assert!(
         table.contains("$0.080096") && table.contains("operation predict"),
         "{table}"
     );
-    let events: Value =
-        serde_json::from_str(&run(&["events", "--org", "acme", "--limit", "2", "--json"])).unwrap();
+    let events: Value = serde_json::from_str(
+        &env.cli(&["events", "--org", "acme", "--limit", "2", "--json"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(events.as_array().unwrap().len(), 2);
     assert_eq!(events[0]["client_request_id"], "cli-img", "newest first");
     let bad = std::process::Command::new(crate::harness::bin())
