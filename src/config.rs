@@ -164,7 +164,8 @@ pub struct GatewayConfig {
     pub upstream_read_timeout_ms: u64,
     /// Pooled upstream connections idle longer than this are closed, in milliseconds.
     pub upstream_idle_timeout_ms: u64,
-    /// Keys, orgs and feature flags are reloaded from the store this often, in seconds.
+    /// The store's config version is checked this often, in seconds; keys, orgs, flags and
+    /// limits are reloaded when it moved.
     pub refresh_secs: u64,
     /// On SIGTERM, in-flight requests get this many seconds to finish.
     pub shutdown_grace_secs: u64,

@@ -467,7 +467,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = format!("{:032x}", rand::random::<u128>());
+        ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
         let admitted = match self.admit(session, ctx) {
             Ok(()) => self.enforce_limits(session, ctx).await,

@@ -297,6 +297,10 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     Ok(running)
 }
 
+/// Whether this process already started a server without work stealing (see [`build_server`]).
+static NO_STEAL_SERVER_STARTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
     let conf = ServerConf {
         // 0 means one worker per core, as the configuration documents.
@@ -304,6 +308,15 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        // One independent current-thread runtime per worker instead of a work-stealing pool:
+        // +23 % requests/s for bare pingora on one core (benches/results/tuning.md), and the
+        // hooks never need a task to migrate (the slow work goes to spawn_blocking or a channel).
+        // Only for the first server of a process: pingora 0.9 keeps each no-steal worker's
+        // runtime handles in a `thread_local::ThreadLocal`, whose slots are handed to new threads
+        // that reuse an exited thread's id, so a second server started in the same process (the
+        // tests restart the gateway in-process) would spawn its connections onto the first
+        // one's dead runtimes and never answer.
+        work_stealing: NO_STEAL_SERVER_STARTED.swap(true, std::sync::atomic::Ordering::SeqCst),
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

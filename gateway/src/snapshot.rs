@@ -3,6 +3,7 @@
 //! snapshot (one atomic increment) and reads hash maps; it never touches the store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,7 +244,13 @@ pub struct LiveConfig {
     /// Where the last-known-good rows are saved (none in tests that do not ask for it).
     saved_path: Option<std::path::PathBuf>,
     saved_digest: std::sync::Mutex<u64>,
+    /// The store's config version the current snapshot was loaded at ([`NO_VERSION`] when it
+    /// came from elsewhere: empty, the saved copy, or a test).
+    version: AtomicI64,
 }
+
+/// "The current snapshot was not loaded from the store at a known version."
+const NO_VERSION: i64 = i64::MIN;
 
 impl LiveConfig {
     /// Starts with an empty snapshot (every key unknown) until the first load succeeds.
@@ -258,6 +265,7 @@ impl LiveConfig {
             refreshed_at: ArcSwap::from_pointee(None),
             saved_path: path,
             saved_digest: std::sync::Mutex::new(0),
+            version: AtomicI64::new(NO_VERSION),
         }
     }
 
@@ -275,6 +283,7 @@ impl LiveConfig {
             Err(_) => return false,
         };
         self.current.store(Arc::new(Snapshot::from_rows(&rows)));
+        self.version.store(NO_VERSION, Ordering::Relaxed);
         tracing::warn!(file = %path.display(), "store unreachable: using the saved copy of keys, flags and limits");
         true
     }
@@ -318,6 +327,7 @@ impl LiveConfig {
     /// Replaces the snapshot.
     pub fn store(&self, snap: Snapshot) {
         self.current.store(Arc::new(snap));
+        self.version.store(NO_VERSION, Ordering::Relaxed);
         self.refreshed_at.store(Arc::new(Some(Instant::now())));
     }
 
@@ -326,11 +336,27 @@ impl LiveConfig {
         (**self.refreshed_at.load()).map(|t| t.elapsed())
     }
 
-    /// Reloads from the store once; logs and keeps the old snapshot on failure.
+    /// Syncs with the store once: reads its config version and reloads keys, orgs, flags and
+    /// limits only when the version moved since the current snapshot was loaded (one small
+    /// query otherwise, however many keys there are). Logs and keeps the old snapshot on failure.
     pub async fn refresh(&self, store: &Store) -> bool {
+        // The version is read before the rows: a change committed in between is loaded now and
+        // loaded again at the next refresh (its version differs), never missed.
+        let version = match store.config_version().await {
+            Ok(version) if version == self.version.load(Ordering::Relaxed) => {
+                self.refreshed_at.store(Arc::new(Some(Instant::now())));
+                return true;
+            }
+            Ok(version) => version,
+            Err(e) => {
+                tracing::warn!(error.kind = e.kind(), error = %e, "live config refresh failed; keeping the previous snapshot");
+                return false;
+            }
+        };
         match SnapshotRows::load(store).await {
             Ok(rows) => {
                 self.store(Snapshot::from_rows(&rows));
+                self.version.store(version, Ordering::Relaxed);
                 self.save(&rows);
                 true
             }

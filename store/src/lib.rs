@@ -221,6 +221,15 @@ impl Store {
         Ok(())
     }
 
+    /// The live-config version: bumped (by triggers) whenever orgs, keys, feature flags or limits
+    /// change, however they were changed. Equal versions mean an unchanged gateway snapshot.
+    pub async fn config_version(&self) -> Result<i64> {
+        let v = with_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(pool)
+            .await)?;
+        Ok(v)
+    }
+
     /// Closes every pooled connection.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)

@@ -73,6 +73,7 @@ conformance!(
     limit_alerts_fire_once_per_period,
     audit_log,
     gateway_heartbeats,
+    config_version_moves_with_every_change_gateways_load,
 );
 
 #[test]
@@ -646,4 +647,57 @@ async fn large_batches_with_repeats_are_stored_once(s: Store) {
         s.daily_rollups(org.id, day, day).await.unwrap()[0].requests,
         1_200
     );
+}
+
+/// Gateways reload their snapshot only when this version moved: every change to orgs, keys,
+/// flags and limits must move it, and the busy write paths (events, heartbeats) must not.
+async fn config_version_moves_with_every_change_gateways_load(s: Store) {
+    let mut last = s.config_version().await.unwrap();
+    let mut moved = |what: &'static str, now: i64| {
+        assert!(now != last, "{what} must move the config version");
+        last = now;
+    };
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    moved("creating an org", s.config_version().await.unwrap());
+    let (key, _) = s.create_key(org.id, KeyKind::App, "k", None).await.unwrap();
+    moved("creating a key", s.config_version().await.unwrap());
+    s.revoke_key(key.id).await.unwrap();
+    moved("revoking a key", s.config_version().await.unwrap());
+    s.set_feature(org.id, Feature::Streaming, false)
+        .await
+        .unwrap();
+    moved("switching a feature off", s.config_version().await.unwrap());
+    let spec = LimitSpec {
+        limit_type: LimitType::DailyRequests,
+        value: 5,
+        alert_threshold: 80,
+        enabled: true,
+    };
+    s.set_limit(org.id, &spec).await.unwrap();
+    moved("setting a limit", s.config_version().await.unwrap());
+    s.remove_limit(org.id, LimitType::DailyRequests)
+        .await
+        .unwrap();
+    moved("removing a limit", s.config_version().await.unwrap());
+    s.rename_org(org.id, "acme2").await.unwrap();
+    moved("renaming an org", s.config_version().await.unwrap());
+
+    let before = s.config_version().await.unwrap();
+    s.insert_events(&[event("cv-1", Some(org.id), Utc::now(), "gemini-2.5-flash")])
+        .await
+        .unwrap();
+    s.heartbeat("gw-1", "0.1.0", false, None).await.unwrap();
+    s.audit("tester", "noop", Some(org.id), "", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.config_version().await.unwrap(),
+        before,
+        "usage events, heartbeats and the audit log leave the version alone"
+    );
+
+    s.delete_key(key.id).await.unwrap();
+    moved("deleting a key", s.config_version().await.unwrap());
+    s.delete_org(org.id).await.unwrap();
+    moved("deleting an org", s.config_version().await.unwrap());
 }

@@ -432,6 +432,45 @@ async fn a_key_revoked_with_the_cli_is_refused_within_5_seconds() {
     env.stop().await;
 }
 
+/// Keys are re-read only when the store's config version moved (not every 2 s: 100,000 keys
+/// would be rebuilt each time), and a change made with plain SQL moves it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_config_is_rebuilt_only_when_the_store_changed_even_by_plain_sql() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    let live = &env.running.as_ref().unwrap().gateway.as_ref().unwrap().live;
+    let before = std::sync::Arc::clone(&live.load());
+    env.refresh().await;
+    assert!(
+        std::sync::Arc::ptr_eq(&before, &live.load()),
+        "an unchanged store must not rebuild the snapshot"
+    );
+
+    let secret = "tg_plainsqlplainsqlplainsqlplainsql0";
+    let pool = sqlx::SqlitePool::connect(&env.db_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO api_keys (org_id, kind, name, prefix, key_hash, created_at) \
+         VALUES (?, 'app', 'sql', ?, ?, '2026-11-28T00:00:00Z')",
+    )
+    .bind(org)
+    .bind(store::key_prefix(secret))
+    .bind(store::hash_key(secret))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = format!("{}{GEN}", env.gateway_url);
+    eventually(
+        Duration::from_secs(5),
+        "a key inserted with plain SQL was not accepted within 5 s",
+        || async { post(&url, Some(secret), &[]).await.status() == 200 },
+    )
+    .await;
+    assert!(!std::sync::Arc::ptr_eq(&before, &live.load()));
+    assert_eq!(post(&url, Some(&key), &[]).await.status(), 200);
+    pool.close().await;
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn developer_api_imagen_and_veo_as_older_sdks_call_them() {
     let env = TestEnv::start().await;
