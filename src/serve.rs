@@ -74,6 +74,7 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         listen: s.gateway_listen,
         metrics_listen: s.metrics_listen,
         threads: g.threads,
+        work_stealing: g.work_stealing,
         gemini: upstream(&s.gemini),
         vertex: upstream(&s.vertex),
         connect_timeout: Duration::from_millis(g.upstream_connect_timeout_ms),

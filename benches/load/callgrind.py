@@ -91,7 +91,7 @@ def main():
         up_port = run.start_upstream(logs, procs)
         if args.only in (None, "bare"):
             port = run.free_port()
-            results["bare pingora"] = profile("bare", [os.path.join(run.REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", "1"],
+            results["bare pingora"] = profile("bare", [os.path.join(run.REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *run.BARE_TUNED],
                                               {}, port, {}, args.requests, args.top, tmp, logs)
         if args.only in (None, "tollgate"):
             env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp)

@@ -445,7 +445,8 @@ def start_upstream_and_proxies(tmp, logs, procs):
     targets = [Target("direct (fake upstream)", up_port, proc=None),
                start_nginx("nginx proxy_pass (1 worker)", tmp, up_port, logs, procs)]
     bp_port = free_port()
-    bp = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{bp_port}", f"127.0.0.1:{up_port}", "1"], logs, cpus=PROXY_CPU)
+    # Tuned as Tollgate runs (benches/results/tuning.md): one thread, no work stealing, pool 1024.
+    bp = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{bp_port}", f"127.0.0.1:{up_port}", *BARE_TUNED], logs, cpus=PROXY_CPU)
     procs.append(bp)
     wait_port(bp_port)
     targets.append(Target(BARE, bp_port, proc=bp))
@@ -483,6 +484,11 @@ def stop_all(procs):
             pass
 
 
+# bare pingora's arguments in the comparison: THREADS WORK_STEALING KEEPALIVE_POOL, the settings
+# Tollgate's gateway uses (gateway/src/server.rs build_server).
+BARE_TUNED = ["1", "false", "1024"]
+
+
 def tune(args, tmp, logs, lua):
     """bare pingora's settings, each at c=16 and c=64, alternating, medians."""
     procs = []
@@ -493,7 +499,8 @@ def tune(args, tmp, logs, lua):
                 ("threads=2 on one core", ["2", "true", "128"], PROXY_CPU),
                 ("threads=2, both cores (unpinned)", ["2", "true", "128"], None),
                 ("threads=2, both cores, no work stealing", ["2", "false", "128"], None),
-                ("threads=1, default settings, mimalloc (as Tollgate)", ["1", "true", "128"], PROXY_CPU)]
+                ("threads=1, default settings, mimalloc", ["1", "true", "128"], PROXY_CPU),
+                ("threads=1, no work stealing, pool 1024 (as Tollgate)", BARE_TUNED, PROXY_CPU)]
     results = {}
     try:
         up_port = start_upstream(logs, procs)

@@ -81,6 +81,10 @@ pub struct Ctx {
     request_meter: RequestMeter,
     response_meter: ResponseMeter,
     body_preread: bool,
+    /// Request body bytes the meter has seen, and bytes sent in the current upstream attempt: a
+    /// retry replays the body from its start, and the meter must not count it twice.
+    body_metered: usize,
+    body_sent: usize,
     reservation: Option<Reservation>,
     /// The org's limits as admission saw them (warnings and alerts use the same).
     limits: OrgLimits,
@@ -454,6 +458,8 @@ impl ProxyHttp for Proxy {
             request_meter: RequestMeter::default(),
             response_meter: ResponseMeter::default(),
             body_preread: false,
+            body_metered: 0,
+            body_sent: 0,
             reservation: None,
             limits: OrgLimits::default(),
             model_label: None,
@@ -501,8 +507,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // A body read before forwarding was metered then; pingora replays it from its buffer.
+        // So does a retry (error_while_proxy): only bytes past what the meter saw are new.
         if let Some(b) = body.as_ref().filter(|_| !ctx.body_preread) {
-            ctx.request_meter.feed(b);
+            let end = ctx.body_sent + b.len();
+            if end > ctx.body_metered {
+                ctx.request_meter
+                    .feed(&b[ctx.body_metered - ctx.body_sent..]);
+                ctx.body_metered = end;
+            }
+            ctx.body_sent = end;
         }
         Ok(())
     }
@@ -529,6 +542,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.body_sent = 0; // a new attempt sends the body from its start
         let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
         self.upstream(provider).rewrite_request(req)
     }
@@ -577,6 +591,36 @@ impl ProxyHttp for Proxy {
             resp.insert_header(UPLOAD_URL, ours)?;
         }
         Ok(())
+    }
+
+    /// A request that fails on a reused upstream connection before any response arrived is
+    /// retried on another connection: the upstream closed that idle connection just as we sent
+    /// (a write that hits its reset, or end of stream before a status line), so it never saw the
+    /// request and nothing is billed twice. The body is replayed from pingora's retry buffer, so
+    /// only bodies up to its 64 KiB qualify. Other errors keep pingora's rule (idempotent
+    /// methods only).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let truncated = session.as_ref().retry_buffer_truncated();
+        if session.req_header().method.is_idempotent() && !truncated {
+            e.retry.decide_reuse(client_reused); // pingora's own rule
+        } else {
+            let idle_race = client_reused
+                && ctx.upstream_header_ms.is_none()
+                && matches!(
+                    e.etype(),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                );
+            e.set_retry(idle_race && !truncated);
+        }
+        e
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -297,10 +297,6 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     Ok(running)
 }
 
-/// Whether this process already started a server without work stealing (see [`build_server`]).
-static NO_STEAL_SERVER_STARTED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
     let conf = ServerConf {
         // 0 means one worker per core, as the configuration documents.
@@ -308,15 +304,19 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
-        // One independent current-thread runtime per worker instead of a work-stealing pool:
-        // +23 % requests/s for bare pingora on one core (benches/results/tuning.md), and the
-        // hooks never need a task to migrate (the slow work goes to spawn_blocking or a channel).
-        // Only for the first server of a process: pingora 0.9 keeps each no-steal worker's
-        // runtime handles in a `thread_local::ThreadLocal`, whose slots are handed to new threads
-        // that reuse an exited thread's id, so a second server started in the same process (the
-        // tests restart the gateway in-process) would spawn its connections onto the first
-        // one's dead runtimes and never answer.
-        work_stealing: NO_STEAL_SERVER_STARTED.swap(true, std::sync::atomic::Ordering::SeqCst),
+        // Off by default: one independent current-thread runtime per worker, +23 % requests/s
+        // for bare pingora on one core (benches/results/tuning.md); the hooks never need a task
+        // to migrate (slow work goes to spawn_blocking or a channel). Caveat: pingora 0.9 keeps
+        // each no-steal worker's runtime handles in a `thread_local::ThreadLocal`, whose slots
+        // pass to new threads that reuse an exited thread's id, so once such a server stopped,
+        // another one started in the same process may spawn onto dead runtimes. One gateway
+        // per process (the binary) is unaffected; tests that restart in-process turn it on.
+        work_stealing: settings.work_stealing,
+        // Idle upstream connections kept per worker (pingora's default is 128): a gateway in
+        // front of a handful of Google endpoints has far more requests in flight than that,
+        // and each connection not kept is a new TCP and TLS handshake (+8 % at c=64 for bare
+        // pingora, tuning.md).
+        upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

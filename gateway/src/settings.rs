@@ -62,6 +62,8 @@ pub struct GatewaySettings {
     pub metrics_listen: SocketAddr,
     /// Proxy worker threads (0 = one per core).
     pub threads: usize,
+    /// One work-stealing pool for all workers (else one independent runtime per worker).
+    pub work_stealing: bool,
     /// The Gemini Developer API.
     pub gemini: UpstreamSettings,
     /// Vertex AI.

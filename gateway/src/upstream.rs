@@ -264,6 +264,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             threads: 1,
+            work_stealing: false,
             gemini: u.clone(),
             vertex: u.clone(),
             connect_timeout: Duration::from_secs(1),

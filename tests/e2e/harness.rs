@@ -36,6 +36,9 @@ pub struct Opts {
     pub saved_config: Option<std::path::PathBuf>,
     /// The price file (default: config/pricing.toml).
     pub pricing: Option<std::path::PathBuf>,
+    /// `gateway.work_stealing`: tests that start a second gateway after stopping one in the
+    /// same process need it (see gateway::server's build_server on pingora's stale handles).
+    pub work_stealing: bool,
 }
 
 impl Default for Opts {
@@ -49,6 +52,7 @@ impl Default for Opts {
             limits_toml: String::new(),
             saved_config: None,
             pricing: None,
+            work_stealing: false,
         }
     }
 }
@@ -82,7 +86,7 @@ impl TestEnv {
         let gateway_port = free_port();
         let toml_text = format!(
             "[database]\nurl = \"{db_url}\"\nacquire_timeout_ms = 1000\n\
-             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\n\
+             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\nwork_stealing = {ws}\n\
              upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
@@ -91,6 +95,7 @@ impl TestEnv {
              [limits]\nsync_secs = 1\nsaved_config_path = \"{saved}\"\n{limits}\n{extra}",
             saved = opts.saved_config.clone().unwrap_or_else(|| dir.path().join("live.json")).display(),
             limits = opts.limits_toml,
+            ws = opts.work_stealing,
             spool = dir.path().join("spool/events.jsonl").display(),
             flush = opts.flush_ms,
             pricing = opts.pricing.clone().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml").into()).display(),

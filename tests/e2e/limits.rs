@@ -450,6 +450,7 @@ async fn with_the_database_down_at_start_up_requests_flow_and_limits_return() {
     let opts = || Opts {
         database: Some((via_proxy.clone(), Some(schema.clone()))),
         saved_config: Some(saved.path().join("live.json")),
+        work_stealing: true, // two gateways, one after the other, in this process
         ..Opts::default()
     };
     // A first run sets things up (and saves the live config), then stops.

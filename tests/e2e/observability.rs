@@ -81,6 +81,7 @@ async fn metrics_after_known_traffic() {
     let live = saved.path().join("live.json");
     let env = TestEnv::start_with(Opts {
         saved_config: Some(live.clone()),
+        work_stealing: true, // a second gateway follows in this process
         ..Opts::default()
     })
     .await;
@@ -216,6 +217,7 @@ async fn metrics_after_known_traffic() {
     let env = TestEnv::start_with(Opts {
         database: Some((format!("postgres://postgres@127.0.0.1:{closed}/none"), None)),
         saved_config: Some(live),
+        work_stealing: true,
         ..Opts::default()
     })
     .await;

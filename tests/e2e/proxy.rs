@@ -1,6 +1,8 @@
 //! The gateway as a drop-in Google base URL, over raw HTTP: identity and its errors, feature
 //! flags, byte-for-byte pass-through, streaming without buffering, upstream failures, live config.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -429,6 +431,110 @@ async fn a_key_revoked_with_the_cli_is_refused_within_5_seconds() {
         || async { post(&url, Some(&key), &[]).await.status() == 401 },
     )
     .await;
+    env.stop().await;
+}
+
+/// An upstream that answers the first request on each connection (without usageMetadata) and
+/// resets the connection when a second request arrives on it: the idle-close race every
+/// keep-alive pool meets (the server drops a pooled connection just as the gateway reuses it).
+/// Returns its base URL and the counts of requests answered and connections reset.
+async fn idle_closing_upstream() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (answered, reset) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, r) = (answered.clone(), reset.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (a, r) = (a.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The first request: headers, then Content-Length bytes of body.
+                let body_len = loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        break end + 4 + len;
+                    }
+                };
+                while buf.len() < body_len {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let answer = r#"{"candidates":[{"content":{"parts":[{"text":"blue"}],"role":"model"},"finishReason":"STOP"}],"modelVersion":"gemini-2.5-flash"}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                );
+                conn.write_all(head.as_bytes()).await.unwrap();
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                // A second request on this connection: reset without answering.
+                if conn.read(&mut chunk).await.unwrap_or(0) > 0 {
+                    conn.set_zero_linger().unwrap();
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (url, answered, reset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_meets_an_upstream_idle_close_is_retried_once_and_billed_once() {
+    let (upstream, answered, reset) = idle_closing_upstream().await;
+    let env = TestEnv::start_with(Opts {
+        gemini_url: Some(upstream),
+        ..Opts::default()
+    })
+    .await;
+    let (org, key) = env.org_with_key("acme").await;
+    let url = format!("{}{GEN}", env.gateway_url);
+    for i in 0..3 {
+        let resp = post(&url, Some(&key), &[]).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    assert_eq!(
+        reset.load(Ordering::SeqCst),
+        2,
+        "requests 2 and 3 went out on the pooled connection first (the race this test is about)"
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+    eventually(Duration::from_secs(5), "three events stored", || async {
+        env.store.count_events(org).await.unwrap() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = env.store.recent_events(org, 10).await.unwrap();
+    assert_eq!(events.len(), 3, "a retried request is one event");
+    // No usageMetadata in these answers: the prompt is counted from the request body, which
+    // a retry sends twice; it must be counted once.
+    assert!(events.iter().all(|e| e.estimated && e.status == 200));
+    assert!(events[0].input_tokens > 0);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.input_tokens == events[0].input_tokens),
+        "retried requests count their prompt once: {:?}",
+        events.iter().map(|e| e.input_tokens).collect::<Vec<_>>()
+    );
     env.stop().await;
 }
 
