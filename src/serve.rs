@@ -195,6 +195,12 @@ pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let running = start(&settings, services).await?;
+        tokio::spawn(async {
+            loop {
+                lower_background_priority();
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
         tracing::info!(database = %redact_url(&settings.database_url), "tollgate started; Ctrl-C or SIGTERM stops it");
         let how = tokio::select! {
             _ = int.recv() => gateway::Stop::Fast,
@@ -205,6 +211,45 @@ pub fn run(settings: Settings, services: Services) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Threads that do background work: this runtime's (ledger writer, admin, sync), the database
+/// connections' (sqlx runs each SQLite connection on its own thread) and the log writer.
+const BACKGROUND_THREADS: [&str; 3] = ["tollgate-bg", "sqlx-sqlite", "tollgate-log"];
+/// Their nice value. When the proxy shares a core with them (a 1-CPU container, a saturated
+/// machine), the scheduler otherwise lets a ledger batch of a thousand events run for
+/// milliseconds while requests wait: pinned to one core at 13k requests/s, p90 went from
+/// 6.8 ms to 1.2 ms with this. Nice 10 still leaves them a tenth of a contended core, enough
+/// for the ledger at full load.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the background threads' priority below the proxy's workers (Linux; threads that
+/// appear later, such as new database connections, are caught by the next call).
+fn lower_background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+                continue;
+            };
+            if !BACKGROUND_THREADS.iter().any(|p| name.starts_with(p)) {
+                continue;
+            }
+            let tid = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<i32>().ok());
+            if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+                // On Linux a thread id names one thread here, not the whole process.
+                if let Err(e) = rustix::process::setpriority_process(Some(pid), BACKGROUND_NICE) {
+                    tracing::debug!(thread = name.trim(), error = %e, "cannot lower a background thread's priority");
+                }
+            }
+        }
+    }
 }
 
 /// The log writer, shared with the gateway's access log so all lines form one ordered stream.

@@ -429,6 +429,34 @@ fn serve_starts_with_no_config_and_stops_on_sigterm() {
         dir.path().join("data/tollgate.db").exists(),
         "the default SQLite file is created on first start"
     );
+    #[cfg(target_os = "linux")]
+    {
+        // Background threads (ledger, database connections, logs) yield to the proxy's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let threads = thread_nice_values(child.id());
+            let of = |prefix: &str| -> Vec<i32> {
+                threads
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(prefix))
+                    .map(|(_, nice)| *nice)
+                    .collect()
+            };
+            let (bg, proxy) = (of("tollgate-bg"), of("tollgate proxy"));
+            if !bg.is_empty() && bg.iter().all(|&n| n == 10) {
+                assert!(
+                    !proxy.is_empty() && proxy.iter().all(|&n| n == 0),
+                    "the proxy's workers keep the normal priority: {threads:?}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "background threads not lowered to nice 10: {threads:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -446,4 +474,30 @@ fn serve_starts_with_no_config_and_stops_on_sigterm() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `(thread name, nice value)` of each thread of a process.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // After "pid (comm) ": state is field 3 of stat(5), nice field 19.
+        let nice = stat[close + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.push((stat[open + 1..close].to_owned(), nice));
+    }
+    out
 }
