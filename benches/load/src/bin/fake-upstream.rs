@@ -98,7 +98,9 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9700".into());
     let b = Arc::new(bodies());
-    let app = axum::Router::new().fallback(move |uri: Uri| {
+    // The request body is read (and dropped): hyper closes a connection whose request body was
+    // left unread, which made every proxy open a new upstream connection per request.
+    let app = axum::Router::new().fallback(move |uri: Uri, _body: Bytes| {
         let b = b.clone();
         async move { reply(&b, &uri) }
     });
