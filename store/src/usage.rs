@@ -59,18 +59,65 @@ fn values_sql(head: &str, tail: &str, binds: usize, rows: usize, anonymous: bool
     sql
 }
 
-/// The insert statement for chunk size number `i`, built once per process and dialect.
-fn insert_sql(sqlite: bool, i: usize) -> &'static str {
-    static SQL: [[OnceLock<String>; 5]; 2] = [const { [const { OnceLock::new() }; 5] }; 2];
-    SQL[usize::from(sqlite)][i].get_or_init(|| {
+/// The insert statement for chunk size number `i`, built once per process, dialect and
+/// variant: `returning` lists the request ids actually stored (one row each, which SQLite's
+/// driver hands over one by one); without it, only the count.
+fn insert_sql(sqlite: bool, returning: bool, i: usize) -> &'static str {
+    static SQL: [[[OnceLock<String>; 5]; 2]; 2] =
+        [const { [const { [const { OnceLock::new() }; 5] }; 2] }; 2];
+    SQL[usize::from(sqlite)][usize::from(returning)][i].get_or_init(|| {
         values_sql(
             INSERT_EVENTS_HEAD,
-            " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            if returning {
+                " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+            } else {
+                " ON CONFLICT (request_id) DO NOTHING"
+            },
             EVENT_BINDS,
             CHUNK_SIZES[i],
             sqlite,
         )
     })
+}
+
+/// Binds one chunk of events to an insert statement, in [`INSERT_EVENTS_HEAD`]'s order.
+macro_rules! bind_events {
+    ($q:expr, $chunk:expr) => {{
+        let mut q = $q;
+        for e in $chunk {
+            q = q
+                .bind(&e.request_id)
+                .bind(e.occurred_at)
+                .bind(e.org_id)
+                .bind(e.key_id)
+                .bind(&e.user_ref)
+                .bind(&e.tool)
+                .bind(&e.provider)
+                .bind(&e.model)
+                .bind(&e.operation)
+                .bind(e.status)
+                .bind(e.streamed)
+                .bind(e.input_tokens)
+                .bind(e.output_tokens)
+                .bind(e.thinking_tokens)
+                .bind(e.cached_tokens)
+                .bind(e.tool_prompt_tokens)
+                .bind(e.total_tokens)
+                .bind(e.input_audio_tokens)
+                .bind(e.output_image_tokens)
+                .bind(e.images)
+                .bind(e.videos)
+                .bind(e.video_seconds)
+                .bind(e.cost_micros)
+                .bind(e.estimated)
+                .bind(e.priced)
+                .bind(e.upstream_latency_ms)
+                .bind(e.total_latency_ms)
+                .bind(e.metered)
+                .bind(&e.client_request_id);
+        }
+        q
+    }};
 }
 
 /// The rollup upsert for chunk size number `i`, built once per process and dialect.
@@ -118,7 +165,7 @@ type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str);
 /// thinking, cached and total tokens, images, videos, video seconds, cost.
 fn rollup_groups<'a>(
     events: &'a [UsageEvent],
-    new_ids: &HashSet<String>,
+    is_new: impl Fn(&str) -> bool,
 ) -> HashMap<RollupKey<'a>, [i64; 10]> {
     let mut groups: HashMap<RollupKey<'a>, [i64; 10]> = HashMap::new();
     let mut seen: HashSet<&str> = HashSet::new();
@@ -127,7 +174,7 @@ fn rollup_groups<'a>(
             continue;
         };
         // Only events this batch really stored, each once (a batch may repeat a request id).
-        if !new_ids.contains(&e.request_id) || !seen.insert(&e.request_id) {
+        if !is_new(&e.request_id) || !seen.insert(&e.request_id) {
             continue;
         }
         let key = (
@@ -206,43 +253,73 @@ pub struct PeriodUsage {
     pub month_cost_micros: i64,
 }
 
+/// Upserts the rollup groups of a batch inside transaction `tx`, in fixed-size chunks.
+macro_rules! upsert_rollups {
+    ($tx:ident, $sqlite:expr, $groups:expr) => {{
+        let groups: Vec<_> = $groups.into_iter().collect();
+        for (size, chunk) in sized_chunks(&groups) {
+            let mut q = sqlx::query(rollup_sql($sqlite, size));
+            for ((day, org, provider, model, tool), t) in chunk {
+                q = q
+                    .bind(*day)
+                    .bind(*org)
+                    .bind(*provider)
+                    .bind(*model)
+                    .bind(*tool);
+                for v in t {
+                    q = q.bind(*v);
+                }
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    }};
+}
+
 impl Store {
     /// Writes a batch of events in one transaction and updates the daily rollups. An event whose
     /// request id is already stored is skipped (so replays are harmless). Returns how many were new.
     /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
     /// (day, org, provider, model, tool) group of the batch, not one per event.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
+        // Events from the live queue are all new: the inserts only report how many rows they
+        // stored. If one is short (a replay, a repeated id), that transaction is rolled back and
+        // the batch written again with the ids of the stored rows returned.
+        if self.insert_new_events(events).await? {
+            return Ok(events.len() as u64);
+        }
+        self.insert_some_known_events(events).await
+    }
+
+    /// The batch in one transaction if every event is new; false (and nothing written) if not.
+    async fn insert_new_events(&self, events: &[UsageEvent]) -> Result<bool> {
+        let sqlite = matches!(self, Store::Sqlite(_));
+        let all_new = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (size, chunk) in sized_chunks(events) {
+                let q = bind_events!(sqlx::query(insert_sql(sqlite, false, size)), chunk);
+                if q.execute(&mut *tx).await?.rows_affected() < chunk.len() as u64 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
+            upsert_rollups!(tx, sqlite, rollup_groups(events, |_| true));
+            tx.commit().await?;
+            true
+        });
+        Ok(all_new)
+    }
+
+    /// The batch in one transaction, skipping events already stored.
+    async fn insert_some_known_events(&self, events: &[UsageEvent]) -> Result<u64> {
         let sqlite = matches!(self, Store::Sqlite(_));
         let inserted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());
             for (size, chunk) in sized_chunks(events) {
-                let mut q = sqlx::query_scalar::<_, String>(insert_sql(sqlite, size));
-                for e in chunk {
-                    q = q.bind(&e.request_id).bind(e.occurred_at).bind(e.org_id).bind(e.key_id)
-                        .bind(&e.user_ref).bind(&e.tool).bind(&e.provider).bind(&e.model)
-                        .bind(&e.operation).bind(e.status).bind(e.streamed).bind(e.input_tokens)
-                        .bind(e.output_tokens).bind(e.thinking_tokens).bind(e.cached_tokens)
-                        .bind(e.tool_prompt_tokens).bind(e.total_tokens).bind(e.input_audio_tokens)
-                        .bind(e.output_image_tokens).bind(e.images).bind(e.videos)
-                        .bind(e.video_seconds).bind(e.cost_micros).bind(e.estimated).bind(e.priced)
-                        .bind(e.upstream_latency_ms).bind(e.total_latency_ms).bind(e.metered)
-                        .bind(&e.client_request_id);
-                }
+                let q = bind_events!(sqlx::query_scalar::<_, String>(insert_sql(sqlite, true, size)), chunk);
                 new_ids.extend(q.fetch_all(&mut *tx).await?);
             }
-            let groups = rollup_groups(events, &new_ids);
-            let groups: Vec<_> = groups.into_iter().collect();
-            for (size, chunk) in sized_chunks(&groups) {
-                let mut q = sqlx::query(rollup_sql(sqlite, size));
-                for ((day, org, provider, model, tool), t) in chunk {
-                    q = q.bind(*day).bind(*org).bind(*provider).bind(*model).bind(*tool);
-                    for v in t {
-                        q = q.bind(*v);
-                    }
-                }
-                q.execute(&mut *tx).await?;
-            }
+            upsert_rollups!(tx, sqlite, rollup_groups(events, |id| new_ids.contains(id)));
             tx.commit().await?;
             new_ids.len() as u64
         });
@@ -410,11 +487,14 @@ mod tests {
         );
         let sql = values_sql("INSERT INTO t (a, b) ", "", 2, 2, true);
         assert_eq!(sql, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)");
-        assert_eq!(insert_sql(false, 4).matches('$').count(), EVENT_BINDS);
+        assert_eq!(insert_sql(false, true, 4).matches('$').count(), EVENT_BINDS);
         assert_eq!(
             rollup_sql(false, 0).matches('$').count(),
             ROLLUP_BINDS * 256
         );
-        assert_eq!(insert_sql(true, 1).matches('?').count(), EVENT_BINDS * 64);
+        assert_eq!(
+            insert_sql(true, false, 1).matches('?').count(),
+            EVENT_BINDS * 64
+        );
     }
 }
