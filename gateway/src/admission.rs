@@ -126,7 +126,9 @@ pub fn estimate(
     let model = route.model.as_deref().unwrap_or("");
     let prompt = if preread {
         req.count_tokens(|t| {
-            if (TIKTOKEN_MIN_BYTES..=TIKTOKEN_MAX_BYTES).contains(&t.len()) {
+            if (TIKTOKEN_MIN_BYTES..=TIKTOKEN_MAX_BYTES).contains(&t.len())
+                && tokens::estimator_ready()
+            {
                 tokens::estimate(t)
             } else {
                 (t.len() as i64 + 2) / 3

@@ -167,8 +167,6 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     let prices = Arc::new(ArcSwap::from_pointee(PriceTable::load(
         &settings.pricing_path,
     )?));
-    // Load the tokenizers now, not on the first request that needs them.
-    tokio::task::spawn_blocking(crate::metering::tokens::warm_up);
     let counters = Arc::new(Counters::new(Arc::new(SystemClock)));
     let enforcement = Arc::new(Enforcement::new(metrics.clone()));
     let sync = FleetSync {

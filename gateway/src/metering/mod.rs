@@ -321,8 +321,16 @@ pub struct Settled {
 }
 
 /// True when settling will run the exact tokenizer over more than a little text (Developer API
-/// embeddings, which report no usage): the caller should settle on a blocking thread.
+/// embeddings, which report no usage), or needs an estimate before tiktoken is loaded: the
+/// caller should settle on a blocking thread.
 pub fn needs_exact_count(route: &Route, req: &RequestMeter, resp: &ResponseMeter) -> bool {
+    let generate = matches!(
+        route.operation,
+        Operation::GenerateContent | Operation::StreamGenerateContent
+    );
+    if generate && resp.usage().is_none() && !tokens::estimator_ready() {
+        return true;
+    }
     let embedding = matches!(
         route.operation,
         Operation::EmbedContent | Operation::BatchEmbedContents

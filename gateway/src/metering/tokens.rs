@@ -1,11 +1,27 @@
 //! Local token counting. Gemini 2.x/3.x count text with the Gemma-3 SentencePiece model, which
 //! `gemini-tokenizer` embeds: exact, used where a count is recorded (Developer API embeddings
 //! return no usage). tiktoken's o200k is a fast approximation, used only for estimates (aborted
-//! streams without usage, reservations). tiktoken is loaded at start-up ([`warm_up`]); the Gemini
-//! model (tens of MiB resident) only when the first Developer API embedding needs it, on a
-//! blocking thread (see `needs_exact_count`).
+//! streams without usage, reservations). Each is loaded when first needed, never at start-up:
+//! o200k alone holds ~50 MiB resident, more than 100,000 keys do. Settling waits for a load on a
+//! blocking thread (see `needs_exact_count`); admission never waits ([`estimator_ready`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+static O200K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+static O200K_STARTED: AtomicBool = AtomicBool::new(false);
+
+fn o200k() -> Option<&'static tiktoken_rs::CoreBPE> {
+    O200K
+        .get_or_init(|| match tiktoken_rs::o200k_base() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load tiktoken o200k; estimating at 3 bytes per token");
+                None
+            }
+        })
+        .as_ref()
+}
 
 static GEMINI: OnceLock<Option<gemini_tokenizer::LocalTokenizer>> = OnceLock::new();
 
@@ -21,9 +37,26 @@ fn gemini() -> Option<&'static gemini_tokenizer::LocalTokenizer> {
         .as_ref()
 }
 
-/// Loads the estimating tokenizer (blocking; run it off the request path).
+/// Loads the estimating tokenizer now (blocking, a few hundred ms: keep it off the request path).
 pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton();
+    let _ = o200k();
+}
+
+/// Whether the estimating tokenizer is loaded. The first call that finds it missing starts
+/// loading it on a thread of its own, so callers that must not wait use a cruder rule meanwhile.
+pub fn estimator_ready() -> bool {
+    if O200K.get().is_some() {
+        return true;
+    }
+    if !O200K_STARTED.swap(true, Ordering::Relaxed) {
+        let started = std::thread::Builder::new()
+            .name("tollgate-tiktoken".into())
+            .spawn(warm_up);
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start loading tiktoken; it loads on first use");
+        }
+    }
+    false
 }
 
 /// Whether the exact tokenizer is loaded (its first use loads it, which takes ~100 ms).
@@ -36,11 +69,13 @@ pub fn exact(text: &str) -> Option<i64> {
     gemini().map(|t| t.count_tokens(text, None).total_tokens as i64)
 }
 
-/// A fast estimate of the Gemini token count of a text.
+/// A fast estimate of the Gemini token count of a text (loads tiktoken on first use: call it
+/// where blocking is fine, or check [`estimator_ready`] first).
 pub fn estimate(text: &str) -> i64 {
-    tiktoken_rs::o200k_base_singleton()
-        .encode_ordinary(text)
-        .len() as i64
+    match o200k() {
+        Some(t) => t.encode_ordinary(text).len() as i64,
+        None => (text.len() as i64 + 2) / 3,
+    }
 }
 
 /// Estimates tokens for `len` bytes of which only `head` was kept: counts the head, and
