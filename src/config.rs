@@ -159,7 +159,7 @@ pub struct GatewayConfig {
     /// Worker threads of the proxy (1–2 suit a 2-core machine; 0 = one per core).
     pub threads: usize,
     /// Whether the workers share one work-stealing task pool; off (the default), each worker
-    /// runs its own connections, 23 % more requests per second on a core.
+    /// runs its own connections, 4 % more requests per second on a core.
     pub work_stealing: bool,
     /// Connecting to an upstream gives up after this many milliseconds (→ 502).
     pub upstream_connect_timeout_ms: u64,

@@ -302,7 +302,7 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
-        // Off by default: one independent current-thread runtime per worker, +23 % requests/s
+        // Off by default: one independent current-thread runtime per worker, +4 % requests/s
         // for bare pingora on one core (benches/results/tuning.md); the hooks never need a task
         // to migrate (slow work goes to spawn_blocking or a channel). Caveat: pingora 0.9 keeps
         // each no-steal worker's runtime handles in a `thread_local::ThreadLocal`, whose slots
@@ -311,9 +311,9 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
         // per process (the binary) is unaffected; tests that restart in-process turn it on.
         work_stealing: settings.work_stealing,
         // Idle upstream connections kept per worker (pingora's default is 128): a gateway in
-        // front of a handful of Google endpoints has far more requests in flight than that,
-        // and each connection not kept is a new TCP and TLS handshake (+8 % at c=64 for bare
-        // pingora, tuning.md).
+        // front of a handful of Google endpoints can have far more requests in flight than that
+        // (streams), and each connection not kept is a new TCP and TLS handshake later. A pool
+        // too small costs: 16 connections lose 42 % at c=64 (tuning.md).
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),

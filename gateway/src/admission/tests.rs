@@ -68,7 +68,10 @@ fn until_tiktoken_is_loaded_admission_counts_three_bytes_per_token_and_starts_lo
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     } else {
-        assert!(tokens::estimator_ready(), "counted with tiktoken before it loaded?");
+        assert!(
+            tokens::estimator_ready(),
+            "counted with tiktoken before it loaded?"
+        );
     }
     assert_eq!(
         amounts_for(&text, 20).get(Kind::Tokens),
