@@ -204,12 +204,19 @@ impl RequestMeter {
     }
 }
 
+/// Finds `"totalTokenCount"` (built once: building a finder costs more than searching a
+/// `usageMetadata` object).
+static TOTAL_TOKEN_COUNT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"totalTokenCount\""));
+
 /// What the response reported.
 #[derive(Debug)]
 pub struct ResponseMeter {
     scanner: Scanner,
     /// The last `usageMetadata` that carries `totalTokenCount`, raw (parsed once, at the end).
     last_usage: Vec<u8>,
+    /// `last_usage` parsed, once asked for (reset when a newer one arrives).
+    usage: std::sync::OnceLock<Option<Tokens>>,
     /// Images returned by Imagen (`bytesBase64Encoded` / `gcsUri` entries).
     pub imagen_images: i64,
     /// `inlineData` parts (images of image-output models).
@@ -228,6 +235,7 @@ impl Default for ResponseMeter {
         ResponseMeter {
             scanner: Scanner::new(RESPONSE_KEYS, RESPONSE_TEXT_BOUND),
             last_usage: Vec::new(),
+            usage: std::sync::OnceLock::new(),
             imagen_images: 0,
             inline_parts: 0,
             embedding_tokens: 0,
@@ -245,6 +253,7 @@ impl ResponseMeter {
         let Self {
             scanner,
             last_usage,
+            usage,
             imagen_images,
             inline_parts,
             embedding_tokens,
@@ -258,9 +267,10 @@ impl ResponseMeter {
                 key: RS_USAGE,
                 bytes,
                 truncated: false,
-            } if memchr::memmem::find(bytes, b"\"totalTokenCount\"").is_some() => {
+            } if TOTAL_TOKEN_COUNT.find(bytes).is_some() => {
                 last_usage.clear();
                 last_usage.extend_from_slice(bytes);
+                *usage = std::sync::OnceLock::new();
             }
             Found::Value {
                 key: RS_TOKEN_COUNT,
@@ -291,7 +301,9 @@ impl ResponseMeter {
 
     /// The usage of the last complete `usageMetadata`, if any arrived.
     pub fn usage(&self) -> Option<Tokens> {
-        UsageMetadata::parse(&self.last_usage)
+        *self
+            .usage
+            .get_or_init(|| UsageMetadata::parse(&self.last_usage))
     }
 }
 
@@ -328,7 +340,7 @@ pub fn needs_exact_count(route: &Route, req: &RequestMeter, resp: &ResponseMeter
         route.operation,
         Operation::GenerateContent | Operation::StreamGenerateContent
     );
-    if generate && resp.usage().is_none() && !tokens::estimator_ready() {
+    if generate && !tokens::estimator_loaded() && resp.usage().is_none() {
         return true;
     }
     let embedding = matches!(

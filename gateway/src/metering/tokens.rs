@@ -42,6 +42,11 @@ pub fn warm_up() {
     let _ = o200k();
 }
 
+/// Whether the estimating tokenizer is loaded (and nothing else).
+pub fn estimator_loaded() -> bool {
+    O200K.get().is_some()
+}
+
 /// Whether the estimating tokenizer is loaded. The first call that finds it missing starts
 /// loading it on a thread of its own, so callers that must not wait use a cruder rule meanwhile.
 pub fn estimator_ready() -> bool {
