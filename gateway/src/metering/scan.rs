@@ -116,6 +116,14 @@ impl Scanner {
                 data = &data[used..];
                 continue;
             }
+            if self.pending.is_none() {
+                // Outside strings with no key waiting for its colon, only a quote matters:
+                // numbers, arrays and punctuation are skipped at memchr speed.
+                match memchr::memchr(b'"', data) {
+                    Some(off) => data = &data[off..],
+                    None => return,
+                }
+            }
             let b = data[0];
             data = &data[1..];
             match b {
@@ -135,8 +143,8 @@ impl Scanner {
         }
     }
 
-    /// Inside a string that is not being captured: collect short strings (possible keys), skip
-    /// long ones with memchr.
+    /// Inside a string that is not being captured: jump to its next quote or backslash with
+    /// memchr, keeping what it skipped when it is still short enough to be a watched key.
     fn feed_string(&mut self, data: &[u8]) -> usize {
         let mut i = 0;
         while i < data.len() {
@@ -146,34 +154,43 @@ impl Scanner {
                 i += 1;
                 continue;
             }
-            if self.key_overflow {
-                match memchr::memchr2(b'"', b'\\', &data[i..]) {
-                    Some(off) => i += off,
-                    None => return data.len(),
-                }
+            let Some(off) = memchr::memchr2(b'"', b'\\', &data[i..]) else {
+                self.collect_key(&data[i..]);
+                return data.len();
+            };
+            self.collect_key(&data[i..i + off]);
+            i += off + 1;
+            if data[i - 1] == b'\\' {
+                self.escape = true;
+                continue;
             }
-            let b = data[i];
-            i += 1;
-            match b {
-                b'\\' => self.escape = true,
-                b'"' => {
-                    self.in_string = false;
-                    self.pending = if self.key_overflow {
-                        None
-                    } else {
-                        let k = &self.key_buf[..self.key_len];
-                        self.keys.iter().position(|key| key.name == k)
-                    };
-                    return i;
-                }
-                _ if self.key_len < MAX_KEY => {
-                    self.key_buf[self.key_len] = b;
-                    self.key_len += 1;
-                }
-                _ => self.key_overflow = true,
-            }
+            self.in_string = false;
+            self.pending = if self.key_overflow {
+                None
+            } else {
+                let k = &self.key_buf[..self.key_len];
+                self.keys.iter().position(|key| key.name == k)
+            };
+            return i;
         }
         i
+    }
+
+    /// Appends string bytes to the possible key, or marks it too long to be one.
+    fn collect_key(&mut self, bytes: &[u8]) {
+        if self.key_overflow {
+            return;
+        }
+        match self
+            .key_buf
+            .get_mut(self.key_len..self.key_len + bytes.len())
+        {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.key_len += bytes.len();
+            }
+            None => self.key_overflow = true,
+        }
     }
 
     fn start(&mut self, key: usize, on: &mut impl FnMut(Found<'_>)) {
@@ -258,27 +275,42 @@ impl Scanner {
                     }
                 }
                 Shape::Structured => {
-                    i += 1;
-                    if c.in_str {
-                        if c.esc {
-                            c.esc = false;
-                        } else if b == b'\\' {
-                            c.esc = true;
-                        } else if b == b'"' {
-                            c.in_str = false;
-                        }
-                    } else {
-                        match b {
-                            b'"' => c.in_str = true,
-                            b'{' | b'[' => c.depth += 1,
-                            b'}' | b']' => {
-                                c.depth -= 1;
-                                done = c.depth == 0;
+                    // Find where the value ends (or the chunk does), then copy that run once.
+                    let start = i;
+                    while i < data.len() && !done {
+                        if c.in_str && !c.esc {
+                            // Inside a string only a quote or a backslash matters.
+                            match memchr::memchr2(b'"', b'\\', &data[i..]) {
+                                Some(off) => i += off,
+                                None => {
+                                    i = data.len();
+                                    break;
+                                }
                             }
-                            _ => {}
+                        }
+                        let b = data[i];
+                        i += 1;
+                        if c.in_str {
+                            if c.esc {
+                                c.esc = false;
+                            } else if b == b'\\' {
+                                c.esc = true;
+                            } else if b == b'"' {
+                                c.in_str = false;
+                            }
+                        } else {
+                            match b {
+                                b'"' => c.in_str = true,
+                                b'{' | b'[' => c.depth += 1,
+                                b'}' | b']' => {
+                                    c.depth -= 1;
+                                    done = c.depth == 0;
+                                }
+                                _ => {}
+                            }
                         }
                     }
-                    push(&mut self.buf, c, b, bound);
+                    push_slice(&mut self.buf, c, &data[start..i], bound);
                 }
             }
         }
