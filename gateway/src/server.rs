@@ -308,7 +308,8 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
         // each no-steal worker's runtime handles in a `thread_local::ThreadLocal`, whose slots
         // pass to new threads that reuse an exited thread's id, so once such a server stopped,
         // another one started in the same process may spawn onto dead runtimes. One gateway
-        // per process (the binary) is unaffected; tests that restart in-process turn it on.
+        // per process (the binary) is unaffected; tests that restart in-process turn it on
+        // (cloudflare/pingora#981, fix proposed in #982).
         work_stealing: settings.work_stealing,
         // Idle upstream connections kept per worker (pingora's default is 128): a gateway in
         // front of a handful of Google endpoints can have far more requests in flight than that
