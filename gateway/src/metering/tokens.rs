@@ -56,7 +56,13 @@ pub fn estimator_ready() -> bool {
     if !O200K_STARTED.swap(true, Ordering::Relaxed) {
         let started = std::thread::Builder::new()
             .name("tollgate-tiktoken".into())
-            .spawn(warm_up);
+            .spawn(|| {
+                // Spawned from a proxy worker, it would share its priority: loading takes a few
+                // hundred ms of CPU that requests should not wait behind (Linux: this thread only).
+                #[cfg(target_os = "linux")]
+                let _ = rustix::process::setpriority_process(None, 10);
+                warm_up();
+            });
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start loading tiktoken; it loads on first use");
         }
