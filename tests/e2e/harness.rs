@@ -157,18 +157,9 @@ impl TestEnv {
     /// Runs the `tollgate` binary against this environment's database and returns its stdout;
     /// a non-zero exit fails the test with the command's stderr.
     pub async fn cli(&self, args: &[&str]) -> String {
-        let out = tokio::process::Command::new(bin())
-            .args(args)
-            .env("TOLLGATE_DATABASE__URL", &self.db_url)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(args).env("TOLLGATE_DATABASE__URL", &self.db_url);
+        String::from_utf8(stdout_of(&mut cmd, "").await).unwrap()
     }
 
     /// Asserts the fake saw nothing it should not have.
@@ -179,6 +170,18 @@ impl TestEnv {
             "the upstream received what only the gateway may see: {v:#?}"
         );
     }
+}
+
+/// Runs a command to its end and returns its stdout; a non-zero exit fails the test with
+/// `what` followed by the command's stderr.
+pub async fn stdout_of(cmd: &mut tokio::process::Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{what}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Checks `ready` every 100 ms until it holds; fails with `what` once `within` has passed.

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use store::{Feature, KeyKind, LimitSpec, LimitType};
 use tokio::sync::Notify;
 
-use crate::harness::{client, eventually, get_json, postgres_url, unique_schema, Opts, TestEnv};
+use crate::harness::{
+    client, eventually, get_json, postgres_url, stdout_of, unique_schema, Opts, TestEnv,
+};
 use crate::metering::event;
 use crate::outage::CuttableProxy;
 use crate::sdk::python;
@@ -49,17 +51,9 @@ fn prompt() -> Value {
 async fn sdk(env: &TestEnv, key: &str, mode: &str, n: usize) -> Option<Value> {
     let py = python()?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/limit_calls.py");
-    let out = tokio::process::Command::new(py)
-        .args([script, &env.gateway_url, key, mode, &n.to_string()])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    let mut cmd = tokio::process::Command::new(py);
+    cmd.args([script, &env.gateway_url, key, mode, &n.to_string()]);
+    Some(serde_json::from_slice(&stdout_of(&mut cmd, "").await).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::fake_google::PROVIDER_KEY;
-use crate::harness::TestEnv;
+use crate::harness::{stdout_of, TestEnv};
 
 pub fn python() -> Option<PathBuf> {
     let candidate = std::env::var_os("TOLLGATE_TEST_PYTHON")
@@ -36,18 +36,10 @@ pub fn python() -> Option<PathBuf> {
 
 async fn run_sdk(python: &PathBuf, base_url: &str, key: &str, mode: &str) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/calls.py");
-    let out = tokio::process::Command::new(python)
-        .args([script, base_url, key, mode])
-        .env("NO_PROXY", "*")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK failed ({mode} against {base_url}):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.args([script, base_url, key, mode]).env("NO_PROXY", "*");
+    let what = format!("the SDK failed ({mode} against {base_url}):\n");
+    serde_json::from_slice(&stdout_of(&mut cmd, &what).await).unwrap()
 }
 
 /// Runs the SDK through the gateway and directly, and compares.
