@@ -109,6 +109,11 @@ impl Backend {
     }
 }
 
+/// SHA-384 of `migrations/<dialect>/20261128000001_initial.sql` as first shipped (commit ba42822),
+/// before `client_request_id` was added to it: see [`Store::repair_edited_initial`].
+const INITIAL_AS_SHIPPED_SQLITE: &str = "c4e41fc2e0a44075831fb0d68ab5da008ba9e88cee381da94c537c7ef2bf61c28c6c692a338cc1a37cd7837119f9fe4e";
+const INITIAL_AS_SHIPPED_POSTGRES: &str = "d96b0a833ebd678500468bf025d81476fec6896bef9e7ebb36817d74b00c84cb5d90ac71f712676e14b11ae9c19d0991";
+
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -199,12 +204,92 @@ impl Store {
     }
 
     /// Applies every embedded migration not yet applied. Re-running is harmless.
+    ///
+    /// A database created by a build whose initial migration lacked
+    /// `usage_events.client_request_id` is brought forward first (see
+    /// [`Store::repair_edited_initial`]); any other edited migration is refused by sqlx.
     pub async fn migrate(&self) -> Result<()> {
+        self.repair_edited_initial().await?;
         match self {
             Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
             Store::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// The initial migration was edited in place after it had shipped: `client_request_id` and
+    /// its index were added to `usage_events` (commit 590652e). Databases created before that
+    /// record the earlier file's checksum, and sqlx refuses to migrate them ("previously applied
+    /// but has been modified"). This applies the difference (the column and the index, which
+    /// migration 20261128000002 then narrows) and records the current checksum, in one
+    /// transaction. It recognises only that exact earlier file; returns whether it repaired.
+    pub async fn repair_edited_initial(&self) -> Result<bool> {
+        const VERSION: i64 = 20261128000001;
+        let (migrator, shipped) = match self {
+            Store::Sqlite(_) => (&SQLITE_MIGRATOR, INITIAL_AS_SHIPPED_SQLITE),
+            Store::Postgres(_) => (&POSTGRES_MIGRATOR, INITIAL_AS_SHIPPED_POSTGRES),
+        };
+        let Some(current) = migrator.iter().find(|m| m.version == VERSION) else {
+            return Ok(false);
+        };
+        let ledger_exists = match self {
+            Store::Sqlite(pool) => sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+            )
+            .fetch_one(pool)
+            .await?,
+            Store::Postgres(pool) => {
+                sqlx::query_scalar::<_, bool>("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        if !ledger_exists {
+            return Ok(false);
+        }
+        // A constant: it decodes (the upgrade tests would fail otherwise).
+        let old = hex::decode(shipped).unwrap_or_default();
+        let ddl = [
+            match self {
+                Store::Sqlite(_) => "ALTER TABLE usage_events ADD COLUMN client_request_id TEXT",
+                Store::Postgres(_) => {
+                    "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS client_request_id TEXT"
+                }
+            },
+            "CREATE INDEX IF NOT EXISTS usage_events_client_request ON usage_events(client_request_id)",
+        ];
+        macro_rules! repair {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let recorded: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = $1")
+                        .bind(VERSION)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if recorded.as_deref() != Some(old.as_slice()) {
+                    return Ok(false);
+                }
+                for statement in ddl {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2")
+                    .bind(current.checksum.as_ref())
+                    .bind(VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }};
+        }
+        match self {
+            Store::Sqlite(pool) => repair!(pool),
+            Store::Postgres(pool) => repair!(pool),
+        }
+        tracing::info!(
+            version = VERSION,
+            "migrations: added usage_events.client_request_id to a database created before it \
+             joined the initial migration"
+        );
+        Ok(true)
     }
 
     /// Which database this store talks to.
