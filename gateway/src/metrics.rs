@@ -2,9 +2,12 @@
 //! (so tests running several gateways in one process do not mix their numbers). Label handles
 //! for bounded label sets are resolved once here, not per request.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
+
+use crate::route::Provider;
 use prometheus::{
     CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,
@@ -50,8 +53,12 @@ pub struct Metrics {
     pub model_video_seconds: IntCounterVec,
     /// `tollgate_model_cost_dollars_total{model}`
     pub model_cost: CounterVec,
-    /// Which orgs have a label of their own (the rest share `other`).
+    /// Which orgs have a label of their own (the rest share `other`), with their series.
     pub org_labels: OrgLabels,
+    /// Resolved series per model label.
+    model_series: DashMap<Arc<str>, Arc<Series>>,
+    /// `request_seconds` and `upstream_seconds` of gemini, vertex and none (no route), resolved once.
+    pub provider_seconds: [(Histogram, Histogram); 3],
     /// `tollgate_auth_failures_total{reason}`
     pub auth_failures: IntCounterVec,
     /// `tollgate_feature_refusals_total{feature}`
@@ -143,10 +150,24 @@ impl Metrics {
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let request_seconds = histogram_vec(
+            &r,
+            "tollgate_request_duration_seconds",
+            "Time from a request's arrival to the end of its response (streams included).",
+            &["provider"],
+            LATENCY_BUCKETS,
+        )?;
+        let upstream_seconds = histogram_vec(
+            &r,
+            "tollgate_upstream_duration_seconds",
+            "Time from contacting the upstream until its response ended.",
+            &["provider"],
+            LATENCY_BUCKETS,
+        )?;
         Ok(Metrics {
             requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, model (a priced model name, or unknown), operation and status class.", &["provider", "model", "operation", "status_class"])?,
-            request_seconds: histogram_vec(&r, "tollgate_request_duration_seconds", "Time from a request's arrival to the end of its response (streams included).", &["provider"], LATENCY_BUCKETS)?,
-            upstream_seconds: histogram_vec(&r, "tollgate_upstream_duration_seconds", "Time from contacting the upstream until its response ended.", &["provider"], LATENCY_BUCKETS)?,
+            request_seconds: request_seconds.clone(),
+            upstream_seconds: upstream_seconds.clone(),
             overhead_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_gateway_overhead_seconds", "The gateway's own added time: total time minus upstream time (identity, flags, limits, metering, forwarding).").buckets(OVERHEAD_BUCKETS.to_vec()))?)?,
             org_tokens: counter_vec(&r, "tollgate_org_tokens_total", "Tokens metered, by org (capped; the rest are org=\"other\") and kind (input, output, thinking, cached).", &["org", "kind"])?,
             org_images: counter_vec(&r, "tollgate_org_images_total", "Images generated, by org.", &["org"])?,
@@ -157,6 +178,13 @@ impl Metrics {
             model_video_seconds: counter_vec(&r, "tollgate_model_video_seconds_total", "Seconds of video generated, by model.", &["model"])?,
             model_cost: reg(&r, CounterVec::new(Opts::new("tollgate_model_cost_dollars_total", "Cost in US dollars, by model."), &["model"])?)?,
             org_labels: OrgLabels::new(max_org_labels),
+            model_series: DashMap::new(),
+            provider_seconds: [Provider::Gemini.as_str(), Provider::Vertex.as_str(), "none"].map(|p| {
+                (
+                    request_seconds.with_label_values(&[p]),
+                    upstream_seconds.with_label_values(&[p]),
+                )
+            }),
             auth_failures: counter_vec(&r, "tollgate_auth_failures_total", "Requests refused because the gateway key was missing, unknown or revoked, or the org header was not allowed.", &["reason"])?,
             feature_refusals: counter_vec(&r, "tollgate_feature_refusals_total", "Requests refused with 403 because a feature flag of the org is off.", &["feature"])?,
             upstream_errors: counter_vec(&r, "tollgate_upstream_errors_total", "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.", &["provider", "kind"])?,
@@ -205,12 +233,100 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The token kinds of `tollgate_{org,model}_tokens_total`, in [`Series::tokens`] order.
+pub const TOKEN_KINDS: [&str; 4] = ["input", "output", "thinking", "cached"];
+
+/// The usage series of one org or one model, resolved once instead of per request (a label
+/// lookup hashes the label values and takes the vector's lock).
+pub struct Series {
+    /// Tokens by [`TOKEN_KINDS`].
+    pub tokens: [IntCounter; 4],
+    /// Images generated.
+    pub images: IntCounter,
+    /// Seconds of video generated.
+    pub video_seconds: IntCounter,
+    /// Cost in dollars.
+    pub cost: prometheus::Counter,
+}
+
+impl Series {
+    fn resolve(
+        label: &str,
+        tokens: &IntCounterVec,
+        images: &IntCounterVec,
+        video_seconds: &IntCounterVec,
+        cost: &CounterVec,
+    ) -> Series {
+        Series {
+            tokens: TOKEN_KINDS.map(|kind| tokens.with_label_values(&[label, kind])),
+            images: images.with_label_values(&[label]),
+            video_seconds: video_seconds.with_label_values(&[label]),
+            cost: cost.with_label_values(&[label]),
+        }
+    }
+}
+
+impl Metrics {
+    /// The usage series of an org: under its own name for the first `max_org_labels` orgs
+    /// seen, under `other` for the rest.
+    pub fn org_series(&self, org: i64, name: &str) -> Arc<Series> {
+        let resolve = |label: &str| {
+            Arc::new(Series::resolve(
+                label,
+                &self.org_tokens,
+                &self.org_images,
+                &self.org_video_seconds,
+                &self.org_cost,
+            ))
+        };
+        let labels = &self.org_labels;
+        if let Some(s) = labels.series.get(&org) {
+            return s.clone();
+        }
+        if labels.taken.load(Ordering::Relaxed) >= labels.cap {
+            return labels.other.get_or_init(|| resolve(OTHER_ORG)).clone();
+        }
+        labels
+            .series
+            .entry(org)
+            .or_insert_with(|| {
+                labels.taken.fetch_add(1, Ordering::Relaxed);
+                resolve(name)
+            })
+            .clone()
+    }
+
+    /// The usage series of a model label (a priced model's name, `unknown` or `none`: a set
+    /// bounded by the price table).
+    pub fn model_series(&self, model: &str) -> Arc<Series> {
+        if let Some(s) = self.model_series.get(model) {
+            return s.clone();
+        }
+        self.model_series
+            .entry(model.into())
+            .or_insert_with(|| {
+                Arc::new(Series::resolve(
+                    model,
+                    &self.model_tokens,
+                    &self.model_images,
+                    &self.model_video_seconds,
+                    &self.model_cost,
+                ))
+            })
+            .clone()
+    }
+}
+
 /// The cardinality guard for per-org labels: the first `cap` orgs seen get a label of their own
 /// (their name); every later one is counted as `other`, so a fleet with many orgs cannot blow up
 /// the series count.
 pub struct OrgLabels {
     cap: usize,
-    names: DashMap<i64, Arc<str>>,
+    /// Orgs with a label of their own (an org renamed later keeps the name it was first seen with).
+    series: DashMap<i64, Arc<Series>>,
+    /// `series.len()` without visiting every shard on each request past the cap.
+    taken: AtomicUsize,
+    other: OnceLock<Arc<Series>>,
 }
 
 /// The label of orgs past the cap.
@@ -220,21 +336,9 @@ impl OrgLabels {
     fn new(cap: usize) -> OrgLabels {
         OrgLabels {
             cap,
-            names: DashMap::new(),
+            series: DashMap::new(),
+            taken: AtomicUsize::new(0),
+            other: OnceLock::new(),
         }
-    }
-
-    /// The label for an org.
-    pub fn label(&self, org: i64, name: &Arc<str>) -> Arc<str> {
-        if let Some(n) = self.names.get(&org) {
-            return n.clone();
-        }
-        if self.names.len() >= self.cap {
-            return OTHER_ORG.into();
-        }
-        self.names
-            .entry(org)
-            .or_insert_with(|| name.clone())
-            .clone()
     }
 }

@@ -163,58 +163,51 @@ impl Proxy {
             .with_label_values(&[provider, model, operation, status_class(status)])
             .inc();
         let total = ctx.started.elapsed();
-        m.request_seconds
-            .with_label_values(&[provider])
-            .observe(total.as_secs_f64());
+        let (request_seconds, upstream_seconds) =
+            &m.provider_seconds[ctx.route.as_ref().map_or(2, |r| match r.provider {
+                Provider::Gemini => 0,
+                Provider::Vertex => 1,
+            })];
+        request_seconds.observe(total.as_secs_f64());
         if let Some(up) = ctx.upstream_started {
             // Upstream: contacted until its response ended; the gateway's own time is the rest.
             let upstream = ctx
                 .upstream_done
                 .unwrap_or_else(Instant::now)
                 .saturating_duration_since(up);
-            m.upstream_seconds
-                .with_label_values(&[provider])
-                .observe(upstream.as_secs_f64());
+            upstream_seconds.observe(upstream.as_secs_f64());
             m.overhead_seconds
                 .observe(total.saturating_sub(upstream).as_secs_f64());
         }
         let Some(id) = ctx.identity.as_ref().filter(|_| e.metered) else {
             return;
         };
-        let org = m.org_labels.label(id.org_id, &id.org_name);
-        let org: &str = &org;
-        for (kind, n) in [
-            ("input", e.input_tokens),
-            ("output", e.output_tokens),
-            ("thinking", e.thinking_tokens),
-            ("cached", e.cached_tokens),
-        ] {
+        let (org, model) = (m.org_series(id.org_id, &id.org_name), m.model_series(model));
+        let tokens = [
+            e.input_tokens,
+            e.output_tokens,
+            e.thinking_tokens,
+            e.cached_tokens,
+        ];
+        for (i, n) in tokens.into_iter().enumerate() {
             if n > 0 {
-                m.org_tokens
-                    .with_label_values(&[org, kind])
-                    .inc_by(n as u64);
-                m.model_tokens
-                    .with_label_values(&[model, kind])
-                    .inc_by(n as u64);
+                org.tokens[i].inc_by(n as u64);
+                model.tokens[i].inc_by(n as u64);
             }
         }
         let images = e.images as u64;
         if images > 0 {
-            m.org_images.with_label_values(&[org]).inc_by(images);
-            m.model_images.with_label_values(&[model]).inc_by(images);
+            org.images.inc_by(images);
+            model.images.inc_by(images);
         }
         if e.video_seconds > 0 {
-            m.org_video_seconds
-                .with_label_values(&[org])
-                .inc_by(e.video_seconds as u64);
-            m.model_video_seconds
-                .with_label_values(&[model])
-                .inc_by(e.video_seconds as u64);
+            org.video_seconds.inc_by(e.video_seconds as u64);
+            model.video_seconds.inc_by(e.video_seconds as u64);
         }
         if e.cost_micros > 0 {
             let dollars = e.cost_micros as f64 / 1_000_000.0;
-            m.org_cost.with_label_values(&[org]).inc_by(dollars);
-            m.model_cost.with_label_values(&[model]).inc_by(dollars);
+            org.cost.inc_by(dollars);
+            model.cost.inc_by(dollars);
         }
     }
 

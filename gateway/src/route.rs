@@ -243,9 +243,9 @@ impl Route {
 
     /// The feature flags this request needs, all of which must be on. This is the one table
     /// from operations to flags (documented in the README).
-    pub fn required_features(&self) -> Vec<Feature> {
+    pub fn required_features(&self) -> Needs {
         let model = self.model.as_deref().unwrap_or("");
-        let mut need = Vec::with_capacity(3);
+        let mut need = Needs::default();
         if self.provider == Provider::Vertex {
             need.push(Feature::VertexAi);
         }
@@ -285,6 +285,30 @@ impl Route {
             need.push(Feature::ProModels);
         }
         need
+    }
+}
+
+/// The flags one request needs: at most four (Vertex, streaming, the kind, pro), kept inline so
+/// the check allocates nothing per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    flags: [Option<Feature>; 4],
+}
+
+impl Needs {
+    fn push(&mut self, f: Feature) {
+        if let Some(slot) = self.flags.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(f);
+        }
+    }
+}
+
+impl IntoIterator for Needs {
+    type Item = Feature;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Feature>, 4>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.flags.into_iter().flatten()
     }
 }
 

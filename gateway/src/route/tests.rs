@@ -152,7 +152,11 @@ fn unknown_paths_do_not_route() {
 }
 
 fn features(method: &str, path: &str) -> Vec<Feature> {
-    classify(method, path).unwrap().required_features()
+    classify(method, path)
+        .unwrap()
+        .required_features()
+        .into_iter()
+        .collect()
 }
 
 #[test]
