@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Instructions per request, counted by valgrind's callgrind: stable on a noisy shared machine
-where wall-clock numbers are not. Runs bare pingora and Tollgate (everything on, SQLite) under
-callgrind in front of the benchmark's fake upstream, sends warm-up requests, zeroes the counters,
+where wall-clock numbers are not. Runs bare pingora (with glibc's malloc, and with mimalloc,
+Tollgate's allocator) and Tollgate (everything on, SQLite) under callgrind in front of the benchmark's fake upstream, sends warm-up requests, zeroes the counters,
 sends N sequential keep-alive requests, dumps, and prints instructions per request with the top
 functions (inclusive and self) of the gateway.
 
-Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare]
+Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare|bare-mimalloc]
 Needs the release build (make bench-load builds it) and valgrind.
 """
 
@@ -82,7 +82,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--top", type=int, default=40)
-    ap.add_argument("--only", choices=["tollgate", "bare"])
+    ap.add_argument("--only", choices=["tollgate", "bare", "bare-mimalloc"])
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-callgrind-")
     logs = open(os.path.join(tmp, "processes.log"), "w")
@@ -93,6 +93,10 @@ def main():
             port = run.free_port()
             results["bare pingora"] = profile("bare", [os.path.join(run.REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *run.BARE_TUNED],
                                               {}, port, {}, args.requests, args.top, tmp, logs)
+        if args.only in (None, "bare-mimalloc"):
+            port = run.free_port()
+            results["bare pingora (mimalloc)"] = profile("bare-mimalloc", [os.path.join(run.REL, "bare-pingora-mimalloc"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *run.BARE_TUNED],
+                                                         {}, port, {}, args.requests, args.top, tmp, logs)
         if args.only in (None, "tollgate"):
             env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp)
             key = run.tollgate_org(env)
