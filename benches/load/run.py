@@ -450,12 +450,6 @@ def start_upstream_and_proxies(tmp, logs, procs):
     procs.append(bp)
     wait_port(bp_port)
     targets.append(Target(BARE, bp_port, proc=bp))
-    # The same passthrough with Tollgate's allocator, so the ratio can be read allocator for allocator.
-    bm_port = free_port()
-    bm = spawn([os.path.join(REL, "bare-pingora-mimalloc"), f"127.0.0.1:{bm_port}", f"127.0.0.1:{up_port}", *BARE_TUNED], logs, cpus=PROXY_CPU)
-    procs.append(bm)
-    wait_port(bm_port)
-    targets.append(Target(BARE_MI, bm_port, proc=bm))
     tg = start_tollgate("tollgate-sqlite", f"sqlite://{tmp}/bench.db", up_port, tmp, logs)
     procs.append(tg.proc)
     tg.name = TG_SQLITE
@@ -464,7 +458,6 @@ def start_upstream_and_proxies(tmp, logs, procs):
 
 
 BARE = "bare pingora (1 thread)"
-BARE_MI = "bare pingora (1 thread, mimalloc)"
 TG_SQLITE = "tollgate, everything on (SQLite)"
 TG_PG = "tollgate, everything on (PostgreSQL)"
 JSON_PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -623,7 +616,7 @@ def main():
                     results[t.name]["first_event_ms"] = None
                     results[t.name]["first_event_error"] = str(e)
             for t in targets:
-                if t.name in (BARE, BARE_MI, TG_SQLITE, "nginx proxy_pass (1 worker)"):
+                if t.name in (BARE, TG_SQLITE, "nginx proxy_pass (1 worker)"):
                     results[t.name]["streams_1000"] = stream_memory(t)
         for t in targets:
             if hasattr(t, "metrics_port"):
@@ -651,16 +644,16 @@ def report(results, skipped, extra, conc, args, targets):
     for c in conc:
         k = f"json_c{c}"
         lines += [f"**JSON generateContent (~2 KB answer), {c} connection(s)**", "",
-                  "| target | req/s | × direct | × bare pingora | × bare pingora (mimalloc) | p50 µs | p90 µs | p99 µs | p99.9 µs | CPU µs/req | RSS MiB | non-2xx |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        d, bp, bm = base(names[0], k), base(BARE, k), base(BARE_MI, k)
+                  "| target | req/s | × direct | × bare pingora | p50 µs | p90 µs | p99 µs | p99.9 µs | CPU µs/req | RSS MiB | non-2xx |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        d, bp = base(names[0], k), base(BARE, k)
         for n in names:
             r = results[n].get(k, {})
             if "error" in r or not r:
-                lines.append(f"| {n} | error: {str(r.get('error', ''))[:60]} ||||||||||||")
+                lines.append(f"| {n} | error: {str(r.get('error', ''))[:60]} |||||||||||")
                 continue
             lines.append(f"| {n} | {f(r['rps'])} | {f(r['rps'] / d if d else None, '{:.2f}')} | {f(r['rps'] / bp if bp else None, '{:.2f}')} | "
-                         f"{f(r['rps'] / bm if bm else None, '{:.2f}')} | {f(r['p50_us'])} | {f(r['p90_us'])} | {f(r['p99_us'])} | {f(r['p999_us'])} | {f(r.get('cpu_us_per_req'), '{:.1f}')} | "
+                         f"{f(r['p50_us'])} | {f(r['p90_us'])} | {f(r['p99_us'])} | {f(r['p999_us'])} | {f(r.get('cpu_us_per_req'), '{:.1f}')} | "
                          f"{f(r.get('rss_mib'), '{:.1f}')} | {f(r['non_2xx'])} |")
         lines.append("")
     if extra.get("fixed_rate"):
