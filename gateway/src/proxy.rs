@@ -344,7 +344,8 @@ impl Proxy {
         let t = &settled.metered.tokens;
         let id = ctx.identity.as_ref();
         store::UsageEvent {
-            request_id: ctx.request_id.clone(),
+            // The last use of the id on the request's path (logging reads it from the event).
+            request_id: std::mem::take(&mut ctx.request_id),
             client_request_id: ctx.client_request_id.clone(),
             occurred_at: ctx.occurred_at,
             org_id: id.map(|i| i.org_id),
@@ -670,7 +671,7 @@ impl ProxyHttp for Proxy {
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
         self.access_log.record(&AccessLine {
-            request_id: &ctx.request_id,
+            request_id: &event.request_id,
             client_request_id: ctx.client_request_id.as_deref().unwrap_or(""),
             org: id.map_or("", |i| &*i.org_name),
             key_prefix: id.map_or("", |i| &*i.key_prefix),

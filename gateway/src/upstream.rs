@@ -38,18 +38,17 @@ pub struct Upstream {
     idle_timeout: Duration,
     /// The header values sent on every request, built once (`Host`, the credential).
     host_value: Option<http::HeaderValue>,
-    credential_header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// The name as a static str: pingora keeps a `&'static str` name as it is, where a
+    /// `HeaderName` is copied into a title-cased form on every request.
+    credential_header: Option<(&'static str, http::HeaderValue)>,
 }
 
 /// A credential as the header that carries it (marked sensitive, so `Debug` hides it).
-fn credential_header(c: &Credential) -> Option<(http::HeaderName, http::HeaderValue)> {
+fn credential_header(c: &Credential) -> Option<(&'static str, http::HeaderValue)> {
     let (name, value) = match c {
-        Credential::ApiKey(k) => (
-            http::HeaderName::from_static("x-goog-api-key"),
-            http::HeaderValue::from_str(k),
-        ),
+        Credential::ApiKey(k) => ("x-goog-api-key", http::HeaderValue::from_str(k)),
         Credential::Bearer(t) => (
-            http::header::AUTHORIZATION,
+            "Authorization",
             http::HeaderValue::from_str(&format!("Bearer {t}")),
         ),
     };
@@ -177,13 +176,13 @@ impl Upstream {
             req.remove_header(&name);
         }
         if let Some((name, value)) = &self.credential_header {
-            req.insert_header(name.clone(), value.clone())?;
+            req.insert_header(*name, value.clone())?;
         }
         if let Some(host) = &self.host_value {
-            req.insert_header(http::header::HOST, host.clone())?;
+            req.insert_header("Host", host.clone())?;
         }
         // A compressed body would hide usageMetadata from the meter (see README: metering).
-        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        req.insert_header("Accept-Encoding", "identity")?;
         Ok(())
     }
 }
