@@ -119,7 +119,7 @@ impl Scanner {
             if self.pending.is_none() {
                 // Outside strings with no key waiting for its colon, only a quote matters:
                 // numbers, arrays and punctuation are skipped at memchr speed.
-                match memchr::memchr(b'"', data) {
+                match find_quote(data) {
                     Some(off) => data = &data[off..],
                     None => return,
                 }
@@ -154,23 +154,31 @@ impl Scanner {
                 i += 1;
                 continue;
             }
-            let Some(off) = memchr::memchr2(b'"', b'\\', &data[i..]) else {
+            let Some(off) = find_quote_or_escape(&data[i..]) else {
                 self.collect_key(&data[i..]);
                 return data.len();
             };
-            self.collect_key(&data[i..i + off]);
+            let run = &data[i..i + off];
             i += off + 1;
             if data[i - 1] == b'\\' {
+                self.collect_key(run);
                 self.escape = true;
                 continue;
             }
             self.in_string = false;
-            self.pending = if self.key_overflow {
-                None
+            // A string that began in this chunk is compared where it lies; one that spans
+            // chunks was gathered in `key_buf`.
+            let whole = if self.key_len == 0 && !self.key_overflow {
+                Some(run)
             } else {
-                let k = &self.key_buf[..self.key_len];
-                self.keys.iter().position(|key| key.name == k)
+                self.collect_key(run);
+                (!self.key_overflow).then_some(&self.key_buf[..self.key_len])
             };
+            self.pending = whole.and_then(|k| {
+                self.keys.iter().position(|key| {
+                    key.name.len() == k.len() && key.name.first() == k.first() && key.name == k
+                })
+            });
             return i;
         }
         i
@@ -246,8 +254,7 @@ impl Scanner {
                 Shape::Str => {
                     // Fast path: copy or skip up to the next quote or backslash.
                     if !c.esc {
-                        let run =
-                            memchr::memchr2(b'"', b'\\', &data[i..]).unwrap_or(data.len() - i);
+                        let run = find_quote_or_escape(&data[i..]).unwrap_or(data.len() - i);
                         push_slice(&mut self.buf, c, &data[i..i + run], bound);
                         i += run;
                         if i == data.len() {
@@ -280,7 +287,7 @@ impl Scanner {
                     while i < data.len() && !done {
                         if c.in_str && !c.esc {
                             // Inside a string only a quote or a backslash matters.
-                            match memchr::memchr2(b'"', b'\\', &data[i..]) {
+                            match find_quote_or_escape(&data[i..]) {
                                 Some(off) => i += off,
                                 None => {
                                     i = data.len();
@@ -333,6 +340,60 @@ impl Scanner {
         }
         i
     }
+}
+
+/// Bytes looked at one by one before handing a search to memchr: most JSON strings (keys, enum
+/// values, numbers' surroundings) end within a few bytes, where memchr's setup costs more than
+/// the search (an SSE event of a stream holds ~15 such strings).
+const SHORT: usize = 16;
+
+/// The next quote or backslash.
+#[inline]
+fn find_quote_or_escape(hay: &[u8]) -> Option<usize> {
+    find_short(
+        hay,
+        |w| has_byte(w, b'"') | has_byte(w, b'\\'),
+        |b| b == b'"' || b == b'\\',
+    )
+    .or_else(|| {
+        let from = hay.len().min(SHORT);
+        memchr::memchr2(b'"', b'\\', &hay[from..]).map(|i| i + from)
+    })
+}
+
+/// The next quote.
+#[inline]
+fn find_quote(hay: &[u8]) -> Option<usize> {
+    find_short(hay, |w| has_byte(w, b'"'), |b| b == b'"').or_else(|| {
+        let from = hay.len().min(SHORT);
+        memchr::memchr(b'"', &hay[from..]).map(|i| i + from)
+    })
+}
+
+/// Looks through the first [`SHORT`] bytes eight at a time (`word` marks matching bytes of a
+/// little-endian word with their high bit), then byte by byte where fewer than eight are left.
+#[inline]
+fn find_short(hay: &[u8], word: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> Option<usize> {
+    let head = &hay[..hay.len().min(SHORT)];
+    let mut i = 0;
+    while let Some(w) = head.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let m = word(u64::from_le_bytes(*w));
+        if m != 0 {
+            // The lowest marked byte is exact (borrows only reach bytes above a match).
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    head[i..].iter().position(|&b| byte(b)).map(|p| i + p)
+}
+
+/// High bit set in each byte of `w` equal to `b` (exact for the lowest such byte).
+#[inline]
+fn has_byte(w: u64, b: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (LO * u64::from(b));
+    x.wrapping_sub(LO) & !x & HI
 }
 
 fn push_slice(buf: &mut Vec<u8>, c: &mut Capture, bytes: &[u8], bound: usize) {

@@ -168,3 +168,52 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn escaped_and_long_look_alikes_are_not_keys_at_any_split() {
+    // An escape inside a key (even one that decodes to a watched name), a watched name with a
+    // prefix or a suffix (split after the prefix, the rest alone is a watched name), and a key
+    // longer than any watched one, beside one real key.
+    let body = br#"{"sample\u0043ount": 1, "\"sampleCount": 2, "sampleCountX": 3, "presampleCount": 6, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": 4, "sampleCount": 5}"#;
+    let whole = scan_chunks(&[body]);
+    assert_eq!(whole.values, vec![(3, "5".to_owned())]);
+    for cut in 0..body.len() {
+        let (a, b) = body.split_at(cut);
+        assert_eq!(scan_chunks(&[a, b]), whole, "split at {cut}");
+    }
+}
+
+#[test]
+fn the_short_search_finds_the_first_match_wherever_it_is() {
+    // Every position in and past the word-at-a-time head, with look-alike bytes around
+    // (0x21 and 0x23 sit next to the quote, 0xa2 shares its low bits).
+    for len in 0..40 {
+        for at in 0..=len {
+            let mut hay = vec![b'a'; len];
+            for (i, b) in hay.iter_mut().enumerate() {
+                *b = [b'!', b'#', 0xa2, b'[', b']', b'a'][i % 6];
+            }
+            let want = (at < len).then_some(at);
+            if at < len {
+                hay[at] = b'"';
+                if at + 1 < len {
+                    hay[at + 1] = b'\\';
+                }
+            }
+            assert_eq!(find_quote(&hay), want, "quote, len {len} at {at}");
+            assert_eq!(
+                find_quote_or_escape(&hay),
+                want,
+                "quote or escape, len {len} at {at}"
+            );
+            if at < len {
+                hay[at] = b'\\';
+                assert_eq!(
+                    find_quote_or_escape(&hay),
+                    want,
+                    "escape, len {len} at {at}"
+                );
+            }
+        }
+    }
+}
