@@ -5,7 +5,8 @@ Tollgate's allocator) and Tollgate (everything on, SQLite) under callgrind in fr
 sends N sequential keep-alive requests, dumps, and prints instructions per request with the top
 functions (inclusive and self) of the gateway.
 
-Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare|bare-mimalloc]
+Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare|bare-mimalloc] [--sse]
+       [--binary PATH]
 Needs the release build (make bench-load builds it) and valgrind.
 """
 
@@ -22,6 +23,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import run  # noqa: E402  (the load benchmark's helpers)
 
 PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+SSE_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 
 
 def send(port, n, headers):
@@ -83,7 +87,12 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--only", choices=["tollgate", "bare", "bare-mimalloc"])
+    ap.add_argument("--sse", action="store_true", help="stream 50 SSE events per request instead of the JSON answer")
+    ap.add_argument("--binary", help="profile this tollgate binary instead of the release build's")
     args = ap.parse_args()
+    if args.sse:
+        global PATH
+        PATH = SSE_PATH
     tmp = tempfile.mkdtemp(prefix="tollgate-callgrind-")
     logs = open(os.path.join(tmp, "processes.log"), "w")
     procs, results = [], {}
@@ -100,7 +109,7 @@ def main():
         if args.only in (None, "tollgate"):
             env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp)
             key = run.tollgate_org(env)
-            results["tollgate"] = profile("tollgate", [os.path.join(run.REL, "tollgate"), "gateway"], env, port,
+            results["tollgate"] = profile("tollgate", [args.binary or os.path.join(run.REL, "tollgate"), "gateway"], env, port,
                                           {"x-goog-api-key": key}, args.requests, args.top, tmp, logs)
     finally:
         run.stop_all(procs)
