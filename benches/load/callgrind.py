@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Instructions per request, counted by valgrind's callgrind: stable on a noisy shared machine
-where wall-clock numbers are not. Runs bare pingora (with glibc's malloc, and with mimalloc,
-Tollgate's allocator) and Tollgate (everything on, SQLite) under callgrind in front of the benchmark's fake upstream, sends warm-up requests, zeroes the counters,
-sends N sequential keep-alive requests, dumps, and prints instructions per request with the top
-functions (inclusive and self) of the gateway.
+where wall-clock numbers are not. Runs bare pingora (with glibc's malloc, and with mimalloc) and
+Tollgate (everything on, SQLite) under callgrind in front of the benchmark's fake upstream, sends
+warm-up requests, zeroes the counters, sends N sequential keep-alive requests, dumps, and prints
+instructions per request with the top functions (inclusive and self) of the gateway.
 
 Usage: benches/load/callgrind.py [--requests 2000] [--top 40] [--only tollgate|bare|bare-mimalloc] [--sse]
        [--binary PATH]

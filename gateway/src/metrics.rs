@@ -31,10 +31,6 @@ pub struct Metrics {
     pub registry: Registry,
     /// `tollgate_requests_total{provider,model,operation,status_class}`
     pub requests: IntCounterVec,
-    /// `tollgate_request_duration_seconds{provider}`: request start to the end of the response.
-    pub request_seconds: HistogramVec,
-    /// `tollgate_upstream_duration_seconds{provider}`: upstream contacted until its response ended.
-    pub upstream_seconds: HistogramVec,
     /// `tollgate_gateway_overhead_seconds`: total minus upstream time, the gateway's own share.
     pub overhead_seconds: Histogram,
     /// `tollgate_org_tokens_total{org,kind}`
@@ -57,8 +53,10 @@ pub struct Metrics {
     pub org_labels: OrgLabels,
     /// Resolved series per model label.
     model_series: DashMap<Arc<str>, Arc<Series>>,
-    /// `request_seconds` and `upstream_seconds` of gemini, vertex and none (no route), resolved once.
-    pub provider_seconds: [(Histogram, Histogram); 3],
+    /// `tollgate_request_duration_seconds{provider}` (request start to the end of the response)
+    /// and `tollgate_upstream_duration_seconds{provider}` (upstream contacted until its response
+    /// ended) of gemini, vertex and none (no route), resolved once: see [`Metrics::durations`].
+    provider_seconds: [(Histogram, Histogram); 3],
     /// `tollgate_auth_failures_total{reason}`
     pub auth_failures: IntCounterVec,
     /// `tollgate_feature_refusals_total{feature}`
@@ -166,8 +164,6 @@ impl Metrics {
         )?;
         Ok(Metrics {
             requests: counter_vec(&r, "tollgate_requests_total", "Requests answered by the gateway, by provider, model (a priced model name, or unknown), operation and status class.", &["provider", "model", "operation", "status_class"])?,
-            request_seconds: request_seconds.clone(),
-            upstream_seconds: upstream_seconds.clone(),
             overhead_seconds: reg(&r, Histogram::with_opts(HistogramOpts::new("tollgate_gateway_overhead_seconds", "The gateway's own added time: total time minus upstream time (identity, flags, limits, metering, forwarding).").buckets(OVERHEAD_BUCKETS.to_vec()))?)?,
             org_tokens: counter_vec(&r, "tollgate_org_tokens_total", "Tokens metered, by org (capped; the rest are org=\"other\") and kind (input, output, thinking, cached).", &["org", "kind"])?,
             org_images: counter_vec(&r, "tollgate_org_images_total", "Images generated, by org.", &["org"])?,
@@ -267,6 +263,16 @@ impl Series {
 }
 
 impl Metrics {
+    /// The request and upstream duration histograms of a provider (`None`: a request without a
+    /// route).
+    pub fn durations(&self, provider: Option<Provider>) -> &(Histogram, Histogram) {
+        &self.provider_seconds[match provider {
+            Some(Provider::Gemini) => 0,
+            Some(Provider::Vertex) => 1,
+            None => 2,
+        }]
+    }
+
     /// The usage series of an org: under its own name for the first `max_org_labels` orgs
     /// seen, under `other` for the rest.
     pub fn org_series(&self, org: i64, name: &str) -> Arc<Series> {

@@ -164,10 +164,7 @@ impl Proxy {
             .inc();
         let total = ctx.started.elapsed();
         let (request_seconds, upstream_seconds) =
-            &m.provider_seconds[ctx.route.as_ref().map_or(2, |r| match r.provider {
-                Provider::Gemini => 0,
-                Provider::Vertex => 1,
-            })];
+            m.durations(ctx.route.as_ref().map(|r| r.provider));
         request_seconds.observe(total.as_secs_f64());
         if let Some(up) = ctx.upstream_started {
             // Upstream: contacted until its response ended; the gateway's own time is the rest.

@@ -232,7 +232,7 @@ impl Store {
         let Some(current) = migrator.iter().find(|m| m.version == VERSION) else {
             return Ok(false);
         };
-        let ledger_exists = match self {
+        let migrated_before = match self {
             Store::Sqlite(pool) => sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
             )
@@ -244,7 +244,7 @@ impl Store {
                     .await?
             }
         };
-        if !ledger_exists {
+        if !migrated_before {
             return Ok(false);
         }
         // A constant: it decodes (the upgrade tests would fail otherwise).
