@@ -167,6 +167,10 @@ pub struct GatewayConfig {
     pub upstream_read_timeout_ms: u64,
     /// Pooled upstream connections idle longer than this are closed, in milliseconds.
     pub upstream_idle_timeout_ms: u64,
+    /// A PEM file of CA certificates that upstream TLS certificates are checked against instead
+    /// of the system's roots; empty = the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// are honoured).
+    pub upstream_ca_file: String,
     /// The store's config version is checked this often, in seconds; keys, orgs, flags and
     /// limits are reloaded when it moved.
     pub refresh_secs: u64,
@@ -186,6 +190,7 @@ impl Default for GatewayConfig {
             upstream_connect_timeout_ms: 5_000,
             upstream_read_timeout_ms: 300_000,
             upstream_idle_timeout_ms: 55_000,
+            upstream_ca_file: String::new(),
             refresh_secs: 2,
             shutdown_grace_secs: 5,
             public_url: String::new(),
@@ -526,6 +531,9 @@ impl Config {
         if !g.public_url.is_empty() {
             parse_http_url("gateway.public_url", &g.public_url)?;
         }
+        if !g.upstream_ca_file.is_empty() {
+            check_ca_file("gateway.upstream_ca_file", &g.upstream_ca_file)?;
+        }
         if !self.limits.webhook_url.is_empty() {
             parse_http_url("limits.webhook_url", &self.limits.webhook_url)?;
         }
@@ -730,6 +738,22 @@ fn parse_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
         ));
     }
     Ok(u)
+}
+
+/// A readable PEM file with at least one certificate and nothing unreadable (pingora would
+/// otherwise fail when it builds its TLS connector, after the gateway started).
+fn check_ca_file(key: &str, path: &str) -> Result<(), ConfigError> {
+    let expected = "a readable PEM file of CA certificates";
+    let text = std::fs::read(path).map_err(|e| invalid(key, path, &format!("{expected} ({e})")))?;
+    let mut certs = 0;
+    for item in rustls_pemfile::certs(&mut text.as_slice()) {
+        item.map_err(|e| invalid(key, path, &format!("{expected} ({e})")))?;
+        certs += 1;
+    }
+    if certs == 0 {
+        return Err(invalid(key, path, &format!("{expected} (it holds none)")));
+    }
+    Ok(())
 }
 
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {

@@ -80,6 +80,7 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
         connect_timeout: Duration::from_millis(g.upstream_connect_timeout_ms),
         read_timeout: Duration::from_millis(g.upstream_read_timeout_ms),
         idle_timeout: Duration::from_millis(g.upstream_idle_timeout_ms),
+        upstream_ca_file: (!g.upstream_ca_file.is_empty()).then(|| g.upstream_ca_file.clone()),
         refresh_interval: Duration::from_secs(g.refresh_secs),
         shutdown_grace: Duration::from_secs(g.shutdown_grace_secs),
         public_url: (!g.public_url.is_empty())

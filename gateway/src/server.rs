@@ -318,6 +318,8 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
+        // Upstream TLS trusts these roots instead of the system's (checked at config time).
+        ca_file: settings.upstream_ca_file.clone(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

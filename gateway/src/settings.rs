@@ -74,6 +74,8 @@ pub struct GatewaySettings {
     pub read_timeout: Duration,
     /// Pooled upstream connections idle longer than this are closed.
     pub idle_timeout: Duration,
+    /// CA certificates (PEM) for upstream TLS instead of the system's roots.
+    pub upstream_ca_file: Option<String>,
     /// How often keys, orgs and flags are reloaded from the store.
     pub refresh_interval: Duration,
     /// On graceful shutdown, how long in-flight requests may take.

@@ -142,19 +142,20 @@ impl Upstream {
     /// `Host`, credentials, and no `x-tollgate-*` headers.
     pub fn rewrite_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
         let uri = &req.uri;
-        let path = uri.path();
-        let query = uri.query().map(strip_key_param).filter(|q| !q.is_empty());
-        let mut target = String::with_capacity(self.base_path.len() + path.len() + 64);
-        target.push_str(&self.base_path);
-        target.push_str(path);
-        if let Some(q) = query {
-            target.push('?');
-            target.push_str(&q);
-        }
-        // Origin-form already equal to the target (the usual case): no new URI to parse.
-        if uri.scheme().is_some()
-            || Some(target.as_str()) != uri.path_and_query().map(|p| p.as_str())
-        {
+        let has_key_param = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=") || p == "key"));
+        // The usual case (no base path, origin-form, no key parameter) keeps the URI as it is.
+        if !self.base_path.is_empty() || uri.scheme().is_some() || has_key_param {
+            let path = uri.path();
+            let query = uri.query().map(strip_key_param).filter(|q| !q.is_empty());
+            let mut target = String::with_capacity(self.base_path.len() + path.len() + 64);
+            target.push_str(&self.base_path);
+            target.push_str(path);
+            if let Some(q) = query {
+                target.push('?');
+                target.push_str(&q);
+            }
             let new_uri = target.parse::<http::Uri>().map_err(|e| {
                 pingora::Error::because(
                     pingora::ErrorType::InternalError,
@@ -269,6 +270,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            upstream_ca_file: None,
             refresh_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             public_url: None,

@@ -140,6 +140,43 @@ fn invalid_values_name_the_key_the_value_and_what_is_expected() {
 }
 
 #[test]
+fn an_upstream_ca_file_must_hold_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let m = err(
+        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", missing.display()),
+        &[],
+    );
+    assert!(
+        m.starts_with("invalid setting gateway.upstream_ca_file")
+            && m.contains("missing.pem")
+            && m.contains("readable PEM file"),
+        "{m}"
+    );
+    let not_pem = dir.path().join("key.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let m = err(
+        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", not_pem.display()),
+        &[],
+    );
+    assert!(
+        m.contains("gateway.upstream_ca_file") && m.contains("holds none"),
+        "{m}"
+    );
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let m = err(
+        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", bad.display()),
+        &[],
+    );
+    assert!(m.contains("gateway.upstream_ca_file"), "{m}");
+}
+
+#[test]
 fn debug_output_hides_passwords_and_keys() {
     let e = env(&[
         ("TOLLGATE_DATABASE__URL", "postgres://u:hunter2@db/x"),

@@ -32,6 +32,17 @@ pub struct Call {
 struct Inner {
     calls: Vec<Call>,
     violations: Vec<String>,
+    /// TLS only: the server name (SNI) of each completed handshake, `None` when none was sent.
+    handshakes: Vec<Option<String>>,
+    /// TLS only: handshakes that failed (e.g. the client did not trust our certificate).
+    failed_handshakes: usize,
+}
+
+/// A fake served over TLS: its certificate is for `localhost`, signed by a throwaway CA.
+pub struct TlsFake {
+    pub fake: FakeGoogle,
+    /// The CA certificate (PEM) that signed the fake's certificate.
+    pub ca_pem: String,
 }
 
 /// A running fake.
@@ -41,6 +52,8 @@ pub struct FakeGoogle {
     inner: Arc<Mutex<Inner>>,
     /// When set, requests must carry this key (the gateway's provider key).
     expect_provider_key: bool,
+    /// Served over TLS (`start_tls`).
+    tls: bool,
 }
 
 impl FakeGoogle {
@@ -56,6 +69,7 @@ impl FakeGoogle {
             addr,
             inner: Arc::default(),
             expect_provider_key,
+            tls: false,
         };
         let app = axum::Router::new()
             .fallback(handle)
@@ -66,8 +80,88 @@ impl FakeGoogle {
         fake
     }
 
+    /// Starts a fake speaking HTTPS, with a certificate for `localhost` (base URL
+    /// `https://localhost:PORT`) issued by a CA made for this fake alone.
+    pub async fn start_tls() -> TlsFake {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Tollgate test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeGoogle {
+            addr: listener.local_addr().unwrap(),
+            inner: Arc::default(),
+            expect_provider_key: true,
+            tls: true,
+        };
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(fake.clone());
+        let f = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app, f) = (acceptor.clone(), app.clone(), f.clone());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(_) => {
+                            f.inner.lock().unwrap().failed_handshakes += 1;
+                            return;
+                        }
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                    f.inner.lock().unwrap().handshakes.push(sni);
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await
+                        .ok();
+                });
+            }
+        });
+        TlsFake {
+            fake,
+            ca_pem: ca.pem(),
+        }
+    }
+
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// TLS only: the server name each completed handshake asked for.
+    pub fn handshakes(&self) -> Vec<Option<String>> {
+        self.inner.lock().unwrap().handshakes.clone()
+    }
+
+    /// TLS only: handshakes that failed.
+    pub fn failed_handshakes(&self) -> usize {
+        self.inner.lock().unwrap().failed_handshakes
     }
 
     pub fn calls(&self) -> Vec<Call> {

@@ -26,6 +26,8 @@ pub struct Opts {
     pub extra_toml: String,
     /// Point the gemini upstream here instead of the fake (e.g. a closed port).
     pub gemini_url: Option<String>,
+    /// Extra lines for the `[gateway]` section.
+    pub gateway_toml: String,
     /// Use this database (and PostgreSQL schema) instead of a fresh SQLite file.
     pub database: Option<(String, Option<String>)>,
     /// How often the ledger writes.
@@ -47,6 +49,7 @@ impl Default for Opts {
             read_timeout_ms: 10_000,
             extra_toml: String::new(),
             gemini_url: None,
+            gateway_toml: String::new(),
             database: None,
             flush_ms: 50,
             limits_toml: String::new(),
@@ -87,7 +90,7 @@ impl TestEnv {
         let toml_text = format!(
             "[database]\nurl = \"{db_url}\"\nacquire_timeout_ms = 1000\n\
              [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\nwork_stealing = {ws}\n\
-             upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n\
+             upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n{gw}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
              [ledger]\nspool_path = \"{spool}\"\nflush_ms = {flush}\n\
@@ -95,6 +98,7 @@ impl TestEnv {
              [limits]\nsync_secs = 1\nsaved_config_path = \"{saved}\"\n{limits}\n{extra}",
             saved = opts.saved_config.clone().unwrap_or_else(|| dir.path().join("live.json")).display(),
             limits = opts.limits_toml,
+            gw = opts.gateway_toml,
             ws = opts.work_stealing,
             spool = dir.path().join("spool/events.jsonl").display(),
             flush = opts.flush_ms,

@@ -13,3 +13,4 @@ mod observability;
 mod outage;
 mod proxy;
 mod sdk;
+mod tls;
