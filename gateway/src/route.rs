@@ -118,11 +118,28 @@ pub struct NoRoute;
 const GEMINI_VERSIONS: &[&str] = &["v1beta", "v1", "v1alpha"];
 const VERTEX_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
+/// More path segments than any Google endpoint has (the longest, a Vertex operation, has 11).
+const MAX_SEGMENTS: usize = 24;
+
 /// Classifies a request by its path (without the query string).
 pub fn classify(method: &str, path: &str) -> Result<Route, NoRoute> {
     let path = path.strip_prefix('/').ok_or(NoRoute)?;
-    let segs: Vec<&str> = path.split('/').collect();
-    match segs.as_slice() {
+    // Google's paths have at most a dozen segments: split into a fixed array, no allocation
+    // (a longer path, which no Google endpoint has, is split into a Vec and classified the same).
+    let mut buf = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for seg in path.split('/') {
+        if n == MAX_SEGMENTS {
+            return classify_segments(method, &path.split('/').collect::<Vec<_>>());
+        }
+        buf[n] = seg;
+        n += 1;
+    }
+    classify_segments(method, &buf[..n])
+}
+
+fn classify_segments(method: &str, segs: &[&str]) -> Result<Route, NoRoute> {
+    match segs {
         // Resumable uploads: /upload/{version}/files…
         ["upload", v, "files", ..] if GEMINI_VERSIONS.contains(v) => {
             Ok(gemini(None, Operation::Upload))
@@ -136,7 +153,7 @@ pub fn classify(method: &str, path: &str) -> Result<Route, NoRoute> {
             Ok(vertex(&[&["publishers"], rest].concat(), method))
         }
         // Vertex, collection scope (no version): /publishers/{pub}/models/{m}:…
-        ["publishers", ..] => Ok(vertex(&segs, method)),
+        ["publishers", ..] => Ok(vertex(segs, method)),
         // Everything else under v1beta1 is Vertex.
         ["v1beta1", rest @ ..] => Ok(vertex(rest, method)),
         // The Developer API.

@@ -182,13 +182,16 @@ impl Counters {
     ) -> Result<Reservation, Refusal> {
         let now = self.clock.now();
         let (day, month) = self.periods(org, now);
-        let mut taken: Vec<Kind> = Vec::with_capacity(4);
+        // Kinds already reserved, undone if a later one refuses (no allocation per request).
+        let mut taken = [Kind::ALL[0]; Kind::ALL.len()];
+        let mut n_taken = 0;
         for k in Kind::ALL {
             let cell = Self::cell(&day, &month, k);
             let amount = amounts.get(k);
             let Some(rule) = limits.get(k) else {
                 cell.fetch_add(amount, Ordering::AcqRel);
-                taken.push(k);
+                taken[n_taken] = k;
+                n_taken += 1;
                 continue;
             };
             let mut cur = cell.load(Ordering::Acquire);
@@ -199,7 +202,7 @@ impl Counters {
                     cur >= rule.value
                 };
                 if over {
-                    for t in taken {
+                    for &t in &taken[..n_taken] {
                         Self::cell(&day, &month, t).fetch_sub(amounts.get(t), Ordering::AcqRel);
                     }
                     return Err(Refusal {
@@ -219,7 +222,8 @@ impl Counters {
                     Err(actual) => cur = actual,
                 }
             }
-            taken.push(k);
+            taken[n_taken] = k;
+            n_taken += 1;
         }
         Ok(Reservation {
             day,

@@ -9,6 +9,8 @@ pub mod scan;
 pub mod tokens;
 pub mod usage;
 
+use std::borrow::Cow;
+
 use pricing::{Metered, PriceTable};
 use scan::{Found, Key, Scanner, Watch};
 use usage::{Tokens, UsageMetadata};
@@ -184,22 +186,20 @@ impl RequestMeter {
         });
     }
 
-    /// Each prompt text seen (unescaped where possible).
-    pub fn texts(&self) -> Vec<String> {
+    /// Each prompt text seen (unescaped where possible; borrowed when there is nothing to
+    /// unescape, the usual case).
+    pub fn texts(&self) -> impl Iterator<Item = Cow<'_, str>> {
         let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let t = unescape(&self.text[start..end]);
-                start = end;
-                t
-            })
-            .collect()
+        self.ends.iter().map(move |&end| {
+            let t = unescape(&self.text[start..end]);
+            start = end;
+            t
+        })
     }
 
     /// Tokens of the prompt texts, counted one by one, extrapolated past the bound.
     pub fn count_tokens(&self, count: impl Fn(&str) -> i64) -> i64 {
-        let kept: i64 = self.texts().iter().map(|t| count(t)).sum();
+        let kept: i64 = self.texts().map(|t| count(&t)).sum();
         tokens::extrapolate(kept, self.text.len(), self.text_len)
     }
 }
@@ -295,7 +295,7 @@ impl ResponseMeter {
     }
 
     /// The response text seen (unescaped where possible).
-    pub fn text(&self) -> String {
+    pub fn text(&self) -> Cow<'_, str> {
         unescape(&self.text)
     }
 
@@ -307,10 +307,17 @@ impl ResponseMeter {
     }
 }
 
-fn unescape(raw: &[u8]) -> String {
+/// The text of a JSON string's contents: borrowed when it has no escape, else decoded (or, if it
+/// is not valid JSON, taken as it is).
+fn unescape(raw: &[u8]) -> Cow<'_, str> {
+    if memchr::memchr(b'\\', raw).is_none() {
+        return String::from_utf8_lossy(raw);
+    }
     let quoted = [b"\"".as_slice(), raw, b"\""].concat();
-    serde_json::from_slice::<String>(&quoted)
-        .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
+    Cow::Owned(
+        serde_json::from_slice::<String>(&quoted)
+            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+    )
 }
 
 /// The metered result of one request.

@@ -1,15 +1,52 @@
 //! Token usage as Google reports it (`usageMetadata`), parsed from a captured JSON object, and
 //! the totals a usage event records.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+/// One entry of a `*TokensDetails` list.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ModalityCount {
-    #[serde(default)]
-    modality: String,
+struct ModalityCount<'a> {
+    #[serde(default, borrow)]
+    modality: Option<Cow<'a, str>>,
     #[serde(default)]
     token_count: i64,
+}
+
+/// A `*TokensDetails` list, summed by the modalities we record while it is parsed (no list or
+/// string is allocated).
+#[derive(Debug, Default)]
+struct Details {
+    audio: i64,
+    image: i64,
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Sums;
+        impl<'de> Visitor<'de> for Sums {
+            type Value = Details;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of modality token counts")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Details, A::Error> {
+                let mut sums = Details::default();
+                while let Some(m) = seq.next_element::<ModalityCount<'de>>()? {
+                    match m.modality.as_deref() {
+                        Some("AUDIO") => sums.audio += m.token_count,
+                        Some("IMAGE") => sums.image += m.token_count,
+                        _ => {}
+                    }
+                }
+                Ok(sums)
+            }
+        }
+        d.deserialize_seq(Sums)
+    }
 }
 
 /// `usageMetadata` of a GenerateContentResponse (or embedContent on Vertex).
@@ -28,9 +65,9 @@ pub struct UsageMetadata {
     tool_use_prompt_token_count: i64,
     total_token_count: Option<i64>,
     #[serde(default)]
-    prompt_tokens_details: Vec<ModalityCount>,
+    prompt_tokens_details: Details,
     #[serde(default)]
-    candidates_tokens_details: Vec<ModalityCount>,
+    candidates_tokens_details: Details,
 }
 
 /// Metered token counts of one request.
@@ -60,12 +97,6 @@ impl UsageMetadata {
     pub fn parse(bytes: &[u8]) -> Option<Tokens> {
         let u: UsageMetadata = serde_json::from_slice(bytes).ok()?;
         let total = u.total_token_count?;
-        let of = |list: &[ModalityCount], m: &str| {
-            list.iter()
-                .filter(|d| d.modality == m)
-                .map(|d| d.token_count)
-                .sum::<i64>()
-        };
         let mut output = u.candidates_token_count;
         // Some responses already count thoughts inside candidates (LiteLLM guards for it too).
         if u.thoughts_token_count > 0
@@ -80,8 +111,8 @@ impl UsageMetadata {
             cached: u.cached_content_token_count,
             tool_prompt: u.tool_use_prompt_token_count,
             total,
-            input_audio: of(&u.prompt_tokens_details, "AUDIO"),
-            output_image: of(&u.candidates_tokens_details, "IMAGE"),
+            input_audio: u.prompt_tokens_details.audio,
+            output_image: u.candidates_tokens_details.image,
         })
     }
 }
@@ -105,6 +136,18 @@ mod tests {
                 input_audio: 750,
                 output_image: 40
             }
+        );
+    }
+
+    #[test]
+    fn details_are_summed_per_modality_whatever_their_spelling_in_json() {
+        // Several entries of a modality add up; an escaped name is the same name; entries
+        // without a modality or of other modalities are not audio or image.
+        let t = UsageMetadata::parse(br#"{"totalTokenCount": 1, "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}, {"modality": "\u0041UDIO", "tokenCount": 7}, {"tokenCount": 100}, {"modality": "VIDEO", "tokenCount": 9}], "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 2}, {"modality": "IMAGE", "tokenCount": 3}, {"modality": "TEXT", "tokenCount": 4}]}"#).unwrap();
+        assert_eq!((t.input_audio, t.output_image), (12, 5));
+        assert!(
+            UsageMetadata::parse(br#"{"totalTokenCount": 1, "promptTokensDetails": 3}"#).is_none(),
+            "a details value that is not a list is not usage"
         );
     }
 

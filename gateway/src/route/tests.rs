@@ -247,3 +247,16 @@ fn the_feature_table() {
         vec![VertexAi]
     );
 }
+
+#[test]
+fn paths_longer_than_the_segment_buffer_are_classified_the_same_way() {
+    // 23, 24 and 30 segments: the last is past the fixed buffer and takes the allocating path.
+    for extra in [20, 21, 27] {
+        let tail = "x/".repeat(extra);
+        let (provider, model, _) = c("GET", &format!("/v1beta1/{tail}y"));
+        assert_eq!((provider, model), (Provider::Vertex, None), "{extra}");
+        let long = format!("/v1/projects/p/locations/l/publishers/google/models/m/{tail}z");
+        assert_eq!(c("GET", &long).0, Provider::Vertex, "{extra}");
+    }
+    assert!(classify("GET", &format!("/nowhere/{}", "x/".repeat(40))).is_err());
+}
