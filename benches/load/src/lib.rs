@@ -40,6 +40,9 @@ pub fn run() {
     let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
     let work_stealing = args.next().and_then(|t| t.parse().ok()).unwrap_or(true);
     let upstream_keepalive_pool_size = args.next().and_then(|t| t.parse().ok()).unwrap_or(128);
+    // The client side's L4 write buffer (pingora's default: 1,460 bytes, one MSS). A response
+    // header and a body that fit in it leave in one write.
+    let write_buffer: Option<usize> = args.next().and_then(|t| t.parse().ok());
     let conf = ServerConf {
         threads,
         work_stealing,
@@ -57,7 +60,13 @@ pub fn run() {
             host: upstream.to_string(),
         },
     );
-    svc.add_tcp(&listen);
+    match write_buffer {
+        Some(w) => svc.add_listener(
+            pingora::listeners::ListenerConfig::tcp(listen)
+                .l4_buffer(pingora::listeners::L4BufferSettings::default().write(w)),
+        ),
+        None => svc.add_tcp(&listen),
+    }
     server.add_service(svc);
     server.run_forever();
 }
