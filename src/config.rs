@@ -740,20 +740,18 @@ fn parse_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
     Ok(u)
 }
 
-/// A readable PEM file with at least one certificate and nothing unreadable (pingora would
-/// otherwise fail when it builds its TLS connector, after the gateway started).
+/// A PEM file that pingora's own loader accepts, with at least one certificate (pingora would
+/// otherwise panic when it builds its TLS connector, after the gateway started).
 fn check_ca_file(key: &str, path: &str) -> Result<(), ConfigError> {
-    let expected = "a readable PEM file of CA certificates";
-    let text = std::fs::read(path).map_err(|e| invalid(key, path, &format!("{expected} ({e})")))?;
-    let mut certs = 0;
-    for item in rustls_pemfile::certs(&mut text.as_slice()) {
-        item.map_err(|e| invalid(key, path, &format!("{expected} ({e})")))?;
-        certs += 1;
-    }
-    if certs == 0 {
-        return Err(invalid(key, path, &format!("{expected} (it holds none)")));
-    }
-    Ok(())
+    gateway::upstream::check_ca_file(path)
+        .map(|_| ())
+        .map_err(|why| {
+            invalid(
+                key,
+                path,
+                &format!("a readable PEM file of CA certificates only ({why})"),
+            )
+        })
 }
 
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {

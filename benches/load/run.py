@@ -403,34 +403,6 @@ def run_oha(t, path, rate, duration, conns=8):
             "cpu_us_per_req": ((after - before) * TICK_US / n) if (n and pids) else None}
 
 
-def pin_postgres(cpus):
-    """Moves the local PostgreSQL server (postmaster and every backend, present and future, since
-    backends inherit the postmaster's affinity) to `cpus`, away from the proxy's core: a database
-    sharing the gateway's core takes CPU from it in bursts, which is not what the gateway adds.
-    Returns (a function that restores the previous affinity, a note for the report)."""
-    try:
-        pids = [int(p) for p in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()]
-    except OSError:
-        pids = []
-    before = {}
-    for p in pids:
-        try:
-            before[p] = os.sched_getaffinity(p)
-            os.sched_setaffinity(p, {int(c) for c in cpus.split(",")})
-        except OSError:
-            pass
-    if not before:
-        return (lambda: None), "PostgreSQL unpinned (its processes could not be moved)"
-
-    def restore():
-        for p, cpuset in before.items():
-            try:
-                os.sched_setaffinity(p, cpuset)
-            except OSError:
-                pass
-    return restore, f"PostgreSQL (postmaster and backends) on CPU {cpus} during the run"
-
-
 def pg_reachable():
     try:
         socket.create_connection(("127.0.0.1", 5432), 1).close()
@@ -598,11 +570,9 @@ def main():
         tune(args, tmp, logs, lua)
         return
     procs, skipped, extra = [], {}, {}
-    unpin_pg = lambda: None  # noqa: E731
     try:
         up_port, targets = start_upstream_and_proxies(tmp, logs, procs)
         if pg_reachable():
-            unpin_pg, extra["pg_pinning"] = pin_postgres(LOAD_CPU)
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c", "DROP DATABASE IF EXISTS tollgate_bench", "-c", "CREATE DATABASE tollgate_bench"],
                            capture_output=True, timeout=30)
             tp = start_tollgate("tollgate-pg", "postgres://postgres@127.0.0.1:5432/tollgate_bench", up_port, tmp, logs)
@@ -665,7 +635,6 @@ def main():
                 results[t.name]["overhead_mean_us"] = overhead_us(t)
     finally:
         stop_all(procs)
-        unpin_pg()
     if not args.quick:
         procs = []
         try:
@@ -682,7 +651,7 @@ def report(results, skipped, extra, conc, args, targets):
     base = lambda n, k: (results.get(n, {}).get(k) or {}).get("rps")  # noqa: E731
     f = lambda v, fmt="{:.0f}": "–" if v is None else fmt.format(v)  # noqa: E731
     lines = [f"Load benchmark, {date}, {os.cpu_count()} CPUs ({platform_line()}), `benches/load/run.py --duration {args.duration} --rounds {1 if args.quick else args.rounds}`.",
-             f"Each proxy alone on CPU {PROXY_CPU} (all its threads); wrk, oha and the fake upstream on CPU {LOAD_CPU}; {extra.get('pg_pinning', 'PostgreSQL unpinned')}. "
+             f"Each proxy alone on CPU {PROXY_CPU} (all its threads); wrk, oha and the fake upstream on CPU {LOAD_CPU}; PostgreSQL unpinned. "
              "Medians over alternating rounds.", ""]
     for c in conc:
         k = f"json_c{c}"

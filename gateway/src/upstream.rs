@@ -197,6 +197,22 @@ impl Upstream {
     }
 }
 
+/// Loads a CA file as pingora's TLS connector will (only certificates, each one a valid trust
+/// anchor) and says why not, or that it holds none; the number of certificates otherwise.
+pub fn check_ca_file(path: &str) -> Result<usize, String> {
+    let mut roots = pingora::tls::RootCertStore::empty();
+    pingora::tls::load_ca_file_into_store(path, &mut roots).map_err(|e| {
+        e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })?;
+    match roots.len() {
+        0 => Err("it holds no certificate".into()),
+        n => Ok(n),
+    }
+}
+
 /// A query string without its `key=` parameters.
 pub fn strip_key_param(query: &str) -> String {
     query
@@ -344,5 +360,33 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/v1beta/models", None).unwrap();
         up.rewrite_request(&mut req).unwrap();
         assert_eq!(req.uri.to_string(), "/google/v1beta/models");
+    }
+
+    #[test]
+    fn a_uri_without_key_or_base_path_goes_upstream_as_it_came() {
+        let (u, g) = gs("https://generativelanguage.googleapis.com");
+        let up = Upstream::new(Provider::Gemini, &u, &g);
+        for uri in [
+            "/v1beta/models/m:streamGenerateContent?alt=sse",
+            "/v1beta/models?pageSize=5&monkey=1",
+            "/v1beta/files/abc",
+        ] {
+            let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+            up.rewrite_request(&mut req).unwrap();
+            assert_eq!(req.uri.to_string(), uri);
+        }
+        // A key parameter anywhere (even empty) takes the rewriting path.
+        for (uri, want) in [
+            (
+                "/v1beta/models?pageSize=5&key=tg_x",
+                "/v1beta/models?pageSize=5",
+            ),
+            ("/v1beta/models?key=&alt=sse", "/v1beta/models?alt=sse"),
+            ("/v1beta/models?key", "/v1beta/models"),
+        ] {
+            let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+            up.rewrite_request(&mut req).unwrap();
+            assert_eq!(req.uri.to_string(), want, "{uri}");
+        }
     }
 }

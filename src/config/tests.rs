@@ -140,40 +140,57 @@ fn invalid_values_name_the_key_the_value_and_what_is_expected() {
 }
 
 #[test]
-fn an_upstream_ca_file_must_hold_certificates() {
+fn an_upstream_ca_file_must_hold_certificates_only() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.pem");
-    let m = err(
-        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", missing.display()),
-        &[],
+    let check = |name: &str, text: Option<&str>| {
+        let path = dir.path().join(name);
+        if let Some(t) = text {
+            std::fs::write(&path, t).unwrap();
+        }
+        err(
+            &format!("[gateway]\nupstream_ca_file = \"{}\"\n", path.display()),
+            &[],
+        )
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap().pem();
+
+    assert_eq!(
+        check("ca.pem", Some(&ca)),
+        "",
+        "a CA certificate is accepted"
     );
-    assert!(
-        m.starts_with("invalid setting gateway.upstream_ca_file")
-            && m.contains("missing.pem")
-            && m.contains("readable PEM file"),
-        "{m}"
-    );
-    let not_pem = dir.path().join("key.txt");
-    std::fs::write(&not_pem, "not a certificate\n").unwrap();
-    let m = err(
-        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", not_pem.display()),
-        &[],
-    );
-    assert!(
-        m.contains("gateway.upstream_ca_file") && m.contains("holds none"),
-        "{m}"
-    );
-    let bad = dir.path().join("bad.pem");
-    std::fs::write(
-        &bad,
-        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let m = err(
-        &format!("[gateway]\nupstream_ca_file = \"{}\"\n", bad.display()),
-        &[],
-    );
-    assert!(m.contains("gateway.upstream_ca_file"), "{m}");
+    for (name, text, why) in [
+        ("missing.pem", None, "Failed to load file"),
+        (
+            "empty.pem",
+            Some("not a certificate\n".to_owned()),
+            "holds no certificate",
+        ),
+        // pingora refuses anything but certificates in a CA file (it would panic at start).
+        (
+            "with-key.pem",
+            Some(format!("{ca}{}", key.serialize_pem())),
+            "un-loadable",
+        ),
+        (
+            "junk.pem",
+            Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned()),
+            "root store",
+        ),
+    ] {
+        let m = check(name, text.as_deref());
+        assert!(
+            m.starts_with("invalid setting gateway.upstream_ca_file")
+                && m.contains(name)
+                && m.contains("PEM file of CA certificates")
+                && m.contains(why)
+                && !m.contains('\n'),
+            "{name}: {m}"
+        );
+    }
 }
 
 #[test]

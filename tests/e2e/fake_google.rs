@@ -108,7 +108,14 @@ impl FakeGoogle {
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Where `localhost` leads the gateway (it connects to the first address resolved;
+        // 127.0.0.1 or ::1 depending on the machine's hosts file).
+        let local = tokio::net::lookup_host("localhost:0")
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind(local).await.unwrap();
         let fake = FakeGoogle {
             addr: listener.local_addr().unwrap(),
             inner: Arc::default(),

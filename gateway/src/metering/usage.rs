@@ -1,18 +1,28 @@
 //! Token usage as Google reports it (`usageMetadata`), parsed from a captured JSON object, and
 //! the totals a usage event records.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-/// One entry of a `*TokensDetails` list.
+/// The modalities a usage event records apart; the others are only read past.
+#[derive(Deserialize)]
+enum Modality {
+    #[serde(rename = "AUDIO")]
+    Audio,
+    #[serde(rename = "IMAGE")]
+    Image,
+    #[serde(other)]
+    Other,
+}
+
+/// One entry of a `*TokensDetails` list (matched without allocating, escaped names included).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ModalityCount<'a> {
-    #[serde(default, borrow)]
-    modality: Option<Cow<'a, str>>,
+struct ModalityCount {
+    #[serde(default)]
+    modality: Option<Modality>,
     #[serde(default)]
     token_count: i64,
 }
@@ -35,11 +45,11 @@ impl<'de> Deserialize<'de> for Details {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Details, A::Error> {
                 let mut sums = Details::default();
-                while let Some(m) = seq.next_element::<ModalityCount<'de>>()? {
-                    match m.modality.as_deref() {
-                        Some("AUDIO") => sums.audio += m.token_count,
-                        Some("IMAGE") => sums.image += m.token_count,
-                        _ => {}
+                while let Some(m) = seq.next_element::<ModalityCount>()? {
+                    match m.modality {
+                        Some(Modality::Audio) => sums.audio += m.token_count,
+                        Some(Modality::Image) => sums.image += m.token_count,
+                        Some(Modality::Other) | None => {}
                     }
                 }
                 Ok(sums)
@@ -143,7 +153,7 @@ mod tests {
     fn details_are_summed_per_modality_whatever_their_spelling_in_json() {
         // Several entries of a modality add up; an escaped name is the same name; entries
         // without a modality or of other modalities are not audio or image.
-        let t = UsageMetadata::parse(br#"{"totalTokenCount": 1, "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}, {"modality": "\u0041UDIO", "tokenCount": 7}, {"tokenCount": 100}, {"modality": "VIDEO", "tokenCount": 9}], "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 2}, {"modality": "IMAGE", "tokenCount": 3}, {"modality": "TEXT", "tokenCount": 4}]}"#).unwrap();
+        let t = UsageMetadata::parse(br#"{"totalTokenCount": 1, "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}, {"modality": "\u0041UDIO", "tokenCount": 7}, {"tokenCount": 100}, {"modality": "VIDEO", "tokenCount": 9}], "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 2}, {"modality": "IMAGE", "tokenCount": 3}, {"modality": "TEXT", "tokenCount": 4}, {"modality": null, "tokenCount": 6}]}"#).unwrap();
         assert_eq!((t.input_audio, t.output_image), (12, 5));
         assert!(
             UsageMetadata::parse(br#"{"totalTokenCount": 1, "promptTokensDetails": 3}"#).is_none(),

@@ -250,13 +250,35 @@ fn the_feature_table() {
 
 #[test]
 fn paths_longer_than_the_segment_buffer_are_classified_the_same_way() {
-    // 23, 24 and 30 segments: the last is past the fixed buffer and takes the allocating path.
-    for extra in [20, 21, 27] {
-        let tail = "x/".repeat(extra);
-        let (provider, model, _) = c("GET", &format!("/v1beta1/{tail}y"));
-        assert_eq!((provider, model), (Provider::Vertex, None), "{extra}");
-        let long = format!("/v1/projects/p/locations/l/publishers/google/models/m/{tail}z");
-        assert_eq!(c("GET", &long).0, Provider::Vertex, "{extra}");
+    // The old classification, which always split into a Vec.
+    let by_vec = |method: &str, path: &str| {
+        let segs: Vec<&str> = path.strip_prefix('/').unwrap().split('/').collect();
+        classify_segments(method, &segs).map(|r| (r.provider, r.model, r.operation))
+    };
+    let tails = [
+        "models/gemini-2.5-flash:generateContent",
+        "models/gemini-2.5-flash/operations/x",
+        "publishers/google/models/veo-3.0-generate-001:predictLongRunning",
+    ];
+    // 23, 24 (the buffer's size), 25 and 40 segments, under each surface.
+    for n in [23usize, 24, 25, 40] {
+        for head in [
+            "/v1beta1",
+            "/v1beta",
+            "/v1/projects/p/locations/l",
+            "/nowhere",
+        ] {
+            for tail in tails {
+                let fill = head.matches('/').count() + tail.matches('/').count() + 1;
+                let pad = "x/".repeat(n.saturating_sub(fill));
+                let path = format!("{head}/{pad}{tail}");
+                assert_eq!(path.matches('/').count(), n.max(fill), "{path}");
+                assert_eq!(
+                    classify("POST", &path).map(|r| (r.provider, r.model, r.operation)),
+                    by_vec("POST", &path),
+                    "{path}"
+                );
+            }
+        }
     }
-    assert!(classify("GET", &format!("/nowhere/{}", "x/".repeat(40))).is_err());
 }
