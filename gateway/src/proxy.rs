@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use store::Feature;
 
 use crate::access_log::{AccessLine, AccessLog};
 use crate::admission::{self, Enforcement};
@@ -92,6 +93,11 @@ pub struct Ctx {
     route: Option<Route>,
     identity: Option<Identity>,
     refused: Option<GatewayError>,
+    /// The org may not name a cached content (its `context_caching` flag is off): a body
+    /// streamed past the pre-read that turns out to name one is cut before its end.
+    cache_gated: bool,
+    /// That refusal, found while the body was being forwarded (answered by `fail_to_proxy`).
+    body_refused: Option<GatewayError>,
     upstream_started: Option<Instant>,
     upstream_header_ms: Option<u64>,
     upstream_done: Option<Instant>,
@@ -236,7 +242,7 @@ impl Proxy {
             });
             limits = OrgLimits::default(); // count the usage, refuse nothing
         }
-        if admission::needs_body(&limits) {
+        if admission::needs_body(&limits) && !ctx.body_preread {
             ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
         }
         let content_length = admission::content_length(session).unwrap_or(0);
@@ -257,6 +263,45 @@ impl Proxy {
             &self.metrics,
         )?);
         Ok(())
+    }
+
+    /// An org without `context_caching` may not name a cached content in a request body (the
+    /// `cachedContents` paths themselves are refused by the flag table). A body small enough to
+    /// pre-read is checked before anything is forwarded; a larger or chunked one is checked as it
+    /// streams, and cut before its end if it names one (`request_body_filter`).
+    async fn gate_cached_content(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<(), GatewayError> {
+        let (Some(route), Some(id)) = (ctx.route.as_ref(), ctx.identity.as_ref()) else {
+            return Ok(());
+        };
+        if route.operation == Operation::CachedContents
+            || self
+                .live
+                .load()
+                .feature_enabled(id.org_id, Feature::ContextCaching)
+        {
+            return Ok(());
+        }
+        ctx.cache_gated = true;
+        if !ctx.body_preread {
+            ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
+        }
+        if ctx.request_meter.names_cached_content {
+            return Err(self.cached_content_refusal());
+        }
+        Ok(())
+    }
+
+    fn cached_content_refusal(&self) -> GatewayError {
+        let feature = Feature::ContextCaching.as_str();
+        self.metrics
+            .feature_refusals
+            .with_label_values(&[feature])
+            .inc();
+        GatewayError::FeatureDisabled { feature }
     }
 
     /// Chunks of a resumable upload carry no key; the upload id Google issued identifies them.
@@ -457,6 +502,8 @@ impl ProxyHttp for Proxy {
             route: None,
             identity: None,
             refused: None,
+            cache_gated: false,
+            body_refused: None,
             upstream_started: None,
             upstream_header_ms: None,
             upstream_done: None,
@@ -467,7 +514,10 @@ impl ProxyHttp for Proxy {
         ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
         let admitted = match self.admit(session, ctx) {
-            Ok(()) => self.enforce_limits(session, ctx).await,
+            Ok(()) => match self.gate_cached_content(session, ctx).await {
+                Ok(()) => self.enforce_limits(session, ctx).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let Err(e) = admitted else {
@@ -507,6 +557,15 @@ impl ProxyHttp for Proxy {
                 ctx.body_metered = end;
             }
             ctx.body_sent = end;
+            if ctx.cache_gated && ctx.request_meter.names_cached_content {
+                // This chunk is not sent: the upstream holds an incomplete request, which it
+                // never acts on, and the connection is dropped.
+                ctx.body_refused = Some(self.cached_content_refusal());
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "request body names a cached content; context_caching is off for the org",
+                );
+            }
         }
         Ok(())
     }
@@ -599,6 +658,10 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.body_refused.is_some() {
+            e.set_retry(false);
+            return e;
+        }
         let truncated = session.as_ref().retry_buffer_truncated();
         if session.req_header().method.is_idempotent() && !truncated {
             e.retry.decide_reuse(client_reused); // pingora's own rule
@@ -615,6 +678,21 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(refusal) = ctx.body_refused.take() {
+            let code = refusal.status();
+            if session.response_written().is_none() {
+                if let Err(write_err) =
+                    respond(session, code, refusal.body(), ctx.reply_id(), &[]).await
+                {
+                    tracing::debug!(error = %write_err, "cannot send the refusal");
+                }
+            }
+            ctx.refused = Some(refusal);
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         let provider = ctx.route.as_ref().map_or("gemini", |r| r.provider.as_str());
         let error = match e.esource() {
             ErrorSource::Downstream => {

@@ -696,3 +696,72 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     );
     env.stop().await;
 }
+
+/// `context_caching` off: a request body that names a cached content is refused, small (read
+/// before forwarding) or large (cut while it streams, so the upstream never gets a whole
+/// request); the same requests without one, or from an org with the flag on, go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    let (_, other_key) = env.org_with_key("globex").await;
+    env.store
+        .set_feature(org, Feature::ContextCaching, false)
+        .await
+        .unwrap();
+    env.refresh().await;
+    let send = |path: &str, key: &str, body: Value| {
+        client()
+            .post(format!("{}{path}", env.gateway_url))
+            .header("x-goog-api-key", key.to_owned())
+            .json(&body)
+            .send()
+    };
+    let cached = "cachedContents/abc123";
+    let count = "/v1beta/models/gemini-2.5-flash:countTokens";
+    let big_text = "sky ".repeat(30_000); // 120 KB: past the 60 KiB read before forwarding
+    let small = json!({"contents": [{"parts": [{"text": "why is the sky blue"}]}], "cachedContent": cached});
+    let big = json!({"contents": [{"parts": [{"text": big_text}]}], "cachedContent": cached});
+    let nested = json!({"generateContentRequest": {"model": "models/gemini-2.5-flash",
+        "contents": [{"parts": [{"text": "hi"}]}], "cachedContent": cached}});
+
+    for (what, path, body) in [
+        ("small generateContent", GEN, &small),
+        ("large generateContent", GEN, &big),
+        ("countTokens", count, &nested),
+    ] {
+        let before = env.fake.calls().len();
+        let (code, status, msg) = google_error(send(path, &key, body.clone()).await.unwrap()).await;
+        assert_eq!(
+            (code, status.as_str()),
+            (403, "PERMISSION_DENIED"),
+            "{what}"
+        );
+        assert!(msg.contains("context_caching"), "{what}: {msg}");
+        assert_eq!(
+            env.fake.calls().len(),
+            before,
+            "{what}: the upstream never received a whole request"
+        );
+    }
+    // Without a cached content, and for an org with the flag on, the same requests go through.
+    let mut plain = big.clone();
+    plain.as_object_mut().unwrap().remove("cachedContent");
+    assert_eq!(send(GEN, &key, plain).await.unwrap().status(), 200);
+    for (path, body) in [(GEN, &small), (GEN, &big), (count, &nested)] {
+        assert_eq!(
+            send(path, &other_key, body.clone()).await.unwrap().status(),
+            200
+        );
+    }
+    // The refusals are counted by flag.
+    let metrics = crate::harness::get_text(&format!("{}/metrics", env.metrics_url)).await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tollgate_feature_refusals_total{feature=\"context_caching\"} 3")
+        ),
+        "{metrics}"
+    );
+    env.assert_clean_upstream();
+    env.stop().await;
+}

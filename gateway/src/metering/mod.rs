@@ -49,6 +49,10 @@ static REQUEST_KEYS: &[Key] = &[
         name: b"resolution",
         watch: Watch::Value,
     },
+    Key {
+        name: b"cachedContent",
+        watch: Watch::Value,
+    },
 ];
 const RQ_TEXT: usize = 0;
 const RQ_MAX_OUTPUT: usize = 1;
@@ -56,6 +60,7 @@ const RQ_SAMPLES: usize = 2;
 const RQ_DURATION: usize = 3;
 const RQ_AUDIO: usize = 4;
 const RQ_RESOLUTION: usize = 5;
+const RQ_CACHED_CONTENT: usize = 6;
 
 static RESPONSE_KEYS: &[Key] = &[
     Key {
@@ -117,6 +122,9 @@ pub struct RequestMeter {
     pub generate_audio: Option<bool>,
     /// `parameters.resolution` (Veo), in lines (720, 1080, 2160).
     pub resolution_lines: Option<u32>,
+    /// The body names a cached content (`"cachedContent": "…cachedContents/…"`, at the top of a
+    /// generateContent request or inside countTokens' `generateContentRequest`).
+    pub names_cached_content: bool,
 }
 
 impl Default for RequestMeter {
@@ -131,6 +139,7 @@ impl Default for RequestMeter {
             duration_seconds: None,
             generate_audio: None,
             resolution_lines: None,
+            names_cached_content: false,
         }
     }
 }
@@ -148,6 +157,7 @@ impl RequestMeter {
             duration_seconds,
             generate_audio,
             resolution_lines,
+            names_cached_content,
         } = self;
         scanner.feed(chunk, &mut |f| match f {
             Found::Text {
@@ -170,6 +180,13 @@ impl RequestMeter {
                 RQ_SAMPLES => *sample_count = number(bytes),
                 RQ_DURATION => *duration_seconds = number(bytes),
                 RQ_AUDIO => *generate_audio = Some(bytes == b"true"),
+                // A cache's resource name, a string (captured without its quotes): a response
+                // schema's property that happens to be called `cachedContent` (an object) is
+                // not a reference.
+                RQ_CACHED_CONTENT => {
+                    *names_cached_content |= !matches!(bytes.first(), Some(b'{' | b'['))
+                        && memchr::memmem::find(bytes, b"cachedContents/").is_some();
+                }
                 RQ_RESOLUTION => {
                     let r = String::from_utf8_lossy(bytes).to_ascii_lowercase();
                     *resolution_lines = Some(if r.contains("4k") || r.contains("2160") {

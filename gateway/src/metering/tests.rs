@@ -177,3 +177,39 @@ fn unknown_models_are_flagged() {
     assert!(s.cost_micros > 0, "never free");
     let _ = Provider::Gemini;
 }
+
+#[test]
+fn a_named_cached_content_is_seen_wherever_the_body_is_cut() {
+    let names = |body: &str| {
+        // Every split into two chunks gives the same answer as the whole body.
+        let whole = {
+            let mut m = RequestMeter::default();
+            m.feed(body.as_bytes());
+            m.names_cached_content
+        };
+        for cut in 0..=body.len() {
+            let mut m = RequestMeter::default();
+            m.feed(&body.as_bytes()[..cut]);
+            m.feed(&body.as_bytes()[cut..]);
+            assert_eq!(m.names_cached_content, whole, "{body} cut at {cut}");
+        }
+        whole
+    };
+    assert!(names(
+        r#"{"contents": [{"parts": [{"text": "hi"}]}], "cachedContent": "cachedContents/abc123"}"#
+    ));
+    assert!(names(
+        r#"{"generateContentRequest": {"model": "models/m", "cachedContent": "cachedContents/x", "contents": []}}"#
+    ));
+    assert!(names(
+        r#"{"cachedContent": "projects/p/locations/l/cachedContents/9", "contents": []}"#
+    ));
+    // Not a reference: no cachedContent, one in a prompt's text, a schema property of that name.
+    assert!(!names(r#"{"contents": [{"parts": [{"text": "hi"}]}]}"#));
+    assert!(!names(
+        r#"{"contents": [{"parts": [{"text": "\"cachedContent\": \"cachedContents/abc\""}]}]}"#
+    ));
+    assert!(!names(
+        r#"{"generationConfig": {"responseSchema": {"type": "OBJECT", "properties": {"cachedContent": {"type": "STRING"}}}}}"#
+    ));
+}
