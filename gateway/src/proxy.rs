@@ -247,10 +247,12 @@ impl Proxy {
         }
         let content_length = admission::content_length(session).unwrap_or(0);
         let prices = self.prices.load();
+        // A body read only for the cached-content check is not estimated with the tokenizer
+        // unless a limit needs it.
         let amounts = admission::estimate(
             route,
             &ctx.request_meter,
-            ctx.body_preread,
+            ctx.body_preread && admission::needs_body(&limits),
             content_length,
             self.default_output_tokens,
             &prices,
@@ -286,6 +288,15 @@ impl Proxy {
             return Ok(());
         }
         ctx.cache_gated = true;
+        // A compressed body cannot be checked as it passes: refused rather than let through.
+        let encoded = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Err(self.cached_content_refusal());
+        }
         if !ctx.body_preread {
             ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
         }

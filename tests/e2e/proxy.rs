@@ -744,6 +744,21 @@ async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
             "{what}: the upstream never received a whole request"
         );
     }
+    // A compressed body cannot be checked as it passes: refused for this org.
+    let before = env.fake.calls().len();
+    let gz = client()
+        .post(format!("{}{GEN}", env.gateway_url))
+        .header("x-goog-api-key", key.clone())
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![
+            0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status(), 403);
+    assert_eq!(env.fake.calls().len(), before);
     // Without a cached content, and for an org with the flag on, the same requests go through.
     let mut plain = big.clone();
     plain.as_object_mut().unwrap().remove("cachedContent");
@@ -758,7 +773,7 @@ async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
     let metrics = crate::harness::get_text(&format!("{}/metrics", env.metrics_url)).await;
     assert!(
         metrics.lines().any(
-            |l| l.starts_with("tollgate_feature_refusals_total{feature=\"context_caching\"} 3")
+            |l| l.starts_with("tollgate_feature_refusals_total{feature=\"context_caching\"} 4")
         ),
         "{metrics}"
     );

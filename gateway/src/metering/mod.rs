@@ -53,6 +53,11 @@ static REQUEST_KEYS: &[Key] = &[
         name: b"cachedContent",
         watch: Watch::Value,
     },
+    // The proto field name, which Google's JSON parser accepts too.
+    Key {
+        name: b"cached_content",
+        watch: Watch::Value,
+    },
 ];
 const RQ_TEXT: usize = 0;
 const RQ_MAX_OUTPUT: usize = 1;
@@ -61,6 +66,7 @@ const RQ_DURATION: usize = 3;
 const RQ_AUDIO: usize = 4;
 const RQ_RESOLUTION: usize = 5;
 const RQ_CACHED_CONTENT: usize = 6;
+const RQ_CACHED_CONTENT_PROTO: usize = 7;
 
 static RESPONSE_KEYS: &[Key] = &[
     Key {
@@ -183,9 +189,9 @@ impl RequestMeter {
                 // A cache's resource name, a string (captured without its quotes): a response
                 // schema's property that happens to be called `cachedContent` (an object) is
                 // not a reference.
-                RQ_CACHED_CONTENT => {
+                RQ_CACHED_CONTENT | RQ_CACHED_CONTENT_PROTO => {
                     *names_cached_content |= !matches!(bytes.first(), Some(b'{' | b'['))
-                        && memchr::memmem::find(bytes, b"cachedContents/").is_some();
+                        && unescape(bytes).contains("cachedContents/");
                 }
                 RQ_RESOLUTION => {
                     let r = String::from_utf8_lossy(bytes).to_ascii_lowercase();

@@ -8,8 +8,9 @@
 
 /// Longest value kept for a watched key (a `usageMetadata` object is well under 2 KB).
 pub const MAX_CAPTURE: usize = 16 * 1024;
-/// Longest key name the scanner can match.
-const MAX_KEY: usize = 24;
+/// Longest key the scanner can match, as written: room for the longest watched name with every
+/// character escaped (`\u0063` is six bytes), since Google decodes escaped keys.
+const MAX_KEY: usize = 96;
 
 /// What to do when a watched key is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,15 @@ struct Capture {
     truncated: bool,
 }
 
+/// A string's raw contents with escapes, decoded (`None` if they are not valid JSON).
+fn decode_key(raw: &[u8]) -> Option<String> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice(&quoted).ok()
+}
+
 /// The scanner's state between chunks.
 #[derive(Debug)]
 pub struct Scanner {
@@ -81,6 +91,8 @@ pub struct Scanner {
     key_buf: [u8; MAX_KEY],
     key_len: usize,
     key_overflow: bool,
+    /// The string held an escape: `key_buf` holds it raw and is decoded before comparing.
+    key_escaped: bool,
     pending: Option<usize>,
     capture: Option<Capture>,
     buf: Vec<u8>,
@@ -97,6 +109,7 @@ impl Scanner {
             key_buf: [0; MAX_KEY],
             key_len: 0,
             key_overflow: false,
+            key_escaped: false,
             pending: None,
             capture: None,
             buf: Vec::new(),
@@ -131,6 +144,7 @@ impl Scanner {
                     self.in_string = true;
                     self.key_len = 0;
                     self.key_overflow = false;
+                    self.key_escaped = false;
                 }
                 b':' => {
                     if let Some(k) = self.pending.take() {
@@ -149,8 +163,10 @@ impl Scanner {
         let mut i = 0;
         while i < data.len() {
             if self.escape {
+                // The escaped byte, kept raw with its backslash (a key written with escapes,
+                // `"cached\u0043ontent"`, is still that key once decoded).
                 self.escape = false;
-                self.key_overflow = true; // watched keys have no escapes
+                self.collect_key(&data[i..i + 1]);
                 i += 1;
                 continue;
             }
@@ -162,6 +178,8 @@ impl Scanner {
             i += off + 1;
             if data[i - 1] == b'\\' {
                 self.collect_key(run);
+                self.collect_key(b"\\");
+                self.key_escaped = true;
                 self.escape = true;
                 continue;
             }
@@ -174,11 +192,16 @@ impl Scanner {
                 self.collect_key(run);
                 (!self.key_overflow).then_some(&self.key_buf[..self.key_len])
             };
-            self.pending = whole.and_then(|k| {
+            let find = |k: &[u8]| {
                 self.keys.iter().position(|key| {
                     key.name.len() == k.len() && key.name.first() == k.first() && key.name == k
                 })
-            });
+            };
+            self.pending = match whole {
+                Some(raw) if self.key_escaped => decode_key(raw).and_then(|k| find(k.as_bytes())),
+                Some(k) => find(k),
+                None => None,
+            };
             return i;
         }
         i

@@ -204,6 +204,16 @@ fn a_named_cached_content_is_seen_wherever_the_body_is_cut() {
     assert!(names(
         r#"{"cachedContent": "projects/p/locations/l/cachedContents/9", "contents": []}"#
     ));
+    // Spelled as Google's parser also reads it: the proto field name, escaped keys and values.
+    assert!(names(
+        r#"{"cached_content": "cachedContents/abc", "contents": []}"#
+    ));
+    assert!(names(r#"{"cached\u0043ontent": "cachedContents/abc"}"#));
+    assert!(names(r#"{"cachedContent": "cachedContents\/abc"}"#));
+    assert!(names(r#"{"cachedContent": "cachedContents\u002fabc"}"#));
+    assert!(names(
+        r#"{"\u0063\u0061\u0063\u0068\u0065\u0064\u0043\u006f\u006e\u0074\u0065\u006e\u0074": "cachedContents/a"}"#
+    ));
     // Not a reference: no cachedContent, one in a prompt's text, a schema property of that name.
     assert!(!names(r#"{"contents": [{"parts": [{"text": "hi"}]}]}"#));
     assert!(!names(

@@ -171,12 +171,20 @@ mod properties {
 
 #[test]
 fn escaped_and_long_look_alikes_are_not_keys_at_any_split() {
-    // An escape inside a key (even one that decodes to a watched name), a watched name with a
-    // prefix or a suffix (split after the prefix, the rest alone is a watched name), and a key
-    // longer than any watched one, beside one real key.
-    let body = br#"{"sample\u0043ount": 1, "\"sampleCount": 2, "sampleCountX": 3, "presampleCount": 6, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": 4, "sampleCount": 5}"#;
+    // A key with an escaped quote, a watched name with a prefix or a suffix (split after the
+    // prefix, the rest alone is a watched name), and a key longer than any watched one are not
+    // watched keys; a watched name written with escapes is one (Google decodes it), wholly
+    // escaped too.
+    let body = br#"{"sample\u0043ount": 1, "\"sampleCount": 2, "sampleCountX": 3, "presampleCount": 6, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": 4, "sampleCount": 5, "\u0073\u0061\u006d\u0070\u006c\u0065\u0043\u006f\u0075\u006e\u0074": 7}"#;
     let whole = scan_chunks(&[body]);
-    assert_eq!(whole.values, vec![(3, "5".to_owned())]);
+    assert_eq!(
+        whole.values,
+        vec![
+            (3, "1".to_owned()),
+            (3, "5".to_owned()),
+            (3, "7".to_owned())
+        ]
+    );
     for cut in 0..body.len() {
         let (a, b) = body.split_at(cut);
         assert_eq!(scan_chunks(&[a, b]), whole, "split at {cut}");
