@@ -102,6 +102,20 @@ pub async fn preread(
     if !matches!(content_length(session), Some(n) if n <= PREREAD_MAX_BYTES) {
         return Ok(false);
     }
+    // A client that waits for 100 Continue before sending its body (curl does, for larger
+    // bodies) would otherwise wait here until its own timeout: the upstream that would answer
+    // 100 is not contacted yet.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| GatewayError::BadBody)?;
+    }
     session.enable_retry_buffering();
     while let Some(chunk) = session
         .read_request_body()

@@ -604,6 +604,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.body_sent = 0; // a new attempt sends the body from its start
+        if ctx.body_preread {
+            // The client already had its 100 Continue; the body is in hand.
+            req.remove_header(&http::header::EXPECT);
+        }
         let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
         self.upstream(provider).rewrite_request(req)
     }

@@ -780,3 +780,66 @@ async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
     env.assert_clean_upstream();
     env.stop().await;
 }
+
+/// A client that sends `Expect: 100-continue` and waits for it before its body (curl does for
+/// larger bodies) gets its 100 Continue when the gateway reads the body before forwarding (here
+/// for the cached-content check; limits on tokens or cost do the same), then its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_for_100_continue_is_not_left_waiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    env.store
+        .set_feature(org, Feature::ContextCaching, false)
+        .await
+        .unwrap();
+    env.refresh().await;
+    let body = prompt().to_string();
+    let addr = env.gateway_url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {GEN} HTTP/1.1\r\nHost: {addr}\r\nx-goog-api-key: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // A bound so a regression fails instead of hanging (no speed is asserted).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("no 100 Continue: the client would wait for its own timeout")
+            .unwrap();
+        assert!(n > 0, "connection closed before 100 Continue");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    while !String::from_utf8_lossy(&rest).contains("\"usageMetadata\"") {
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("no answer after the body")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before the answer: {}",
+            String::from_utf8_lossy(&rest)
+        );
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    let status_line = rest
+        .split("\r\n")
+        .find(|l| l.starts_with("HTTP/1.1 2"))
+        .unwrap_or_else(|| panic!("{rest}"));
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{rest}");
+    let call = env.fake.calls().pop().unwrap();
+    assert!(
+        call.headers.get("expect").is_none(),
+        "the upstream is not asked for a 100 Continue the client already had"
+    );
+    env.stop().await;
+}
