@@ -743,15 +743,16 @@ fn parse_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
 /// A PEM file that pingora's own loader accepts, with at least one certificate (pingora would
 /// otherwise panic when it builds its TLS connector, after the gateway started).
 fn check_ca_file(key: &str, path: &str) -> Result<(), ConfigError> {
-    gateway::upstream::check_ca_file(path)
-        .map(|_| ())
-        .map_err(|why| {
-            invalid(
-                key,
-                path,
-                &format!("a readable PEM file of CA certificates only ({why})"),
-            )
-        })
+    gateway::upstream::check_ca_file(path).map_err(|why| {
+        invalid(
+            key,
+            path,
+            &format!(
+                "a readable PEM file of CA certificates only ({})",
+                one_line(&why)
+            ),
+        )
+    })
 }
 
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {

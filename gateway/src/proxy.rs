@@ -267,6 +267,14 @@ impl Proxy {
         Ok(())
     }
 
+    /// Every check before forwarding, in order: route, identity and flags, a body naming a cached
+    /// content, usage limits.
+    async fn admit_all(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        self.admit(session, ctx)?;
+        self.gate_cached_content(session, ctx).await?;
+        self.enforce_limits(session, ctx).await
+    }
+
     /// An org without `context_caching` may not name a cached content in a request body (the
     /// `cachedContents` paths themselves are refused by the flag table). A body small enough to
     /// pre-read is checked before anything is forwarded; a larger or chunked one is checked as it
@@ -524,14 +532,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
-        let admitted = match self.admit(session, ctx) {
-            Ok(()) => match self.gate_cached_content(session, ctx).await {
-                Ok(()) => self.enforce_limits(session, ctx).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let Err(e) = admitted else {
+        let Err(e) = self.admit_all(session, ctx).await else {
             return Ok(false);
         };
         let headers = e.headers(self.counters.now());

@@ -198,19 +198,14 @@ impl Upstream {
 }
 
 /// Loads a CA file as pingora's TLS connector will (only certificates, each one a valid trust
-/// anchor) and says why not, or that it holds none; the number of certificates otherwise.
-pub fn check_ca_file(path: &str) -> Result<usize, String> {
+/// anchor) and says why not, or that it holds none.
+pub fn check_ca_file(path: &str) -> Result<(), String> {
     let mut roots = pingora::tls::RootCertStore::empty();
-    pingora::tls::load_ca_file_into_store(path, &mut roots).map_err(|e| {
-        e.to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    })?;
-    match roots.len() {
-        0 => Err("it holds no certificate".into()),
-        n => Ok(n),
+    pingora::tls::load_ca_file_into_store(path, &mut roots).map_err(|e| e.to_string())?;
+    if roots.is_empty() {
+        return Err("it holds no certificate".into());
     }
+    Ok(())
 }
 
 /// A query string without its `key=` parameters.

@@ -136,7 +136,17 @@ impl TestEnv {
 
     /// An org with every feature on, and an app key for it.
     pub async fn org_with_key(&self, name: &str) -> (i64, String) {
-        let org = self.store.create_org(name, Feature::ALL).await.unwrap();
+        self.org_with_key_without(name, &[]).await
+    }
+
+    /// An org with every feature on except `off`, and an app key for it.
+    pub async fn org_with_key_without(&self, name: &str, off: &[Feature]) -> (i64, String) {
+        let on: Vec<Feature> = Feature::ALL
+            .iter()
+            .copied()
+            .filter(|f| !off.contains(f))
+            .collect();
+        let org = self.store.create_org(name, &on).await.unwrap();
         let (_, key) = self
             .store
             .create_key(org.id, KeyKind::App, "test", None)

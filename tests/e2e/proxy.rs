@@ -153,16 +153,12 @@ async fn identity_errors_are_googles_401_403_and_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_flags_refuse_with_403() {
     let env = TestEnv::start().await;
-    let (org, key) = env.org_with_key("acme").await;
-    env.store
-        .set_feature(org, Feature::VideoGeneration, false)
-        .await
-        .unwrap();
-    env.store
-        .set_feature(org, Feature::ImageGeneration, false)
-        .await
-        .unwrap();
-    env.refresh().await;
+    let (_, key) = env
+        .org_with_key_without(
+            "acme",
+            &[Feature::VideoGeneration, Feature::ImageGeneration],
+        )
+        .await;
     let veo = format!(
         "{}/v1beta/models/veo-3.0-generate-001:predictLongRunning",
         env.gateway_url
@@ -703,13 +699,10 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
     let env = TestEnv::start().await;
-    let (org, key) = env.org_with_key("acme").await;
+    let (_, key) = env
+        .org_with_key_without("acme", &[Feature::ContextCaching])
+        .await;
     let (_, other_key) = env.org_with_key("globex").await;
-    env.store
-        .set_feature(org, Feature::ContextCaching, false)
-        .await
-        .unwrap();
-    env.refresh().await;
     let send = |path: &str, key: &str, body: Value| {
         client()
             .post(format!("{}{path}", env.gateway_url))
@@ -788,12 +781,9 @@ async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
 async fn a_client_waiting_for_100_continue_is_not_left_waiting() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = TestEnv::start().await;
-    let (org, key) = env.org_with_key("acme").await;
-    env.store
-        .set_feature(org, Feature::ContextCaching, false)
-        .await
-        .unwrap();
-    env.refresh().await;
+    let (_, key) = env
+        .org_with_key_without("acme", &[Feature::ContextCaching])
+        .await;
     let body = prompt().to_string();
     let addr = env.gateway_url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();

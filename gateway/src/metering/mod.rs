@@ -336,11 +336,10 @@ fn unescape(raw: &[u8]) -> Cow<'_, str> {
     if memchr::memchr(b'\\', raw).is_none() {
         return String::from_utf8_lossy(raw);
     }
-    let quoted = [b"\"".as_slice(), raw, b"\""].concat();
-    Cow::Owned(
-        serde_json::from_slice::<String>(&quoted)
-            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
-    )
+    match scan::decode_json_string(raw) {
+        Some(s) => Cow::Owned(s),
+        None => String::from_utf8_lossy(raw),
+    }
 }
 
 /// The metered result of one request.

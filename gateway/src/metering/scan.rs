@@ -72,8 +72,9 @@ struct Capture {
     truncated: bool,
 }
 
-/// A string's raw contents with escapes, decoded (`None` if they are not valid JSON).
-fn decode_key(raw: &[u8]) -> Option<String> {
+/// A JSON string's raw contents (escapes included, quotes not), decoded (`None` if they are not
+/// valid JSON).
+pub(crate) fn decode_json_string(raw: &[u8]) -> Option<String> {
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
@@ -198,7 +199,9 @@ impl Scanner {
                 })
             };
             self.pending = match whole {
-                Some(raw) if self.key_escaped => decode_key(raw).and_then(|k| find(k.as_bytes())),
+                Some(raw) if self.key_escaped => {
+                    decode_json_string(raw).and_then(|k| find(k.as_bytes()))
+                }
                 Some(k) => find(k),
                 None => None,
             };
