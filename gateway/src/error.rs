@@ -28,6 +28,10 @@ pub enum GatewayError {
         /// The flag that is off.
         feature: &'static str,
     },
+    /// The request names a resource (file, cached content, batch, operation…) the org does not
+    /// own: another org's, or one not created through the gateway. Existence is not revealed.
+    #[error("You do not have permission to access {0} or it may not exist.")]
+    NotOwned(String),
     /// Keys have never been loaded (store unreachable at start-up, no saved copy).
     #[error("Tollgate is starting and cannot check API keys yet; retry shortly")]
     NotReady,
@@ -70,7 +74,9 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::RevokedKey => 401,
-            GatewayError::OrgHeaderNotAllowed | GatewayError::FeatureDisabled { .. } => 403,
+            GatewayError::OrgHeaderNotAllowed
+            | GatewayError::FeatureDisabled { .. }
+            | GatewayError::NotOwned(_) => 403,
             GatewayError::UnknownOrg(_) | GatewayError::BadBody => 400,
             GatewayError::LimitExceeded(_) => 429,
             GatewayError::NoRoute(_) => 404,
@@ -107,6 +113,7 @@ impl GatewayError {
             GatewayError::NotReady => "not_ready",
             GatewayError::BadBody => "bad_body",
             GatewayError::FeatureDisabled { .. } => "feature_disabled",
+            GatewayError::NotOwned(_) => "not_owned",
             GatewayError::NoRoute(_) => "no_route",
             GatewayError::NoCredential { .. } => "no_credential",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",

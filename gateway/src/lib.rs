@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;
+pub mod resources;
 pub mod route;
 pub mod server;
 pub mod settings;

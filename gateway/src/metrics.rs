@@ -61,6 +61,12 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `tollgate_feature_refusals_total{feature}`
     pub feature_refusals: IntCounterVec,
+    /// `tollgate_resource_refusals_total{where}`
+    pub resource_refusals: IntCounterVec,
+    /// `tollgate_owned_resources`
+    pub owned_resources: IntGauge,
+    /// `tollgate_resource_claims_pending`
+    pub resource_claims_pending: IntGauge,
     /// `tollgate_upstream_errors_total{provider,kind}`
     pub upstream_errors: IntCounterVec,
     /// `tollgate_live_config_keys`
@@ -183,6 +189,9 @@ impl Metrics {
             }),
             auth_failures: counter_vec(&r, "tollgate_auth_failures_total", "Requests refused because the gateway key was missing, unknown or revoked, or the org header was not allowed.", &["reason"])?,
             feature_refusals: counter_vec(&r, "tollgate_feature_refusals_total", "Requests refused with 403 because a feature flag of the org is off.", &["feature"])?,
+            resource_refusals: counter_vec(&r, "tollgate_resource_refusals_total", "Requests refused with 403 because they name a resource (file, cached content, batch, operation) the org does not own: in the path, in the body, or (listing) entries filtered out.", &["where"])?,
+            owned_resources: gauge(&r, "tollgate_owned_resources", "Resources (files, cached contents, batches, operations) whose owning org the gateway knows.")?,
+            resource_claims_pending: gauge(&r, "tollgate_resource_claims_pending", "Resource ownerships recorded in memory and not yet written to the store.")?,
             upstream_errors: counter_vec(&r, "tollgate_upstream_errors_total", "Requests the upstream could not serve (unreachable, timeout), answered by the gateway.", &["provider", "kind"])?,
             keys_loaded: gauge(&r, "tollgate_live_config_keys", "Gateway keys in the live snapshot (revoked included).")?,
             unpriced_events: counter(&r, "tollgate_unpriced_events_total", "Usage events of models without a price, priced with the fallback.")?,

@@ -26,6 +26,7 @@ use crate::limits::{Amounts, OrgLimits};
 use crate::metering::pricing::PriceTable;
 use crate::metering::{self, RequestMeter, ResponseMeter};
 use crate::metrics::{status_class, Metrics};
+use crate::resources::{self, Access, ClaimScanner, Owners};
 use crate::route::{self, Operation, Provider, Route};
 use crate::snapshot::LiveConfig;
 use crate::upstream::{self, Upstream};
@@ -69,7 +70,12 @@ pub struct Proxy {
     pub default_output_tokens: i64,
     /// One line per request.
     pub access_log: Arc<AccessLog>,
+    /// Which org owns each file, cached content, batch and operation.
+    pub owners: Arc<Owners>,
 }
+
+/// Largest listing response filtered per org (Google's pages are far smaller).
+const MAX_LISTING: usize = 16 * 1024 * 1024;
 
 /// Per-request state.
 pub struct Ctx {
@@ -101,6 +107,14 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     upstream_header_ms: Option<u64>,
     upstream_done: Option<Instant>,
+    /// How the request touches owned resources.
+    access: Access,
+    /// Body references already checked against the owners.
+    references_checked: usize,
+    /// Resource names read from a successful response that creates or reads owned resources.
+    claims: Option<Box<ClaimScanner>>,
+    /// A successful listing, held until its end to be filtered to the org's own.
+    listing: Option<Vec<u8>>,
 }
 
 impl Proxy {
@@ -143,6 +157,16 @@ impl Proxy {
                 return Err(GatewayError::FeatureDisabled {
                     feature: f.as_str(),
                 });
+            }
+        }
+        ctx.access = resources::access(req.method.as_str(), path, route);
+        if let Access::One(resource) = &ctx.access {
+            if !self.owners.owns(org_id, resource) {
+                self.metrics
+                    .resource_refusals
+                    .with_label_values(&["path"])
+                    .inc();
+                return Err(GatewayError::NotOwned(resource.clone()));
             }
         }
         let up = self.upstream(route.provider);
@@ -272,7 +296,38 @@ impl Proxy {
     async fn admit_all(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
         self.admit(session, ctx)?;
         self.gate_cached_content(session, ctx).await?;
-        self.enforce_limits(session, ctx).await
+        self.check_references(ctx)?;
+        self.enforce_limits(session, ctx).await?;
+        self.check_references(ctx)
+    }
+
+    /// Every resource the body read so far references must be the org's own. A body read
+    /// before forwarding is checked then; one that streams is checked chunk by chunk
+    /// (`request_body_filter`), and cut before its end if it names another org's resource.
+    fn check_references(&self, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let Some(org) = ctx.identity.as_ref().map(|i| i.org_id) else {
+            return Ok(());
+        };
+        let meter = &ctx.request_meter;
+        let refusal = if meter.unreadable_reference {
+            Some(GatewayError::NotOwned("the referenced resource".to_owned()))
+        } else {
+            meter.references[ctx.references_checked..]
+                .iter()
+                .find(|r| !self.owners.owns(org, r))
+                .map(|r| GatewayError::NotOwned(r.clone()))
+        };
+        ctx.references_checked = meter.references.len();
+        match refusal {
+            Some(e) => {
+                self.metrics
+                    .resource_refusals
+                    .with_label_values(&["body"])
+                    .inc();
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     /// An org without `context_caching` may not name a cached content in a request body (the
@@ -321,6 +376,38 @@ impl Proxy {
             .with_label_values(&[feature])
             .inc();
         GatewayError::FeatureDisabled { feature }
+    }
+
+    /// At the end of a successful response: the resources it named become the org's, and a
+    /// listing is replaced by the org's own entries.
+    fn finish_owned(&self, body: &mut Option<Bytes>, ctx: &mut Ctx) {
+        let Some(org) = ctx.identity.as_ref().map(|i| i.org_id) else {
+            return;
+        };
+        if let Some(c) = ctx.claims.take() {
+            for r in &c.found {
+                if !self.owners.claim(r, org) {
+                    tracing::warn!(resource = %r, "a response named a resource another org owns; left with its owner");
+                }
+            }
+            self.metrics.owned_resources.set(self.owners.len() as i64);
+        }
+        if let Some(buf) = ctx.listing.take() {
+            let mut hidden = 0u64;
+            let filtered = resources::filter_listing(&buf, |r| {
+                let own = self.owners.owns(org, r);
+                hidden += u64::from(!own);
+                own
+            });
+            if hidden > 0 {
+                self.metrics
+                    .resource_refusals
+                    .with_label_values(&["listing"])
+                    .inc_by(hidden);
+            }
+            // Not a JSON object: nothing of anyone's can be shown from it.
+            *body = Some(Bytes::from(filtered.unwrap_or_else(|| b"{}".to_vec())));
+        }
     }
 
     /// Chunks of a resumable upload carry no key; the upload id Google issued identifies them.
@@ -526,6 +613,10 @@ impl ProxyHttp for Proxy {
             upstream_started: None,
             upstream_header_ms: None,
             upstream_done: None,
+            access: Access::Free,
+            references_checked: 0,
+            claims: None,
+            listing: None,
         }
     }
 
@@ -578,6 +669,17 @@ impl ProxyHttp for Proxy {
                     "request body names a cached content; context_caching is off for the org",
                 );
             }
+            let meter = &ctx.request_meter;
+            if meter.references.len() > ctx.references_checked || meter.unreadable_reference {
+                if let Err(e) = self.check_references(ctx) {
+                    // As above: the chunk that completes the reference is not sent.
+                    ctx.body_refused = Some(e);
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "request body references a resource the org does not own",
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -591,9 +693,24 @@ impl ProxyHttp for Proxy {
     ) -> Result<Option<Duration>> {
         if let Some(b) = body {
             ctx.response_meter.feed(b);
+            if let Some(c) = ctx.claims.as_mut() {
+                c.feed(b);
+            }
+        }
+        if let Some(buf) = ctx.listing.as_mut() {
+            if let Some(b) = body.take() {
+                if buf.len() + b.len() > MAX_LISTING {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "listing too large to filter per organization",
+                    );
+                }
+                buf.extend_from_slice(&b);
+            }
         }
         if end {
             ctx.upstream_done.get_or_insert_with(Instant::now);
+            self.finish_owned(body, ctx);
         }
         Ok(None)
     }
@@ -634,6 +751,18 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
+        if resp.status.is_success() {
+            match ctx.access {
+                Access::One(_) | Access::Create => ctx.claims = Some(Box::default()),
+                Access::List => {
+                    // Filtered at its end: the length changes.
+                    resp.remove_header(&http::header::CONTENT_LENGTH);
+                    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    ctx.listing = Some(Vec::new());
+                }
+                Access::Free => {}
+            }
+        }
         let Some(google_url) = resp
             .headers
             .get(UPLOAD_URL)

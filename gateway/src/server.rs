@@ -27,6 +27,7 @@ use crate::limits::Amounts;
 use crate::metering::pricing::PriceTable;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::resources::Owners;
 use crate::route::Provider;
 use crate::settings::GatewaySettings;
 use crate::snapshot::LiveConfig;
@@ -97,6 +98,9 @@ pub struct RunningGateway {
     tasks: Vec<JoinHandle<()>>,
     ledger: Option<LedgerWriter>,
     access_log: Arc<AccessLog>,
+    /// Who owns which resource (tests record owners as an earlier request would have).
+    pub owners: Arc<Owners>,
+    store: Store,
 }
 
 impl RunningGateway {
@@ -110,6 +114,9 @@ impl RunningGateway {
             t.abort();
         }
         self.access_log.flush();
+        if let Err(e) = self.owners.flush(&self.store).await {
+            tracing::error!(error = %e, claims = self.owners.pending(), "resource ownerships not written at shutdown");
+        }
         // Every request has finished: write what the ledger still holds.
         if let Some(l) = self.ledger.take() {
             l.drain().await;
@@ -169,7 +176,9 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     )?));
     let counters = Arc::new(Counters::new(Arc::new(SystemClock)));
     let enforcement = Arc::new(Enforcement::new(metrics.clone()));
+    let owners = Arc::new(Owners::default());
     let sync = FleetSync {
+        owners: owners.clone(),
         counters: counters.clone(),
         enforcement: enforcement.clone(),
         live: live.clone(),
@@ -206,6 +215,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         enforcement,
         default_output_tokens: settings.limits.default_output_tokens,
         access_log: access_log.clone(),
+        owners: owners.clone(),
     };
     let uploads = proxy.uploads.clone();
 
@@ -287,6 +297,8 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         tasks,
         ledger: Some(ledger_writer),
         access_log,
+        owners,
+        store,
     };
     wait_listening(settings.listen)
         .await
@@ -434,6 +446,7 @@ async fn reload_prices(
 /// Keeps the usage counters in step with the store (the fleet's shared totals) and reports this
 /// instance's state in the heartbeat table.
 struct FleetSync {
+    owners: Arc<Owners>,
     counters: Arc<Counters>,
     enforcement: Arc<Enforcement>,
     live: Arc<LiveConfig>,
@@ -494,6 +507,15 @@ impl FleetSync {
         if let Some(age) = self.live.age() {
             self.metrics.live_config_age.set(age.as_secs_f64());
         }
+        match self.owners.sync(&self.store).await {
+            Ok(()) => self.metrics.owned_resources.set(self.owners.len() as i64),
+            Err(e) => {
+                tracing::warn!(error.kind = e.kind(), error = %e, claims = self.owners.pending(), "resource ownerships not synced with the store; retrying")
+            }
+        }
+        self.metrics
+            .resource_claims_pending
+            .set(self.owners.pending() as i64);
         let degraded = self.enforcement.degraded(self.live.load().is_loaded());
         let version = env!("CARGO_PKG_VERSION");
         if let Err(e) = self

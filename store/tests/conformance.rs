@@ -74,6 +74,7 @@ conformance!(
     audit_log,
     gateway_heartbeats,
     config_version_moves_with_every_change_gateways_load,
+    resource_owners_first_claim_wins_and_loads_incrementally,
 );
 
 #[test]
@@ -700,4 +701,47 @@ async fn config_version_moves_with_every_change_gateways_load(s: Store) {
     moved("deleting a key", s.config_version().await.unwrap());
     s.delete_org(org.id).await.unwrap();
     moved("deleting an org", s.config_version().await.unwrap());
+}
+
+async fn resource_owners_first_claim_wins_and_loads_incrementally(s: Store) {
+    let a = s.create_org("owner-a", &[]).await.unwrap().id;
+    let b = s.create_org("owner-b", &[]).await.unwrap().id;
+    s.claim_resources(&[("files/f1".into(), a), ("operations/op1".into(), a)])
+        .await
+        .unwrap();
+    // b claims a's file (a replay, or a response that echoes it) and a new cache: a keeps the file.
+    s.claim_resources(&[("files/f1".into(), b), ("cachedContents/c1".into(), b)])
+        .await
+        .unwrap();
+    assert_eq!(s.resource_owner("files/f1").await.unwrap(), Some(a));
+    assert_eq!(
+        s.resource_owner("cachedContents/c1").await.unwrap(),
+        Some(b)
+    );
+    assert_eq!(s.resource_owner("files/nope").await.unwrap(), None);
+    let all = s.resource_owners_after(0, 100).await.unwrap();
+    let names: Vec<_> = all
+        .iter()
+        .map(|r| (r.resource.as_str(), r.org_id))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("files/f1", a),
+            ("operations/op1", a),
+            ("cachedContents/c1", b)
+        ]
+    );
+    // Incremental: only rows after the last one seen, in pages.
+    let page = s.resource_owners_after(all[0].id, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].resource, "operations/op1");
+    assert!(s
+        .resource_owners_after(all[2].id, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // Deleting an org deletes what it owned.
+    s.delete_org(b).await.unwrap();
+    assert_eq!(s.resource_owner("cachedContents/c1").await.unwrap(), None);
 }

@@ -36,6 +36,10 @@ struct Inner {
     handshakes: Vec<Option<String>>,
     /// TLS only: handshakes that failed (e.g. the client did not trust our certificate).
     failed_handshakes: usize,
+    /// Files and cached contents created, as their JSON, for listings (one Google project).
+    created: Vec<Value>,
+    /// Resumable uploads started: upload id → the file's display name.
+    uploads: Vec<(String, String)>,
 }
 
 /// A fake served over TLS: its certificate is for `localhost`, signed by a throwaway CA.
@@ -179,6 +183,10 @@ impl FakeGoogle {
     /// lacked the provider key.
     pub fn violations(&self) -> Vec<String> {
         self.inner.lock().unwrap().violations.clone()
+    }
+
+    fn remember(&self, v: Value) {
+        self.inner.lock().unwrap().created.push(v);
     }
 
     fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap) {
@@ -355,7 +363,7 @@ async fn route(
     body_len: usize,
 ) -> Response {
     if path.starts_with("/upload/") {
-        return upload(fake, query, headers, body_len);
+        return upload(fake, query, headers, req, body_len);
     }
     let vertex = path.starts_with("/v1beta1/") || path.contains("/publishers/");
     // Operation polling (Developer API): GET /{v}/models/{m}/operations/{id}
@@ -363,9 +371,35 @@ async fn route(
         let name = path.splitn(3, '/').nth(2).unwrap_or("");
         return json_response(veo_done(name, false));
     }
+    if method == Method::GET && path.ends_with("/files") {
+        return listing(fake, "files");
+    }
     if path.ends_with("/files") || path.contains("/files/") {
         let id = path.rsplit('/').next().unwrap_or("f");
+        let id = id.split(':').next().unwrap_or(id);
         return json_response(file_json(id));
+    }
+    if path.ends_with("/cachedContents") {
+        if method == Method::GET {
+            return listing(fake, "cachedContents");
+        }
+        // Named after its display name (see `upload`).
+        let display = req
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or("c1");
+        let cache = json!({"name": format!("cachedContents/{}", slug(display)),
+            "model": req.get("model").cloned().unwrap_or(Value::Null), "displayName": display,
+            "createTime": "2026-11-28T00:00:00.000000Z", "updateTime": "2026-11-28T00:00:00.000000Z",
+            "expireTime": "2026-11-28T01:00:00.000000Z", "usageMetadata": {"totalTokenCount": 4096}});
+        fake.remember(cache.clone());
+        return json_response(cache);
+    }
+    if let Some((_, id)) = path.split_once("/cachedContents/") {
+        if method == Method::DELETE {
+            return json_response(json!({}));
+        }
+        return json_response(json!({"name": format!("cachedContents/{id}"), "displayName": id}));
     }
     if method == Method::GET && (path.ends_with("/models") || !path.contains(':')) {
         return models(path);
@@ -409,10 +443,15 @@ async fn route(
                 .pointer("/parameters/sampleCount")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
+            // `v{count}`, and `-{seed}` when the request sets one: distinct videos, distinct names.
+            let id = match req.pointer("/parameters/seed").and_then(Value::as_i64) {
+                Some(seed) => format!("v{count}-{seed}"),
+                None => format!("v{count}"),
+            };
             let name = if vertex {
-                format!("projects/test-project/locations/us-central1/publishers/google/models/{model}/operations/v{count}")
+                format!("projects/test-project/locations/us-central1/publishers/google/models/{model}/operations/{id}")
             } else {
-                format!("models/{model}/operations/v{count}")
+                format!("models/{model}/operations/{id}")
             };
             json_response(json!({"name": name}))
         }
@@ -504,8 +543,10 @@ fn imagen(model: &str, req: &Value) -> Response {
 }
 
 fn veo_done(name: &str, vertex: bool) -> Value {
-    let count: usize = name
-        .rsplit("/v")
+    let id = name.rsplit('/').next().unwrap_or("v1");
+    let count: usize = id
+        .trim_start_matches('v')
+        .split('-')
         .next()
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
@@ -518,7 +559,7 @@ fn veo_done(name: &str, vertex: bool) -> Value {
             "raiMediaFilteredCount": 0, "videos": videos}});
     }
     let samples: Vec<Value> = (0..count)
-        .map(|i| json!({"video": {"uri": format!("https://generativelanguage.googleapis.com/v1beta/files/vid{i}:download?alt=media")}}))
+        .map(|i| json!({"video": {"uri": format!("https://generativelanguage.googleapis.com/v1beta/files/{id}-vid{i}:download?alt=media")}}))
         .collect();
     json!({"name": name, "done": true, "response": {
         "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
@@ -532,14 +573,46 @@ fn file_json(id: &str) -> Value {
         "uri": format!("https://generativelanguage.googleapis.com/v1beta/files/{id}"), "state": "ACTIVE", "source": "UPLOADED"})
 }
 
-fn upload(fake: &FakeGoogle, query: &str, headers: &HeaderMap, body_len: usize) -> Response {
+/// A resource id from a name the client chose (Google's ids: letters, digits, dashes).
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn upload(
+    fake: &FakeGoogle,
+    query: &str,
+    headers: &HeaderMap,
+    req: &Value,
+    body_len: usize,
+) -> Response {
     let command = headers
         .get("x-goog-upload-command")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if command.contains("start") {
+        // Named after the display name, so the same upload made directly and through the
+        // gateway gets the same name, and different uploads different ones.
+        let display = req
+            .pointer("/file/display_name")
+            .or_else(|| req.pointer("/file/displayName"))
+            .and_then(Value::as_str)
+            .unwrap_or("uploaded1");
+        let id = format!("UPLOAD-{}", slug(display));
+        fake.inner
+            .lock()
+            .unwrap()
+            .uploads
+            .push((id.clone(), display.to_owned()));
         let url = format!(
-            "http://{}/upload/v1beta/files?upload_id=UPLOAD-abc123&upload_protocol=resumable",
+            "http://{}/upload/v1beta/files?upload_id={id}&upload_protocol=resumable",
             fake.addr
         );
         return Response::builder()
@@ -549,16 +622,43 @@ fn upload(fake: &FakeGoogle, query: &str, headers: &HeaderMap, body_len: usize) 
             .body(Body::from("{}"))
             .unwrap();
     }
-    if !query.contains("upload_id=UPLOAD-abc123") {
+    let display = {
+        let inner = fake.inner.lock().unwrap();
+        inner
+            .uploads
+            .iter()
+            .find(|(id, _)| query.split('&').any(|kv| kv == format!("upload_id={id}")))
+            .map(|(_, d)| d.clone())
+    };
+    let Some(display) = display else {
         return google_error(404, "NOT_FOUND", "unknown upload");
-    }
-    let mut file = file_json("uploaded1");
+    };
+    let mut file = file_json(&slug(&display));
+    file["displayName"] = json!(display);
     file["sizeBytes"] = json!(body_len.to_string());
+    fake.remember(file.clone());
     Response::builder()
         .header("x-goog-upload-status", "final")
         .header("content-type", "application/json; charset=UTF-8")
         .body(Body::from(json!({"file": file}).to_string()))
         .unwrap()
+}
+
+/// `GET files`, `GET cachedContents`: everything created in the project, whoever created it.
+fn listing(fake: &FakeGoogle, collection: &str) -> Response {
+    let items: Vec<Value> = {
+        let inner = fake.inner.lock().unwrap();
+        let prefix = format!("{collection}/");
+        let mut seen = std::collections::HashSet::new();
+        inner
+            .created
+            .iter()
+            .filter(|v| v["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+            .filter(|v| seen.insert(v["name"].to_string()))
+            .cloned()
+            .collect()
+    };
+    json_response(json!({ collection: items, "nextPageToken": "page-2" }))
 }
 
 fn models(path: &str) -> Response {

@@ -156,6 +156,15 @@ impl TestEnv {
         (org.id, key)
     }
 
+    /// Records `org` as the owner of `resources` (as creating them through the gateway would)
+    /// and makes the gateway see it now.
+    pub async fn own(&self, org: i64, resources: &[&str]) {
+        let claims: Vec<(String, i64)> = resources.iter().map(|r| (r.to_string(), org)).collect();
+        self.store.claim_resources(&claims).await.unwrap();
+        let g = self.running.as_ref().unwrap().gateway.as_ref().unwrap();
+        g.owners.sync(&self.store).await.unwrap();
+    }
+
     /// Makes the gateway see the store's current keys and flags now (instead of within 1 s).
     pub async fn refresh(&self) {
         let g = self.running.as_ref().unwrap().gateway.as_ref().unwrap();

@@ -7,6 +7,7 @@
 mod cli;
 mod fake_google;
 mod harness;
+mod isolation;
 mod limits;
 mod metering;
 mod observability;

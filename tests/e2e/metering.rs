@@ -128,7 +128,19 @@ async fn every_response_shape_is_metered_and_priced() {
         "vertex/gemini-2.0-flash prices"
     );
 
-    // Cached content: 100 of 105 prompt tokens at the cached price.
+    // Cached content: 100 of 105 prompt tokens at the cached price. The cache is made through
+    // the gateway first (an org may only use its own).
+    let made = call(
+        &env,
+        &key,
+        "m-cache-create",
+        "/v1beta/cachedContents",
+        json!({"model": "models/gemini-2.5-flash", "displayName": "abc", "contents": []}),
+    )
+    .await;
+    assert_eq!(made.status(), 200);
+    let made: Value = made.json().await.unwrap();
+    assert_eq!(made["name"], "cachedContents/abc");
     let mut body = prompt(five_words);
     body["cachedContent"] = json!("cachedContents/abc");
     call(
@@ -310,8 +322,8 @@ async fn every_response_shape_is_metered_and_priced() {
 
     assert_eq!(
         env.store.count_events(org).await.unwrap(),
-        12,
-        "one event per request of the org (the refused one has none)"
+        13,
+        "one event per request of the org, the cache's creation too (the refused one has none)"
     );
     env.stop().await;
 }

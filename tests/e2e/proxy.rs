@@ -153,7 +153,7 @@ async fn identity_errors_are_googles_401_403_and_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_flags_refuse_with_403() {
     let env = TestEnv::start().await;
-    let (_, key) = env
+    let (acme, key) = env
         .org_with_key_without(
             "acme",
             &[Feature::VideoGeneration, Feature::ImageGeneration],
@@ -176,7 +176,8 @@ async fn feature_flags_refuse_with_403() {
         env.gateway_url
     );
     assert_eq!(post(&image_model, Some(&key), &[]).await.status(), 403);
-    // Polling an operation stays allowed, and text still works.
+    // Polling an operation (made before the flag went off) stays allowed, and text still works.
+    env.own(acme, &["operations/v1"]).await;
     let poll = client()
         .get(format!(
             "{}/v1beta/models/veo-3.0-generate-001/operations/v1",
@@ -702,7 +703,8 @@ async fn context_caching_off_refuses_bodies_that_name_a_cached_content() {
     let (_, key) = env
         .org_with_key_without("acme", &[Feature::ContextCaching])
         .await;
-    let (_, other_key) = env.org_with_key("globex").await;
+    let (globex, other_key) = env.org_with_key("globex").await;
+    env.own(globex, &["cachedContents/abc123"]).await;
     let send = |path: &str, key: &str, body: Value| {
         client()
             .post(format!("{}{path}", env.gateway_url))

@@ -82,7 +82,7 @@ async fn developer_api_v1() {
     );
     assert_eq!(via["error_429"]["status"], "RESOURCE_EXHAUSTED");
     assert_eq!(via["error_500"]["code"], 500);
-    assert_eq!(via["upload"]["name"], "files/uploaded1");
+    assert_eq!(via["upload"]["name"], "files/hello-txt");
     assert_eq!(via["generate_content_stream"].as_array().unwrap().len(), 4);
     // Metering of what the SDK did: one event per call, with the counts the fake sent.
     let org = env.store.resolve_org("acme").await.unwrap().id;

@@ -58,6 +58,39 @@ static REQUEST_KEYS: &[Key] = &[
         name: b"cached_content",
         watch: Watch::Value,
     },
+    // References to other owned resources (see `resources`), in both spellings.
+    Key {
+        name: b"fileUri",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"file_uri",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"fileName",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"file_name",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"operationName",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"operation_name",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"fileSearchStoreNames",
+        watch: Watch::Value,
+    },
+    Key {
+        name: b"file_search_store_names",
+        watch: Watch::Value,
+    },
 ];
 const RQ_TEXT: usize = 0;
 const RQ_MAX_OUTPUT: usize = 1;
@@ -67,6 +100,8 @@ const RQ_AUDIO: usize = 4;
 const RQ_RESOLUTION: usize = 5;
 const RQ_CACHED_CONTENT: usize = 6;
 const RQ_CACHED_CONTENT_PROTO: usize = 7;
+/// Keys from here on reference owned resources.
+const RQ_FIRST_REFERENCE: usize = 8;
 
 static RESPONSE_KEYS: &[Key] = &[
     Key {
@@ -131,6 +166,11 @@ pub struct RequestMeter {
     /// The body names a cached content (`"cachedContent": "…cachedContents/…"`, at the top of a
     /// generateContent request or inside countTokens' `generateContentRequest`).
     pub names_cached_content: bool,
+    /// Owned resources the body references (`cachedContent`, `fileUri`, a batch's `fileName`,
+    /// Vertex's `operationName`, `fileSearchStoreNames`), as `collection/id`, in order.
+    pub references: Vec<String>,
+    /// A reference value that could not be read (longer than the capture bound, or invalid).
+    pub unreadable_reference: bool,
 }
 
 impl Default for RequestMeter {
@@ -146,6 +186,8 @@ impl Default for RequestMeter {
             generate_audio: None,
             resolution_lines: None,
             names_cached_content: false,
+            references: Vec::new(),
+            unreadable_reference: false,
         }
     }
 }
@@ -164,6 +206,8 @@ impl RequestMeter {
             generate_audio,
             resolution_lines,
             names_cached_content,
+            references,
+            unreadable_reference,
         } = self;
         scanner.feed(chunk, &mut |f| match f {
             Found::Text {
@@ -181,7 +225,11 @@ impl RequestMeter {
                 }
                 ends.push(text.len());
             }
-            Found::Value { key, bytes, .. } => match key {
+            Found::Value {
+                key,
+                bytes,
+                truncated,
+            } => match key {
                 RQ_MAX_OUTPUT => *max_output_tokens = number(bytes),
                 RQ_SAMPLES => *sample_count = number(bytes),
                 RQ_DURATION => *duration_seconds = number(bytes),
@@ -192,6 +240,12 @@ impl RequestMeter {
                 RQ_CACHED_CONTENT | RQ_CACHED_CONTENT_PROTO => {
                     *names_cached_content |= !matches!(bytes.first(), Some(b'{' | b'['))
                         && unescape(bytes).contains("cachedContents/");
+                    *unreadable_reference |=
+                        crate::resources::references(bytes, truncated, references).is_err();
+                }
+                k if k >= RQ_FIRST_REFERENCE => {
+                    *unreadable_reference |=
+                        crate::resources::references(bytes, truncated, references).is_err();
                 }
                 RQ_RESOLUTION => {
                     let r = String::from_utf8_lossy(bytes).to_ascii_lowercase();

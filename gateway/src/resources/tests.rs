@@ -1,0 +1,244 @@
+use super::*;
+use crate::route::classify;
+
+fn access_of(method: &str, path: &str) -> Access {
+    access(method, path, &classify(method, path).unwrap())
+}
+
+fn one(r: &str) -> Access {
+    Access::One(r.to_owned())
+}
+
+#[test]
+fn paths_that_name_a_resource_are_checked_by_collection_and_id() {
+    assert_eq!(
+        access_of("GET", "/v1beta/files/abc-123"),
+        one("files/abc-123")
+    );
+    assert_eq!(access_of("DELETE", "/v1beta/files/abc"), one("files/abc"));
+    assert_eq!(
+        access_of("GET", "/v1beta/files/abc:download"),
+        one("files/abc")
+    );
+    assert_eq!(
+        access_of("PATCH", "/v1beta/cachedContents/c1"),
+        one("cachedContents/c1")
+    );
+    assert_eq!(
+        access_of("POST", "/v1beta/batches/b1:cancel"),
+        one("batches/b1")
+    );
+    // Veo polling: the operation, whatever model prefix it has.
+    assert_eq!(
+        access_of(
+            "GET",
+            "/v1beta/models/veo-3.1-generate-preview/operations/op1"
+        ),
+        one("operations/op1")
+    );
+    assert_eq!(
+        access_of("GET", "/v1/operations/op2"),
+        one("operations/op2")
+    );
+    // Vertex.
+    assert_eq!(
+        access_of(
+            "GET",
+            "/v1/projects/p/locations/us-central1/cachedContents/c9"
+        ),
+        one("cachedContents/c9")
+    );
+    assert_eq!(
+        access_of(
+            "GET",
+            "/v1/projects/p/locations/l/publishers/google/models/veo-3.0-generate-001/operations/o7"
+        ),
+        one("operations/o7")
+    );
+    assert_eq!(
+        access_of("GET", "/v1/projects/p/locations/l/batchPredictionJobs/j1"),
+        one("batchPredictionJobs/j1")
+    );
+    // A store's documents and operations belong to the store's owner.
+    assert_eq!(
+        access_of("GET", "/v1beta/fileSearchStores/s1/operations/o1"),
+        one("fileSearchStores/s1")
+    );
+    // A tuned model is used by name: only its owner may.
+    assert_eq!(
+        access_of("POST", "/v1beta/tunedModels/mine-1:generateContent"),
+        one("tunedModels/mine-1")
+    );
+    // Not an id Google issues: owned by nobody, so refused.
+    assert_eq!(access_of("GET", "/v1beta/files/a%2Fb"), one("files/a%2Fb"));
+}
+
+#[test]
+fn listings_creations_and_free_requests() {
+    assert_eq!(access_of("GET", "/v1beta/files"), Access::List);
+    assert_eq!(access_of("GET", "/v1beta/cachedContents"), Access::List);
+    assert_eq!(access_of("GET", "/v1beta/batches"), Access::List);
+    assert_eq!(
+        access_of("GET", "/v1beta/models/veo-3.1-generate-preview/operations"),
+        Access::List
+    );
+    assert_eq!(access_of("POST", "/v1beta/cachedContents"), Access::Create);
+    assert_eq!(access_of("POST", "/upload/v1beta/files"), Access::Create);
+    assert_eq!(access_of("POST", "/v1beta/files:register"), Access::Create);
+    assert_eq!(
+        access_of(
+            "POST",
+            "/v1beta/models/veo-3.1-generate-preview:predictLongRunning"
+        ),
+        Access::Create
+    );
+    assert_eq!(
+        access_of(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:batchGenerateContent"
+        ),
+        Access::Create
+    );
+    assert_eq!(
+        access_of(
+            "POST",
+            "/v1/projects/p/locations/l/publishers/google/models/veo-3.0-generate-001:fetchPredictOperation"
+        ),
+        Access::Create
+    );
+    for free in [
+        ("POST", "/v1beta/models/gemini-2.5-flash:generateContent"),
+        (
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        ),
+        ("GET", "/v1beta/models"),
+        ("GET", "/v1beta/models/gemini-2.5-flash"),
+        (
+            "POST",
+            "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash:generateContent",
+        ),
+    ] {
+        assert_eq!(access_of(free.0, free.1), Access::Free, "{free:?}");
+    }
+}
+
+#[test]
+fn references_name_google_held_resources_only() {
+    let k = |s: &str| key_of_reference(s);
+    assert_eq!(k("files/abc"), Some("files/abc".into()));
+    assert_eq!(
+        k("https://generativelanguage.googleapis.com/v1beta/files/abc"),
+        Some("files/abc".into())
+    );
+    assert_eq!(
+        k("https://generativelanguage.googleapis.com/v1beta/files/abc:download?alt=media"),
+        Some("files/abc".into())
+    );
+    assert_eq!(
+        k("HTTPS://Generativelanguage.GOOGLEAPIS.com:443/v1beta/files/x"),
+        Some("files/x".into())
+    );
+    assert_eq!(k("cachedContents/c1"), Some("cachedContents/c1".into()));
+    assert_eq!(
+        k("projects/p/locations/l/cachedContents/c1"),
+        Some("cachedContents/c1".into())
+    );
+    assert_eq!(
+        k("projects/p/locations/l/publishers/google/models/veo/operations/o1"),
+        Some("operations/o1".into())
+    );
+    // Customers' own storage and the public web are not this project's resources.
+    assert_eq!(k("gs://bucket/files/report.pdf"), None);
+    assert_eq!(k("https://www.youtube.com/watch?v=files"), None);
+    assert_eq!(k("https://example.com/files/abc"), None);
+    assert_eq!(k("report.pdf"), None);
+}
+
+#[test]
+fn reference_values_strings_arrays_escapes_and_unreadable() {
+    let mut out = Vec::new();
+    references(b"files/a", false, &mut out).unwrap();
+    references(
+        br"https:\/\/generativelanguage.googleapis.com\/v1beta\/files\/b",
+        false,
+        &mut out,
+    )
+    .unwrap();
+    references(br"\u0066iles/c", false, &mut out).unwrap();
+    references(
+        br#"["fileSearchStores/s1", "fileSearchStores/s2"]"#,
+        false,
+        &mut out,
+    )
+    .unwrap();
+    // A schema property that happens to have the name: not a reference.
+    references(br#"{"type": "STRING"}"#, false, &mut out).unwrap();
+    assert_eq!(
+        out,
+        [
+            "files/a",
+            "files/b",
+            "files/c",
+            "fileSearchStores/s1",
+            "fileSearchStores/s2"
+        ]
+    );
+    assert!(references(b"files/a", true, &mut out).is_err());
+    assert!(references(b"[\"files/a\"", false, &mut out).is_err());
+}
+
+#[test]
+fn claims_are_read_from_creation_and_poll_responses_at_any_split() {
+    let upload = br#"{"file": {"name": "files/x27lu0k9zc2k", "displayName": "files/not-this", "uri": "https://generativelanguage.googleapis.com/v1beta/files/x27lu0k9zc2k", "state": "ACTIVE"}}"#;
+    let veo = br#"{"name": "models/veo-3.1-generate-preview/operations/op1", "done": true, "response": {"@type": "t", "generateVideoResponse": {"generatedSamples": [{"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid1:download?alt=media"}}, {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid2:download?alt=media"}}]}}}"#;
+    let batch = br#"{"name": "batches/b1", "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {"responsesFile": "files/out1"}}, "response": {"inlinedResponses": [{"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "lookup"}}]}}]}}]}}"#;
+    let cases: [(&[u8], &[&str]); 3] = [
+        (upload, &["files/x27lu0k9zc2k"]),
+        (veo, &["operations/op1", "files/vid1", "files/vid2"]),
+        (batch, &["batches/b1", "files/out1"]),
+    ];
+    for (body, want) in cases {
+        for split in 0..=body.len() {
+            let mut c = ClaimScanner::default();
+            c.feed(&body[..split]);
+            c.feed(&body[split..]);
+            assert_eq!(c.found, want, "split at {split}");
+        }
+    }
+}
+
+#[test]
+fn listings_keep_only_the_orgs_own_entries() {
+    let body = br#"{"files": [{"name": "files/a", "sizeBytes": "1"}, {"name": "files/b"}, {"name": "files/c"}], "nextPageToken": "t"}"#;
+    let out = filter_listing(body, |r| r == "files/a" || r == "files/c").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let names: Vec<_> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["files/a", "files/c"]);
+    assert_eq!(v["nextPageToken"], "t");
+    assert_eq!(v["files"][0]["sizeBytes"], "1");
+    // Vertex names with their project prefix.
+    let body = br#"{"cachedContents": [{"name": "projects/p/locations/l/cachedContents/c1"}]}"#;
+    let out = filter_listing(body, |_| false).unwrap();
+    assert_eq!(out, br#"{"cachedContents":[]}"#);
+    assert!(filter_listing(b"[1]", |_| true).is_none());
+    assert!(filter_listing(b"not json", |_| true).is_none());
+}
+
+#[test]
+fn the_first_claim_wins() {
+    let owners = Owners::default();
+    assert!(owners.claim("files/a", 1));
+    assert!(!owners.claim("files/a", 2));
+    assert!(owners.claim("files/a", 1));
+    assert!(owners.owns(1, "files/a"));
+    assert!(!owners.owns(2, "files/a"));
+    assert!(!owners.owns(1, "files/b"));
+    // Only the new claim waits for the store.
+    assert_eq!(owners.pending(), 1);
+}

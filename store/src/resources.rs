@@ -1,0 +1,65 @@
+//! Who owns the Google resources made through the gateway: files, cached contents, batches,
+//! long-running operations, file search stores. All orgs share one provider key, so Google
+//! cannot tell them apart; the gateways keep this table in memory and refuse an org another's
+//! resources. The first org to claim a resource keeps it.
+
+use chrono::Utc;
+
+use crate::{with_pool, Result, Store, StoreError};
+
+/// One owned resource.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ResourceOwner {
+    /// Row order, for incremental loads.
+    pub id: i64,
+    /// Collection and id: `files/abc123`, `operations/op1`.
+    pub resource: String,
+    /// The organization that created it.
+    pub org_id: i64,
+}
+
+impl Store {
+    /// Records owners in one transaction; a resource already owned keeps its owner.
+    pub async fn claim_resources(&self, claims: &[(String, i64)]) -> Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (resource, org_id) in claims {
+                sqlx::query(
+                    "INSERT INTO resource_owners (resource, org_id, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (resource) DO NOTHING",
+                )
+                .bind(resource)
+                .bind(org_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Owners recorded after row `after_id`, oldest first, at most `limit`.
+    pub async fn resource_owners_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ResourceOwner>> {
+        with_pool!(self, pool => sqlx::query_as::<_, ResourceOwner>(
+            "SELECT id, resource, org_id FROM resource_owners WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id).bind(limit).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// The owner of one resource, if any.
+    pub async fn resource_owner(&self, resource: &str) -> Result<Option<i64>> {
+        with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+            "SELECT org_id FROM resource_owners WHERE resource = $1")
+            .bind(resource).fetch_optional(pool).await)
+        .map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,375 @@
+//! Tenant isolation of the resources Google keeps between requests. Every org shares the
+//! provider key, so the fake (like Google) holds one project's files, caches and operations;
+//! the gateway must show and hand each org only its own.
+
+use std::time::Duration;
+
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+
+use crate::harness::{client, eventually, get_text, postgres_url, unique_schema, Opts, TestEnv};
+
+const GEN: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
+const VEO: &str = "/v1beta/models/veo-3.0-generate-001";
+
+async fn send(
+    env: &TestEnv,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut req = client()
+        .request(method, format!("{}{path}", env.gateway_url))
+        .header("x-goog-api-key", key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+/// A resumable upload as Google's SDKs make it: start (with the key), then the bytes to the
+/// upload URL the gateway rewrote to itself (without a key). Returns the file's name and URI.
+async fn upload(env: &TestEnv, key: &str, display_name: &str) -> (String, String) {
+    let start = client()
+        .post(format!("{}/upload/v1beta/files", env.gateway_url))
+        .header("x-goog-api-key", key)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .json(&json!({"file": {"display_name": display_name}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 200);
+    let url = start.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with(&env.gateway_url), "{url}");
+    let done = client()
+        .post(url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body("hello world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let v: Value = done.json().await.unwrap();
+    (
+        v["file"]["name"].as_str().unwrap().to_owned(),
+        v["file"]["uri"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn create_cache(env: &TestEnv, key: &str, display_name: &str) -> String {
+    let r = send(
+        env,
+        key,
+        Method::POST,
+        "/v1beta/cachedContents",
+        Some(
+            json!({"model": "models/gemini-2.5-flash", "displayName": display_name,
+            "contents": [{"parts": [{"text": "a long document"}]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn submit_video(env: &TestEnv, key: &str, seed: i64) -> String {
+    submit_video_at(env, key, &format!("{VEO}:predictLongRunning"), seed).await
+}
+
+async fn submit_video_at(env: &TestEnv, key: &str, path: &str, seed: i64) -> String {
+    let r = send(
+        env,
+        key,
+        Method::POST,
+        path,
+        Some(json!({"instances": [{"prompt": "a cat"}],
+            "parameters": {"sampleCount": 1, "durationSeconds": 8, "seed": seed}})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The status and Google error status of a refusal, and that the upstream saw nothing.
+async fn refused(env: &TestEnv, key: &str, method: Method, path: &str, body: Option<Value>) {
+    let before = env.fake.calls().len();
+    let r = send(env, key, method.clone(), path, body).await;
+    let code = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        (code, v["error"]["status"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{method} {path}: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("do not have permission"),
+        "{v}"
+    );
+    assert_eq!(
+        env.fake.calls().len(),
+        before,
+        "{method} {path}: the upstream received no whole request"
+    );
+}
+
+async fn ok(env: &TestEnv, key: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+    let r = send(env, key, method.clone(), path, body).await;
+    assert_eq!(r.status(), 200, "{method} {path}");
+    r.json().await.unwrap_or(Value::Null)
+}
+
+fn names(listing: &Value, field: &str) -> Vec<String> {
+    listing[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listing}"))
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn with_file(uri: &str) -> Value {
+    json!({"contents": [{"parts": [{"text": "summarize"}, {"fileData": {"mimeType": "text/plain", "fileUri": uri}}]}]})
+}
+
+fn with_cache(name: &str) -> Value {
+    json!({"contents": [{"parts": [{"text": "summarize"}]}], "cachedContent": name})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+
+    let (a_file, a_uri) = upload(&env, &a, "acme notes").await;
+    let (b_file, _) = upload(&env, &b, "globex notes").await;
+    assert_eq!(
+        (a_file.as_str(), b_file.as_str()),
+        ("files/acme-notes", "files/globex-notes")
+    );
+    let a_cache = create_cache(&env, &a, "acme-cache").await;
+    let b_cache = create_cache(&env, &b, "globex-cache").await;
+    let a_op = submit_video(&env, &a, 1).await;
+    let b_op = submit_video(&env, &b, 2).await;
+    assert_ne!(a_op, b_op);
+
+    // By path: globex may not read, download, poll or delete acme's, and vice versa.
+    let a_paths = [
+        (Method::GET, format!("/v1beta/{a_file}")),
+        (Method::GET, format!("/v1beta/{a_file}:download?alt=media")),
+        (Method::DELETE, format!("/v1beta/{a_file}")),
+        (Method::GET, format!("/v1beta/{a_cache}")),
+        (Method::PATCH, format!("/v1beta/{a_cache}")),
+        (Method::DELETE, format!("/v1beta/{a_cache}")),
+        (Method::GET, format!("/v1beta/{a_op}")),
+    ];
+    for (method, path) in &a_paths {
+        refused(&env, &b, method.clone(), path, None).await;
+    }
+    refused(&env, &a, Method::GET, &format!("/v1beta/{b_file}"), None).await;
+    refused(&env, &a, Method::GET, &format!("/v1beta/{b_op}"), None).await;
+    // Not made through the gateway: nobody's, so nobody's to read.
+    refused(&env, &a, Method::GET, "/v1beta/files/made-elsewhere", None).await;
+    // The owner may.
+    for (method, path) in a_paths.iter().filter(|(m, _)| *m == Method::GET) {
+        ok(&env, &a, method.clone(), path, None).await;
+    }
+
+    // The finished video's file belongs to whoever owns the operation.
+    let done = ok(&env, &a, Method::GET, &format!("/v1beta/{a_op}"), None).await;
+    let video_uri = done
+        .pointer("/response/generateVideoResponse/generatedSamples/0/video/uri")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let video = gateway::resources::key_of_reference(&video_uri).unwrap();
+    ok(
+        &env,
+        &a,
+        Method::GET,
+        &format!("/v1beta/{video}:download?alt=media"),
+        None,
+    )
+    .await;
+    refused(
+        &env,
+        &b,
+        Method::GET,
+        &format!("/v1beta/{video}:download?alt=media"),
+        None,
+    )
+    .await;
+
+    // Vertex polls name the operation in the body.
+    let vertex_veo =
+        "/v1/projects/p/locations/us-central1/publishers/google/models/veo-3.0-generate-001";
+    let v_op = submit_video_at(&env, &a, &format!("{vertex_veo}:predictLongRunning"), 3).await;
+    let fetch = format!("{vertex_veo}:fetchPredictOperation");
+    refused(
+        &env,
+        &b,
+        Method::POST,
+        &fetch,
+        Some(json!({"operationName": v_op})),
+    )
+    .await;
+    let polled = ok(
+        &env,
+        &a,
+        Method::POST,
+        &fetch,
+        Some(json!({"operationName": v_op})),
+    )
+    .await;
+    assert_eq!(polled["done"], true);
+
+    // Listings: the project holds both orgs' files and caches; each org sees its own.
+    for (key, file, cache) in [(&a, &a_file, &a_cache), (&b, &b_file, &b_cache)] {
+        let files = ok(&env, key, Method::GET, "/v1beta/files", None).await;
+        assert_eq!(names(&files, "files"), [file.as_str()]);
+        assert_eq!(files["nextPageToken"], "page-2", "paging is kept");
+        let caches = ok(&env, key, Method::GET, "/v1beta/cachedContents", None).await;
+        assert_eq!(names(&caches, "cachedContents"), [cache.as_str()]);
+    }
+    let direct = client()
+        .get(format!("{}/v1beta/files", env.fake.base_url()))
+        .header("x-goog-api-key", crate::fake_google::PROVIDER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&direct, "files").len(),
+        2,
+        "the upstream lists both: {direct}"
+    );
+
+    // In request bodies: another org's file or cache is refused before it reaches Google,
+    // by relative name or URI, in a small body or at the end of a large streamed one.
+    let big_text = "sky ".repeat(30_000);
+    let big_with = |reference: Value| json!({"contents": [{"parts": [{"text": big_text}, {"fileData": {"fileUri": reference}}]}]});
+    for body in [
+        with_file(&a_uri),
+        with_file(&a_file),
+        with_cache(&a_cache),
+        big_with(json!(a_uri)),
+        json!({"generateContentRequest": with_cache(&a_cache)}),
+    ] {
+        refused(&env, &b, Method::POST, GEN, Some(body)).await;
+    }
+    // A batch reading its requests from another org's file.
+    refused(
+        &env,
+        &b,
+        Method::POST,
+        "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        Some(json!({"batch": {"displayName": "b", "inputConfig": {"fileName": a_file}}})),
+    )
+    .await;
+    // Its own, and other URLs (Cloud Storage, the web), go through.
+    for body in [
+        with_file(&a_uri),
+        with_cache(&a_cache),
+        big_with(json!(a_uri)),
+        with_file("gs://acme-bucket/files/report.pdf"),
+        with_file("https://www.youtube.com/watch?v=files"),
+    ] {
+        ok(&env, &a, Method::POST, GEN, Some(body)).await;
+    }
+
+    let metrics = get_text(&format!("{}/metrics", env.metrics_url)).await;
+    let count = |label: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "tollgate_resource_refusals_total{{where=\"{label}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("path"), 11.0, "{metrics}");
+    assert_eq!(count("body"), 7.0, "{metrics}");
+    assert_eq!(
+        count("listing"),
+        4.0,
+        "each org's listings hid the other's file and cache"
+    );
+    env.assert_clean_upstream();
+    env.stop().await;
+}
+
+/// A resource made through one gateway is its org's on every gateway of the fleet (and after a
+/// restart): ownership is kept in the store and loaded by each instance.
+async fn ownership_is_shared_by_the_fleet(opts: impl Fn() -> Opts) {
+    let one = TestEnv::start_with(opts()).await;
+    let two = TestEnv::start_with(opts()).await;
+    let (_, a) = one.org_with_key("acme").await;
+    let (_, b) = one.org_with_key("globex").await;
+    two.refresh().await;
+    let cache = create_cache(&one, &a, "fleet-cache").await;
+    // Within the sync interval (1 s here), the other gateway knows it.
+    eventually(
+        Duration::from_secs(10),
+        "the second gateway learns the owner",
+        || {
+            let (url, a) = (two.gateway_url.clone(), a.clone());
+            let path = format!("/v1beta/{cache}");
+            async move {
+                client()
+                    .get(format!("{url}{path}"))
+                    .header("x-goog-api-key", a)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        },
+    )
+    .await;
+    refused(&two, &b, Method::GET, &format!("/v1beta/{cache}"), None).await;
+    ok(&two, &a, Method::POST, GEN, Some(with_cache(&cache))).await;
+    refused(&two, &b, Method::POST, GEN, Some(with_cache(&cache))).await;
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_is_shared_by_the_fleet_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/shared.db", dir.path().display());
+    ownership_is_shared_by_the_fleet(|| Opts {
+        database: Some((url.clone(), None)),
+        ..Opts::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_is_shared_by_the_fleet_on_postgres() {
+    let Some(pg) = postgres_url() else { return };
+    let schema = unique_schema("owners");
+    ownership_is_shared_by_the_fleet(|| Opts {
+        database: Some((pg.clone(), Some(schema.clone()))),
+        ..Opts::default()
+    })
+    .await;
+}
