@@ -38,6 +38,14 @@ pub enum GatewayError {
     /// An enabled usage limit is reached.
     #[error("{}", .0.message())]
     LimitExceeded(crate::limits::Refusal),
+    /// A compressed request body: the gateway must read bodies as they pass (references to
+    /// owned resources, usage), so it accepts only uncompressed ones, as Google's SDKs send.
+    #[error("compressed request bodies (Content-Encoding: {0}) are not accepted: send the body uncompressed")]
+    EncodedBody(String),
+    /// A request the gateway does not forward (its checks could be bypassed, or its usage not
+    /// metered); the message says which and why.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The request body could not be read.
     #[error("the request body could not be read")]
     BadBody,
@@ -77,7 +85,10 @@ impl GatewayError {
             GatewayError::OrgHeaderNotAllowed
             | GatewayError::FeatureDisabled { .. }
             | GatewayError::NotOwned(_) => 403,
-            GatewayError::UnknownOrg(_) | GatewayError::BadBody => 400,
+            GatewayError::UnknownOrg(_)
+            | GatewayError::BadBody
+            | GatewayError::EncodedBody(_)
+            | GatewayError::Unsupported(_) => 400,
             GatewayError::LimitExceeded(_) => 429,
             GatewayError::NoRoute(_) => 404,
             GatewayError::NoCredential { .. } | GatewayError::NotReady => 503,
@@ -112,6 +123,8 @@ impl GatewayError {
             GatewayError::LimitExceeded(_) => "limit_exceeded",
             GatewayError::NotReady => "not_ready",
             GatewayError::BadBody => "bad_body",
+            GatewayError::EncodedBody(_) => "encoded_body",
+            GatewayError::Unsupported(_) => "unsupported",
             GatewayError::FeatureDisabled { .. } => "feature_disabled",
             GatewayError::NotOwned(_) => "not_owned",
             GatewayError::NoRoute(_) => "no_route",

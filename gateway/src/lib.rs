@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod ledger;
 pub mod limits;
+pub mod listing;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;

@@ -23,10 +23,11 @@ use crate::ledger::Ledger;
 use crate::limits::alerts::Alerts;
 use crate::limits::counters::{Counters, Reservation};
 use crate::limits::{Amounts, OrgLimits};
+use crate::listing::{Listed, Lister};
 use crate::metering::pricing::PriceTable;
 use crate::metering::{self, RequestMeter, ResponseMeter};
 use crate::metrics::{status_class, Metrics};
-use crate::resources::{self, Access, ClaimScanner, Owners};
+use crate::resources::{self, Access, Owners};
 use crate::route::{self, Operation, Provider, Route};
 use crate::snapshot::LiveConfig;
 use crate::upstream::{self, Upstream};
@@ -72,10 +73,13 @@ pub struct Proxy {
     pub access_log: Arc<AccessLog>,
     /// Which org owns each file, cached content, batch and operation.
     pub owners: Arc<Owners>,
+    /// Answers listings with the org's own entries.
+    pub lister: Arc<Lister>,
 }
 
-/// Largest listing response filtered per org (Google's pages are far smaller).
-const MAX_LISTING: usize = 16 * 1024 * 1024;
+/// Largest creation or poll response read for the names it gives the org (Google's are far
+/// smaller; a Vertex video inline in a poll may not be, and names nothing to claim).
+const MAX_HELD: usize = 16 * 1024 * 1024;
 
 /// Per-request state.
 pub struct Ctx {
@@ -111,10 +115,11 @@ pub struct Ctx {
     access: Access,
     /// Body references already checked against the owners.
     references_checked: usize,
-    /// Resource names read from a successful response that creates or reads owned resources.
-    claims: Option<Box<ClaimScanner>>,
-    /// A successful listing, held until its end to be filtered to the org's own.
-    listing: Option<Vec<u8>>,
+    /// A successful response that creates or reads owned resources, held (up to
+    /// [`MAX_HELD`]) to read the names it gives the org.
+    claims: Option<Vec<u8>>,
+    /// A DELETE (a successful one frees the resource's name).
+    method_delete: bool,
 }
 
 impl Proxy {
@@ -129,6 +134,17 @@ impl Proxy {
     fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
         let req = session.req_header();
         let path = req.uri.path();
+        if let Some(why) = resources::unsupported_path(path) {
+            return Err(GatewayError::Unsupported(why));
+        }
+        if resources::METHOD_OVERRIDES
+            .iter()
+            .any(|h| req.headers.contains_key(*h))
+        {
+            return Err(GatewayError::Unsupported(
+                "method override headers (X-HTTP-Method-Override and the like) are not accepted",
+            ));
+        }
         let route = route::classify(req.method.as_str(), path)
             .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
         // Known from here on, so refusals are logged, metered and labelled with their route.
@@ -160,6 +176,7 @@ impl Proxy {
             }
         }
         ctx.access = resources::access(req.method.as_str(), path, route);
+        ctx.method_delete = req.method == http::Method::DELETE;
         if let Access::One(resource) = &ctx.access {
             if !self.owners.owns(org_id, resource) {
                 self.metrics
@@ -296,6 +313,10 @@ impl Proxy {
     async fn admit_all(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
         self.admit(session, ctx)?;
         self.gate_cached_content(session, ctx).await?;
+        // A compressed body would hide its references from the checks below.
+        if let Some(enc) = content_encoding(session.req_header()) {
+            return Err(GatewayError::EncodedBody(enc));
+        }
         self.check_references(ctx)?;
         self.enforce_limits(session, ctx).await?;
         self.check_references(ctx)
@@ -352,12 +373,7 @@ impl Proxy {
         }
         ctx.cache_gated = true;
         // A compressed body cannot be checked as it passes: refused rather than let through.
-        let encoded = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
+        if content_encoding(session.req_header()).is_some() {
             return Err(self.cached_content_refusal());
         }
         if !ctx.body_preread {
@@ -378,35 +394,73 @@ impl Proxy {
         GatewayError::FeatureDisabled { feature }
     }
 
-    /// At the end of a successful response: the resources it named become the org's, and a
-    /// listing is replaced by the org's own entries.
-    fn finish_owned(&self, body: &mut Option<Bytes>, ctx: &mut Ctx) {
+    /// Answers a listing with the org's own entries (see `listing`).
+    async fn serve_listing(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<(), GatewayError> {
+        let (Some(route), Some(org)) = (&ctx.route, ctx.identity.as_ref().map(|i| i.org_id)) else {
+            return Err(GatewayError::Internal);
+        };
+        let up = self.upstream(route.provider);
+        let req = session.req_header();
+        ctx.upstream_started = Some(Instant::now());
+        let listed = self
+            .lister
+            .list(up, req.uri.path(), req.uri.query(), |r| {
+                self.owners.owns(org, r)
+            })
+            .await;
+        let now = chrono::Utc::now().timestamp();
+        let (status, body) = match listed {
+            Ok(Listed::Page { body, hidden }) => {
+                if hidden > 0 {
+                    self.metrics
+                        .resource_refusals
+                        .with_label_values(&["listing"])
+                        .inc_by(hidden);
+                }
+                (200, Bytes::from(body))
+            }
+            Ok(Listed::Upstream { status, body }) => (status, body),
+            Err(e) => {
+                up.last_err.store(now, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        up.last_ok.store(now, std::sync::atomic::Ordering::Relaxed);
+        ctx.upstream_header_ms = ctx.upstream_started.map(|t| t.elapsed().as_millis() as u64);
+        ctx.upstream_done = Some(Instant::now());
+        if let Err(e) = respond(session, status, body, ctx.reply_id(), &[]).await {
+            tracing::debug!(error = %e, "cannot send the listing");
+        }
+        Ok(())
+    }
+
+    /// At the end of a successful response: the resources it named become the org's.
+    fn finish_owned(&self, ctx: &mut Ctx) {
         let Some(org) = ctx.identity.as_ref().map(|i| i.org_id) else {
             return;
         };
-        if let Some(c) = ctx.claims.take() {
-            for r in &c.found {
-                if !self.owners.claim(r, org) {
-                    tracing::warn!(resource = %r, "a response named a resource another org owns; left with its owner");
+        if let Some(held) = ctx.claims.take() {
+            let names = resources::claimed_names(&held);
+            match &ctx.access {
+                // Google just made these for the org (a name chosen again after a delete
+                // changes hands here).
+                Access::Create => names.iter().for_each(|r| self.owners.take_over(r, org)),
+                // Read from a resource the org owns: a deleted one is the org's no more, and
+                // what a finished operation or batch made becomes the org's.
+                Access::One(own) => {
+                    for r in names.iter().filter(|r| *r != own) {
+                        if !self.owners.claim(r, org) {
+                            tracing::warn!(resource = %r, "a response named a resource another org owns; left with its owner");
+                        }
+                    }
                 }
+                _ => {}
             }
             self.metrics.owned_resources.set(self.owners.len() as i64);
-        }
-        if let Some(buf) = ctx.listing.take() {
-            let mut hidden = 0u64;
-            let filtered = resources::filter_listing(&buf, |r| {
-                let own = self.owners.owns(org, r);
-                hidden += u64::from(!own);
-                own
-            });
-            if hidden > 0 {
-                self.metrics
-                    .resource_refusals
-                    .with_label_values(&["listing"])
-                    .inc_by(hidden);
-            }
-            // Not a JSON object: nothing of anyone's can be shown from it.
-            *body = Some(Bytes::from(filtered.unwrap_or_else(|| b"{}".to_vec())));
         }
     }
 
@@ -561,6 +615,13 @@ async fn respond(
     Ok(())
 }
 
+/// The request's `Content-Encoding` unless it is absent or `identity` (shortened for messages).
+fn content_encoding(req: &RequestHeader) -> Option<String> {
+    let v = req.headers.get(http::header::CONTENT_ENCODING)?;
+    let v = String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("identity")).then(|| v.chars().take(32).collect())
+}
+
 /// The client's `x-request-id`, when it is a sane one (printable, at most 128 bytes).
 fn client_request_id(req: &RequestHeader) -> Option<String> {
     let id = req.headers.get(REQUEST_ID)?.to_str().ok()?.trim();
@@ -616,15 +677,20 @@ impl ProxyHttp for Proxy {
             access: Access::Free,
             references_checked: 0,
             claims: None,
-            listing: None,
+            method_delete: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
-        let Err(e) = self.admit_all(session, ctx).await else {
-            return Ok(false);
+        let e = match self.admit_all(session, ctx).await {
+            Ok(()) if ctx.access == Access::List => match self.serve_listing(session, ctx).await {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            },
+            Ok(()) => return Ok(false),
+            Err(e) => e,
         };
         let headers = e.headers(self.counters.now());
         respond(session, e.status(), e.body(), ctx.reply_id(), &headers).await?;
@@ -694,23 +760,19 @@ impl ProxyHttp for Proxy {
         if let Some(b) = body {
             ctx.response_meter.feed(b);
             if let Some(c) = ctx.claims.as_mut() {
-                c.feed(b);
-            }
-        }
-        if let Some(buf) = ctx.listing.as_mut() {
-            if let Some(b) = body.take() {
-                if buf.len() + b.len() > MAX_LISTING {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        "listing too large to filter per organization",
-                    );
+                if c.len() + b.len() <= MAX_HELD {
+                    c.extend_from_slice(b);
+                } else {
+                    // Too large to read: nothing claimed (the org is refused its own later,
+                    // never given another's).
+                    tracing::warn!(request_id = %ctx.request_id, "response too large to read resource names from");
+                    ctx.claims = None;
                 }
-                buf.extend_from_slice(&b);
             }
         }
         if end {
             ctx.upstream_done.get_or_insert_with(Instant::now);
-            self.finish_owned(body, ctx);
+            self.finish_owned(ctx);
         }
         Ok(None)
     }
@@ -752,15 +814,16 @@ impl ProxyHttp for Proxy {
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
         if resp.status.is_success() {
+            if let (Access::One(own), true, Some(id)) =
+                (&ctx.access, ctx.method_delete, &ctx.identity)
+            {
+                // Google deleted it: the name is free again.
+                self.owners.release(own, id.org_id);
+            }
             match ctx.access {
-                Access::One(_) | Access::Create => ctx.claims = Some(Box::default()),
-                Access::List => {
-                    // Filtered at its end: the length changes.
-                    resp.remove_header(&http::header::CONTENT_LENGTH);
-                    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                    ctx.listing = Some(Vec::new());
-                }
-                Access::Free => {}
+                Access::One(_) | Access::Create => ctx.claims = Some(Vec::new()),
+                // Listings are answered by `serve_listing`.
+                Access::List | Access::Free => {}
             }
         }
         let Some(google_url) = resp

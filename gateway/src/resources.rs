@@ -18,9 +18,9 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use store::Store;
+use store::{ResourceChange, Store};
 
-use crate::metering::scan::{decode_json_string, Found, Key, Scanner, Watch};
+use crate::metering::scan::decode_json_string;
 use crate::route::{Operation, Route};
 
 /// Collections whose members belong to the org that created them.
@@ -75,49 +75,54 @@ fn id_of(seg: &str) -> Option<&str> {
 }
 
 /// The resource a relative name or path names: the first known collection followed by an id.
-/// `None` when it names none.
-pub fn key_of_path(path: &str) -> Option<String> {
-    let mut segs = path.split(['/', '?']).filter(|s| !s.is_empty());
+/// `Ok(None)` when it names none; `Err` when a collection is followed by something that is not
+/// an id Google issues (`files/abc%20`, `files/abc#x`), which Google might still resolve.
+pub fn key_of_name(path: &str) -> Result<Option<String>, Unreadable> {
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
     while let Some(seg) = segs.next() {
         if let Some(c) = collection(seg) {
-            return segs.next().and_then(id_of).map(|id| format!("{c}/{id}"));
+            return match segs.next() {
+                None => Ok(None),
+                Some(next) => id_of(next)
+                    .map(|id| Some(format!("{c}/{id}")))
+                    .ok_or(Unreadable),
+            };
         }
     }
-    None
+    Ok(None)
+}
+
+/// [`key_of_name`], for names that come from Google (a listing's entries).
+pub fn key_of_path(path: &str) -> Option<String> {
+    key_of_name(path).ok().flatten()
 }
 
 /// The resource a reference in a request body names: a relative name
 /// (`files/abc`, `projects/p/locations/l/cachedContents/c`) or a Google URL
-/// (`https://generativelanguage.googleapis.com/v1beta/files/abc`). Other URLs (Cloud Storage,
-/// YouTube, the web) are not Google-held resources of this project and name none.
-pub fn key_of_reference(s: &str) -> Option<String> {
+/// (`https://generativelanguage.googleapis.com/v1beta/files/abc`, `http` too, any
+/// `googleapis.com` host). Other URLs (Cloud Storage, YouTube, the web) are not Google-held
+/// resources of this project and name none.
+pub fn key_of_reference(s: &str) -> Result<Option<String>, Unreadable> {
     let s = s.trim();
-    match s.split_once("://") {
-        None => key_of_path(s),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
-            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = host.rsplit('@').next().unwrap_or(host);
-            let host = host.split(':').next().unwrap_or(host);
-            host.to_ascii_lowercase()
-                .ends_with(".googleapis.com")
-                .then(|| key_of_path(path))
-                .flatten()
-        }
-        Some(_) => None,
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return key_of_name(s);
+    };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Ok(None);
     }
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = host.split(':').next().unwrap_or(host);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host != "googleapis.com" && !host.ends_with(".googleapis.com") {
+        return Ok(None);
+    }
+    key_of_name(path.split(['?', '#']).next().unwrap_or(""))
 }
 
 /// How a request touches owned resources, from its method, path and route.
 pub fn access(method: &str, path: &str, route: &Route) -> Access {
-    match route.operation {
-        // Submitting a video or a batch on a model creates an operation or a batch.
-        Operation::PredictLongRunning => return Access::Create,
-        Operation::Batch if route.model.is_some() => return Access::Create,
-        // Vertex's poll names the operation in its body (checked as a reference).
-        Operation::FetchPredictOperation => return Access::Create,
-        _ => {}
-    }
-    let mut segs = path.split('/').filter(|s| !s.is_empty()).peekable();
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
     while let Some(seg) = segs.next() {
         let (name, method_suffix) = match seg.split_once(':') {
             Some((n, m)) => (n, Some(m)),
@@ -131,6 +136,8 @@ pub fn access(method: &str, path: &str, route: &Route) -> Access {
             return Access::Create;
         }
         return match segs.next() {
+            // A method on an owned resource (a tuned model's `:predictLongRunning` too) is
+            // checked against the resource first.
             Some(next) => match id_of(next) {
                 Some(id) => Access::One(format!("{c}/{id}")),
                 // Not an id Google issues: no org owns it.
@@ -140,24 +147,39 @@ pub fn access(method: &str, path: &str, route: &Route) -> Access {
             None => Access::Create,
         };
     }
-    Access::Free
+    match route.operation {
+        // Submitting a video or a batch on a model creates an operation or a batch.
+        Operation::PredictLongRunning => Access::Create,
+        Operation::Batch if route.model.is_some() => Access::Create,
+        // Vertex's poll names the operation in its body (checked as a reference).
+        Operation::FetchPredictOperation => Access::Create,
+        _ => Access::Free,
+    }
 }
 
-/// Response keys whose string values name resources: a resource's own `name`, a generated
-/// video's or uploaded file's `uri`, a batch's `responsesFile`.
-static RESPONSE_KEYS: &[Key] = &[
-    Key {
-        name: b"name",
-        watch: Watch::Value,
-    },
-    Key {
-        name: b"uri",
-        watch: Watch::Value,
-    },
-    Key {
-        name: b"responsesFile",
-        watch: Watch::Value,
-    },
+/// Why a path is refused before anything else: a form whose meaning Google might resolve
+/// differently from the checks (percent-encoding, empty or dot segments, parameters), or an
+/// API the gateway cannot meter or isolate.
+pub fn unsupported_path(path: &str) -> Option<&'static str> {
+    if path.contains(['%', ';']) || path.contains("//") {
+        return Some("paths with percent-encoding, ';' or empty segments are not accepted: send the path as Google's SDKs do");
+    }
+    let mut segs = path.split('/');
+    if segs.clone().any(|s| s == "." || s == "..") {
+        return Some("paths with '.' or '..' segments are not accepted");
+    }
+    if segs.any(|s| s.split(':').next() == Some("interactions")) {
+        return Some("the Interactions API is not served through Tollgate yet: its usage would not be metered nor its resources kept per organization");
+    }
+    None
+}
+
+/// Headers that make Google treat a request as another method (a POST answered as a GET
+/// listing would pass unfiltered): refused.
+pub const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// A reference value that cannot be checked.
@@ -176,12 +198,9 @@ pub fn references(raw: &[u8], truncated: bool, out: &mut Vec<String>) -> Result<
         Some(b'[') => {
             let items: Vec<serde_json::Value> =
                 serde_json::from_slice(raw).map_err(|_| Unreadable)?;
-            out.extend(
-                items
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .filter_map(key_of_reference),
-            );
+            for item in items.iter().filter_map(|v| v.as_str()) {
+                out.extend(key_of_reference(item)?);
+            }
             Ok(())
         }
         // A string's raw contents (the scanner strips the quotes), or a scalar (no reference).
@@ -190,88 +209,63 @@ pub fn references(raw: &[u8], truncated: bool, out: &mut Vec<String>) -> Result<
                 Ok(s) if !raw.contains(&b'\\') => Cow::Borrowed(s),
                 _ => Cow::Owned(decode_json_string(raw).ok_or(Unreadable)?),
             };
-            out.extend(key_of_reference(&s));
+            out.extend(key_of_reference(&s)?);
             Ok(())
         }
     }
 }
 
-/// Reads the resource names in a response to a request that creates or reads owned resources.
-#[derive(Debug)]
-pub struct ClaimScanner {
-    scanner: Scanner,
-    /// Resources named so far.
-    pub found: Vec<String>,
-}
-
-impl Default for ClaimScanner {
-    fn default() -> Self {
-        ClaimScanner {
-            scanner: Scanner::new(RESPONSE_KEYS, 0),
-            found: Vec::new(),
-        }
-    }
-}
-
-impl ClaimScanner {
-    /// Feeds a chunk of the response body.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        let found = &mut self.found;
-        self.scanner.feed(chunk, &mut |f| {
-            if let Found::Value {
-                bytes,
-                truncated: false,
-                ..
-            } = f
-            {
-                if matches!(bytes.first(), Some(b'{' | b'[')) {
-                    return;
-                }
-                let s = match std::str::from_utf8(bytes) {
-                    Ok(s) if !bytes.contains(&b'\\') => Some(s.to_owned()),
-                    _ => decode_json_string(bytes),
-                };
-                if let Some(key) = s.as_deref().and_then(key_of_reference) {
-                    if !found.contains(&key) {
-                        found.push(key);
-                    }
-                }
+/// The resources a successful response to a request that creates or reads owned resources
+/// names, at the places Google puts them (not anywhere: a model's function call in a batch's
+/// output may carry a `name` too): the resource itself (`name`), an upload's `file.name`,
+/// `files:register`'s `files[].name`, a finished Veo operation's videos, a batch's
+/// `responsesFile`.
+pub fn claimed_names(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: Option<&serde_json::Value>| {
+        if let Some(k) = s
+            .and_then(|s| s.as_str())
+            .and_then(|s| key_of_reference(s).ok().flatten())
+        {
+            if !out.contains(&k) {
+                out.push(k);
             }
-        });
-    }
-}
-
-/// A listing filtered to the resources `owns` accepts: every array of objects at the top of the
-/// response keeps the objects whose `name` it owns. `None` if the body is not a JSON object.
-pub fn filter_listing(body: &[u8], mut owns: impl FnMut(&str) -> bool) -> Option<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object_mut()?;
-    for (_, field) in obj.iter_mut() {
-        if let Some(items) = field.as_array_mut() {
-            items.retain(|item| {
-                let Some(o) = item.as_object() else {
-                    return true;
-                };
-                match o.get("name").and_then(|n| n.as_str()) {
-                    Some(name) => key_of_path(name).is_some_and(|k| owns(&k)),
-                    None => true,
-                }
-            });
         }
+    };
+    add(v.get("name"));
+    add(v.pointer("/file/name"));
+    let list = |p: &str| {
+        v.pointer(p)
+            .and_then(|a| a.as_array())
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+    };
+    for f in list("/files") {
+        add(f.get("name"));
     }
-    serde_json::to_vec(&v).ok()
+    for sample in list("/response/generateVideoResponse/generatedSamples") {
+        add(sample.pointer("/video/uri"));
+    }
+    add(v.pointer("/response/responsesFile"));
+    add(v.pointer("/metadata/output/responsesFile"));
+    out
 }
 
-/// Which org owns each resource, in memory; claims not yet stored wait in `pending`.
+/// Which org owns each resource, in memory; changes not yet stored wait in `pending`.
 #[derive(Debug, Default)]
 pub struct Owners {
     map: DashMap<Box<str>, i64>,
-    pending: Mutex<Vec<(String, i64)>>,
+    pending: Mutex<Vec<ResourceChange>>,
     /// The last store row loaded.
     loaded_up_to: Mutex<i64>,
-    /// Whether the store has been read once (until then, every resource is refused).
-    loaded: std::sync::atomic::AtomicBool,
 }
+
+/// Rows re-read below the last one loaded at each sync: PostgreSQL hands out ids when rows
+/// are inserted, not when they commit, so a row may appear after one with a higher id.
+const RELOAD_OVERLAP: i64 = 1_000;
 
 impl Owners {
     /// The org that owns `resource`, if any.
@@ -285,21 +279,41 @@ impl Owners {
     }
 
     /// Records `org` as the owner of `resource` unless someone owns it already; true if `org`
-    /// owns it afterwards.
+    /// owns it afterwards. For names read from a resource the org already owns (a finished
+    /// operation's videos).
     pub fn claim(&self, resource: &str, org: i64) -> bool {
         match self.map.entry(resource.into()) {
             dashmap::Entry::Occupied(e) => *e.get() == org,
             dashmap::Entry::Vacant(e) => {
                 e.insert(org);
-                if let Ok(mut p) = self.pending.lock() {
-                    p.push((resource.to_owned(), org));
-                }
+                self.push(ResourceChange::Claim(resource.to_owned(), org));
                 true
             }
         }
     }
 
-    /// Claims waiting to be written to the store.
+    /// Records `org` as the owner of a resource Google just created for it, replacing any
+    /// earlier owner of the name (a deleted resource whose name was chosen again).
+    pub fn take_over(&self, resource: &str, org: i64) {
+        if self.map.insert(resource.into(), org) != Some(org) {
+            self.push(ResourceChange::TakeOver(resource.to_owned(), org));
+        }
+    }
+
+    /// Forgets `org`'s resource after Google deleted it (its name may be chosen again).
+    pub fn release(&self, resource: &str, org: i64) {
+        if self.map.remove_if(resource, |_, o| *o == org).is_some() {
+            self.push(ResourceChange::Release(resource.to_owned(), org));
+        }
+    }
+
+    fn push(&self, change: ResourceChange) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(change);
+        }
+    }
+
+    /// Changes waiting to be written to the store.
     pub fn pending(&self) -> usize {
         self.pending.lock().map_or(0, |p| p.len())
     }
@@ -314,12 +328,7 @@ impl Owners {
         self.map.is_empty()
     }
 
-    /// Whether the store has been read at least once.
-    pub fn loaded(&self) -> bool {
-        self.loaded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Writes pending claims to the store (kept for the next try if it fails).
+    /// Writes pending changes to the store, in order (kept for the next try if it fails).
     pub async fn flush(&self, store: &Store) -> Result<(), store::StoreError> {
         let batch = match self.pending.lock() {
             Ok(mut p) => std::mem::take(&mut *p),
@@ -328,7 +337,7 @@ impl Owners {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = store.claim_resources(&batch).await {
+        if let Err(e) = store.record_resource_changes(&batch).await {
             if let Ok(mut p) = self.pending.lock() {
                 let newer = std::mem::replace(&mut *p, batch);
                 p.extend(newer);
@@ -338,27 +347,28 @@ impl Owners {
         Ok(())
     }
 
-    /// Writes pending claims, then loads the claims stored since the last load (other gateways',
-    /// and the store's verdict where two claimed the same resource at once).
+    /// Writes pending changes, then loads the owners stored since the last load (other
+    /// gateways' claims, and the store's verdict where two claimed the same name at once).
     pub async fn sync(&self, store: &Store) -> Result<(), store::StoreError> {
         self.flush(store).await?;
-        let mut after = self.loaded_up_to.lock().map(|g| *g).unwrap_or(0);
+        let last = self.loaded_up_to.lock().map(|g| *g).unwrap_or(0);
+        let mut after = (last - RELOAD_OVERLAP).max(0);
+        let mut max = last;
         loop {
             let rows = store.resource_owners_after(after, LOAD_PAGE).await?;
             let n = rows.len();
             for r in rows {
-                after = after.max(r.id);
+                after = r.id;
+                max = max.max(r.id);
                 self.map.insert(r.resource.into_boxed_str(), r.org_id);
-            }
-            if let Ok(mut g) = self.loaded_up_to.lock() {
-                *g = after;
             }
             if (n as i64) < LOAD_PAGE {
                 break;
             }
         }
-        self.loaded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut g) = self.loaded_up_to.lock() {
+            *g = max;
+        }
         Ok(())
     }
 }

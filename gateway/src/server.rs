@@ -52,6 +52,9 @@ pub enum StartError {
     /// The metrics registry rejected a declaration (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The listing client could not be built.
+    #[error("{0}")]
+    Lister(#[from] crate::listing::ListerError),
     /// The proxy thread could not be started or did not come up.
     #[error("the proxy did not start: {0}")]
     Proxy(String),
@@ -216,6 +219,11 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         default_output_tokens: settings.limits.default_output_tokens,
         access_log: access_log.clone(),
         owners: owners.clone(),
+        lister: Arc::new(crate::listing::Lister::new(
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.upstream_ca_file.as_deref(),
+        )?),
     };
     let uploads = proxy.uploads.clone();
 

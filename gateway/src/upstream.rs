@@ -124,6 +124,17 @@ impl Upstream {
     }
 
     /// A peer for one request (a clone of the template), or `None` before the first resolution.
+    /// `https://host[:port]`, as the proxy reaches it.
+    pub fn origin(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+
+    /// The header carrying the provider credential, if one is configured.
+    pub fn credential_header(&self) -> Option<&(&'static str, http::HeaderValue)> {
+        self.credential_header.as_ref()
+    }
+
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
         self.peer.load().as_deref().map(|p| Box::new(p.clone()))
     }

@@ -30,7 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use error::StoreError;
 pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
 pub use model::*;
-pub use resources::ResourceOwner;
+pub use resources::{ResourceChange, ResourceOwner};
 pub use usage::{GroupBy, PeriodUsage};
 pub use users::verify_password;
 

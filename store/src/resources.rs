@@ -18,25 +18,55 @@ pub struct ResourceOwner {
     pub org_id: i64,
 }
 
+/// A change to who owns what, as a gateway saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceChange {
+    /// A name read from a resource the org owns: recorded unless someone owns it already.
+    Claim(String, i64),
+    /// A resource Google just created for the org: it owns the name, whoever did before.
+    TakeOver(String, i64),
+    /// The org's resource was deleted: the name is free again.
+    Release(String, i64),
+}
+
 impl Store {
     /// Records owners in one transaction; a resource already owned keeps its owner.
     pub async fn claim_resources(&self, claims: &[(String, i64)]) -> Result<()> {
-        if claims.is_empty() {
+        let changes: Vec<ResourceChange> = claims
+            .iter()
+            .map(|(r, o)| ResourceChange::Claim(r.clone(), *o))
+            .collect();
+        self.record_resource_changes(&changes).await
+    }
+
+    /// Applies changes in order, in one transaction. A take-over gets a new row (a new id), so
+    /// gateways loading rows after the last id they saw learn of it.
+    pub async fn record_resource_changes(&self, changes: &[ResourceChange]) -> Result<()> {
+        if changes.is_empty() {
             return Ok(());
         }
         let now = Utc::now();
+        const INSERT: &str = "INSERT INTO resource_owners (resource, org_id, created_at) \
+                              VALUES ($1, $2, $3) ON CONFLICT (resource) DO NOTHING";
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for (resource, org_id) in claims {
-                sqlx::query(
-                    "INSERT INTO resource_owners (resource, org_id, created_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (resource) DO NOTHING",
-                )
-                .bind(resource)
-                .bind(org_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            for change in changes {
+                match change {
+                    ResourceChange::Claim(resource, org_id) => {
+                        sqlx::query(INSERT).bind(resource).bind(org_id).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    ResourceChange::TakeOver(resource, org_id) => {
+                        sqlx::query("DELETE FROM resource_owners WHERE resource = $1")
+                            .bind(resource).execute(&mut *tx).await?;
+                        sqlx::query(INSERT).bind(resource).bind(org_id).bind(now)
+                            .execute(&mut *tx).await?;
+                    }
+                    ResourceChange::Release(resource, org_id) => {
+                        sqlx::query("DELETE FROM resource_owners WHERE resource = $1 AND org_id = $2")
+                            .bind(resource).bind(org_id).execute(&mut *tx).await?;
+                    }
+                }
             }
             tx.commit().await?;
         });

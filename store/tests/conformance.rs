@@ -741,6 +741,26 @@ async fn resource_owners_first_claim_wins_and_loads_incrementally(s: Store) {
         .await
         .unwrap()
         .is_empty());
+    // Google created files/f1 anew for b (a deleted name chosen again): b owns it, in a new row
+    // that gateways loading after the last id see; a release frees a name, only its owner's.
+    s.record_resource_changes(&[
+        ResourceChange::TakeOver("files/f1".into(), b),
+        ResourceChange::Release("operations/op1".into(), b),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.resource_owner("files/f1").await.unwrap(), Some(b));
+    let newer = s.resource_owners_after(all[2].id, 100).await.unwrap();
+    assert_eq!(newer.len(), 1);
+    assert_eq!(
+        (newer[0].resource.as_str(), newer[0].org_id),
+        ("files/f1", b)
+    );
+    assert_eq!(s.resource_owner("operations/op1").await.unwrap(), Some(a));
+    s.record_resource_changes(&[ResourceChange::Release("operations/op1".into(), a)])
+        .await
+        .unwrap();
+    assert_eq!(s.resource_owner("operations/op1").await.unwrap(), None);
     // Deleting an org deletes what it owned.
     s.delete_org(b).await.unwrap();
     assert_eq!(s.resource_owner("cachedContents/c1").await.unwrap(), None);

@@ -372,7 +372,7 @@ async fn route(
         return json_response(veo_done(name, false));
     }
     if method == Method::GET && path.ends_with("/files") {
-        return listing(fake, "files");
+        return listing(fake, "files", query);
     }
     if path.ends_with("/files") || path.contains("/files/") {
         let id = path.rsplit('/').next().unwrap_or("f");
@@ -381,7 +381,7 @@ async fn route(
     }
     if path.ends_with("/cachedContents") {
         if method == Method::GET {
-            return listing(fake, "cachedContents");
+            return listing(fake, "cachedContents", query);
         }
         // Named after its display name (see `upload`).
         let display = req
@@ -645,8 +645,27 @@ fn upload(
 }
 
 /// `GET files`, `GET cachedContents`: everything created in the project, whoever created it.
-fn listing(fake: &FakeGoogle, collection: &str) -> Response {
-    let items: Vec<Value> = {
+/// `GET files`, `GET cachedContents`: everything created in the project, whoever created it,
+/// oldest first, in pages of `pageSize` (default 50) with `nextPageToken`s, as Google pages.
+fn listing(fake: &FakeGoogle, collection: &str, query: &str) -> Response {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_owned)
+    };
+    let size: usize = param("pageSize")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .max(1);
+    let from: usize = match param("pageToken") {
+        None => 0,
+        Some(t) => match t.strip_prefix("offset-").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return google_error(400, "INVALID_ARGUMENT", "bad page token"),
+        },
+    };
+    let all: Vec<Value> = {
         let inner = fake.inner.lock().unwrap();
         let prefix = format!("{collection}/");
         let mut seen = std::collections::HashSet::new();
@@ -658,7 +677,12 @@ fn listing(fake: &FakeGoogle, collection: &str) -> Response {
             .cloned()
             .collect()
     };
-    json_response(json!({ collection: items, "nextPageToken": "page-2" }))
+    let page: Vec<Value> = all.iter().skip(from).take(size).cloned().collect();
+    let mut body = json!({ collection: page });
+    if from + size < all.len() {
+        body["nextPageToken"] = json!(format!("offset-{}", from + size));
+    }
+    json_response(body)
 }
 
 fn models(path: &str) -> Response {

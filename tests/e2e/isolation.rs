@@ -197,7 +197,9 @@ async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
         .and_then(Value::as_str)
         .unwrap()
         .to_owned();
-    let video = gateway::resources::key_of_reference(&video_uri).unwrap();
+    let video = gateway::resources::key_of_reference(&video_uri)
+        .unwrap()
+        .unwrap();
     ok(
         &env,
         &a,
@@ -238,13 +240,39 @@ async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
     .await;
     assert_eq!(polled["done"], true);
 
-    // Listings: the project holds both orgs' files and caches; each org sees its own.
-    for (key, file, cache) in [(&a, &a_file, &a_cache), (&b, &b_file, &b_cache)] {
-        let files = ok(&env, key, Method::GET, "/v1beta/files", None).await;
-        assert_eq!(names(&files, "files"), [file.as_str()]);
-        assert_eq!(files["nextPageToken"], "page-2", "paging is kept");
+    // Listings: the project holds both orgs' files and caches; each org sees its own, all of
+    // them on one page by default.
+    let (a_two, _) = upload(&env, &a, "acme two").await;
+    let (b_two, _) = upload(&env, &b, "globex two").await;
+    for (key, files, cache) in [
+        (&a, [&a_file, &a_two], &a_cache),
+        (&b, [&b_file, &b_two], &b_cache),
+    ] {
+        let listed = ok(&env, key, Method::GET, "/v1beta/files", None).await;
+        assert_eq!(names(&listed, "files"), files.map(String::as_str));
+        assert!(listed.get("nextPageToken").is_none(), "{listed}");
         let caches = ok(&env, key, Method::GET, "/v1beta/cachedContents", None).await;
         assert_eq!(names(&caches, "cachedContents"), [cache.as_str()]);
+    }
+    // One entry per page: Google's pages alternate acme, globex, acme, globex. Each org's page
+    // holds one of its own, and its token leads to the next page that holds one (no empty
+    // page for the SDK's pager to fail on); the last has none.
+    for (key, files) in [(&a, [&a_file, &a_two]), (&b, [&b_file, &b_two])] {
+        let first = ok(&env, key, Method::GET, "/v1beta/files?pageSize=1", None).await;
+        assert_eq!(names(&first, "files"), [files[0].as_str()]);
+        let token = first["nextPageToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{first}"));
+        let second = ok(
+            &env,
+            key,
+            Method::GET,
+            &format!("/v1beta/files?pageSize=1&pageToken={token}"),
+            None,
+        )
+        .await;
+        assert_eq!(names(&second, "files"), [files[1].as_str()]);
+        assert!(second.get("nextPageToken").is_none(), "{second}");
     }
     let direct = client()
         .get(format!("{}/v1beta/files", env.fake.base_url()))
@@ -257,7 +285,7 @@ async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
         .unwrap();
     assert_eq!(
         names(&direct, "files").len(),
-        2,
+        4,
         "the upstream lists both: {direct}"
     );
 
@@ -283,6 +311,30 @@ async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
         Some(json!({"batch": {"displayName": "b", "inputConfig": {"fileName": a_file}}})),
     )
     .await;
+    // A compressed body would hide its references: refused, whoever sends it.
+    let before = env.fake.calls().len();
+    let gz = client()
+        .post(format!("{}{GEN}", env.gateway_url))
+        .header("x-goog-api-key", &a)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![
+            0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status(), 400);
+    let v: Value = gz.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("uncompressed"),
+        "{v}"
+    );
+    assert_eq!(env.fake.calls().len(), before);
     // Its own, and other URLs (Cloud Storage, the web), go through.
     for body in [
         with_file(&a_uri),
@@ -309,11 +361,8 @@ async fn an_org_sees_and_uses_only_its_own_files_caches_and_operations() {
     };
     assert_eq!(count("path"), 11.0, "{metrics}");
     assert_eq!(count("body"), 7.0, "{metrics}");
-    assert_eq!(
-        count("listing"),
-        4.0,
-        "each org's listings hid the other's file and cache"
-    );
+    // Entries of the other org left out: 2 + 1 per org at one page, then 2 per org paging.
+    assert_eq!(count("listing"), 10.0, "{metrics}");
     env.assert_clean_upstream();
     env.stop().await;
 }
@@ -372,4 +421,52 @@ async fn ownership_is_shared_by_the_fleet_on_postgres() {
         ..Opts::default()
     })
     .await;
+}
+
+/// Google's Python SDK as two orgs: the second cannot get, delete, list or use the first's file
+/// and cache, and gets the SDK's usual 403 error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_of_another_org_gets_permission_denied() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+    let Some(py) = crate::sdk::python() else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/isolation_calls.py");
+    let mut cmd = tokio::process::Command::new(py);
+    cmd.args([script, &env.gateway_url, &a, &b])
+        .env("NO_PROXY", "*");
+    cmd.kill_on_drop(true);
+    // Bounded, so a client stuck (say, paging forever) fails the test instead of hanging it.
+    let stdout = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::harness::stdout_of(&mut cmd, "the SDK failed:\n"),
+    )
+    .await
+    .expect("the SDK finished within 120 s");
+    let out: Value = serde_json::from_slice(&stdout).unwrap();
+    let file = out["a_file"].as_str().unwrap();
+    assert_eq!(out["a_get_file"]["ok"], file, "{out}");
+    assert_eq!(out["a_list_files"]["ok"], json!([file]), "{out}");
+    assert_eq!(out["b_list_files"]["ok"], json!([]), "{out}");
+    for call in [
+        "b_get_file",
+        "b_delete_file",
+        "b_get_cache",
+        "b_generate_with_file",
+        "b_generate_with_cache",
+    ] {
+        assert_eq!(
+            (
+                out[call]["error"]["code"].as_i64(),
+                out[call]["error"]["status"].as_str()
+            ),
+            (Some(403), Some("PERMISSION_DENIED")),
+            "{call}: {out}"
+        );
+    }
+    assert!(out["a_generate_with_file"]["ok"].is_string(), "{out}");
+    env.assert_clean_upstream();
+    env.stop().await;
 }

@@ -91,6 +91,11 @@ static REQUEST_KEYS: &[Key] = &[
         name: b"file_search_store_names",
         watch: Watch::Value,
     },
+    // A tuned model named in a body (an inline batch request's `model`).
+    Key {
+        name: b"model",
+        watch: Watch::Value,
+    },
 ];
 const RQ_TEXT: usize = 0;
 const RQ_MAX_OUTPUT: usize = 1;

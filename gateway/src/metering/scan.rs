@@ -10,7 +10,7 @@
 pub const MAX_CAPTURE: usize = 16 * 1024;
 /// Longest key the scanner can match, as written: room for the longest watched name with every
 /// character escaped (`\u0063` is six bytes), since Google decodes escaped keys.
-const MAX_KEY: usize = 96;
+const MAX_KEY: usize = 144;
 
 /// What to do when a watched key is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,11 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner for these keys; `text_bound` limits how much of each `Text` value is kept.
     pub fn new(keys: &'static [Key], text_bound: usize) -> Scanner {
+        // Every watched name must fit wholly escaped (tests run with debug assertions).
+        debug_assert!(
+            keys.iter().all(|k| k.name.len() * 6 <= MAX_KEY),
+            "a watched key is too long for MAX_KEY"
+        );
         Scanner {
             keys,
             text_bound,

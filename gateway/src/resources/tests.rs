@@ -71,6 +71,11 @@ fn paths_that_name_a_resource_are_checked_by_collection_and_id() {
     );
     // Not an id Google issues: owned by nobody, so refused.
     assert_eq!(access_of("GET", "/v1beta/files/a%2Fb"), one("files/a%2Fb"));
+    // A method creating something on an owned resource is checked against it first.
+    assert_eq!(
+        access_of("POST", "/v1beta/tunedModels/theirs:predictLongRunning"),
+        one("tunedModels/theirs")
+    );
 }
 
 #[test]
@@ -125,7 +130,7 @@ fn listings_creations_and_free_requests() {
 
 #[test]
 fn references_name_google_held_resources_only() {
-    let k = |s: &str| key_of_reference(s);
+    let k = |s: &str| key_of_reference(s).unwrap();
     assert_eq!(k("files/abc"), Some("files/abc".into()));
     assert_eq!(
         k("https://generativelanguage.googleapis.com/v1beta/files/abc"),
@@ -153,6 +158,19 @@ fn references_name_google_held_resources_only() {
     assert_eq!(k("https://www.youtube.com/watch?v=files"), None);
     assert_eq!(k("https://example.com/files/abc"), None);
     assert_eq!(k("report.pdf"), None);
+    // Forms Google might still resolve to a resource: plain http, a trailing dot, a fragment.
+    assert_eq!(
+        k("http://generativelanguage.googleapis.com./v1beta/files/abc#frag"),
+        Some("files/abc".into())
+    );
+    // A collection followed by something that is not a clean id cannot be checked.
+    for odd in [
+        "files/abc%20",
+        "https://generativelanguage.googleapis.com/v1beta/files/a%62c",
+        "files/abc#x",
+    ] {
+        assert!(key_of_reference(odd).is_err(), "{odd}");
+    }
 }
 
 #[test]
@@ -189,45 +207,23 @@ fn reference_values_strings_arrays_escapes_and_unreadable() {
 }
 
 #[test]
-fn claims_are_read_from_creation_and_poll_responses_at_any_split() {
+fn claims_are_read_where_google_puts_names_only() {
     let upload = br#"{"file": {"name": "files/x27lu0k9zc2k", "displayName": "files/not-this", "uri": "https://generativelanguage.googleapis.com/v1beta/files/x27lu0k9zc2k", "state": "ACTIVE"}}"#;
     let veo = br#"{"name": "models/veo-3.1-generate-preview/operations/op1", "done": true, "response": {"@type": "t", "generateVideoResponse": {"generatedSamples": [{"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid1:download?alt=media"}}, {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid2:download?alt=media"}}]}}}"#;
-    let batch = br#"{"name": "batches/b1", "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {"responsesFile": "files/out1"}}, "response": {"inlinedResponses": [{"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "lookup"}}]}}]}}]}}"#;
-    let cases: [(&[u8], &[&str]); 3] = [
+    // A model's function call in the batch's output carries a `name` of the attacker's
+    // choosing: not claimed.
+    let batch = br#"{"name": "batches/b1", "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {"responsesFile": "files/out1"}}, "response": {"inlinedResponses": [{"response": {"candidates": [{"content": {"parts": [{"functionCall": {"name": "files/victim"}}]}}]}}]}}"#;
+    let register = br#"{"files": [{"name": "files/r1"}, {"name": "files/r2"}]}"#;
+    let cases: [(&[u8], &[&str]); 5] = [
         (upload, &["files/x27lu0k9zc2k"]),
         (veo, &["operations/op1", "files/vid1", "files/vid2"]),
         (batch, &["batches/b1", "files/out1"]),
+        (register, &["files/r1", "files/r2"]),
+        (b"not json", &[]),
     ];
     for (body, want) in cases {
-        for split in 0..=body.len() {
-            let mut c = ClaimScanner::default();
-            c.feed(&body[..split]);
-            c.feed(&body[split..]);
-            assert_eq!(c.found, want, "split at {split}");
-        }
+        assert_eq!(claimed_names(body), want);
     }
-}
-
-#[test]
-fn listings_keep_only_the_orgs_own_entries() {
-    let body = br#"{"files": [{"name": "files/a", "sizeBytes": "1"}, {"name": "files/b"}, {"name": "files/c"}], "nextPageToken": "t"}"#;
-    let out = filter_listing(body, |r| r == "files/a" || r == "files/c").unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    let names: Vec<_> = v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["files/a", "files/c"]);
-    assert_eq!(v["nextPageToken"], "t");
-    assert_eq!(v["files"][0]["sizeBytes"], "1");
-    // Vertex names with their project prefix.
-    let body = br#"{"cachedContents": [{"name": "projects/p/locations/l/cachedContents/c1"}]}"#;
-    let out = filter_listing(body, |_| false).unwrap();
-    assert_eq!(out, br#"{"cachedContents":[]}"#);
-    assert!(filter_listing(b"[1]", |_| true).is_none());
-    assert!(filter_listing(b"not json", |_| true).is_none());
 }
 
 #[test]
@@ -241,4 +237,30 @@ fn the_first_claim_wins() {
     assert!(!owners.owns(1, "files/b"));
     // Only the new claim waits for the store.
     assert_eq!(owners.pending(), 1);
+    // Google made the name anew for 2 (after 1 deleted it): 2 owns it now.
+    owners.take_over("files/a", 2);
+    assert!(owners.owns(2, "files/a"));
+    // Only the owner's deletion frees a name.
+    owners.release("files/a", 1);
+    assert!(owners.owns(2, "files/a"));
+    owners.release("files/a", 2);
+    assert_eq!(owners.owner("files/a"), None);
+    assert_eq!(owners.pending(), 3);
+}
+
+#[test]
+fn odd_paths_method_overrides_and_interactions_are_refused() {
+    for p in [
+        "/v1beta/%66iles/abc",
+        "/v1beta/files/mine/../theirs",
+        "/v1beta/files/./abc",
+        "/v1beta//models/gemini-2.5-pro:generateContent",
+        "/v1beta/files/abc;x=1",
+        "/v1beta/interactions",
+        "/v1beta/interactions/i1",
+    ] {
+        assert!(unsupported_path(p).is_some(), "{p}");
+    }
+    assert!(unsupported_path("/v1beta/models/gemini-2.5-flash:generateContent").is_none());
+    assert!(unsupported_path("/upload/v1beta/files").is_none());
 }
