@@ -50,9 +50,9 @@ pub struct Proxy {
     pub vertex: Arc<Upstream>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Resumable uploads in progress: Google's upload id → who started it (the SDKs send the
-    /// chunks without an API key).
-    pub uploads: Arc<DashMap<String, (Identity, Instant)>>,
+    /// Resumable uploads in progress, by Google's upload id (the SDKs send the chunks without
+    /// an API key).
+    pub uploads: Arc<DashMap<String, UploadSession>>,
     /// Public base URL for rewritten upload URLs.
     pub public_url: Option<url::Url>,
     /// Where usage events go.
@@ -80,6 +80,28 @@ pub struct Proxy {
 /// Largest creation or poll response read for the names it gives the org (Google's are far
 /// smaller; a Vertex video inline in a poll may not be, and names nothing to claim).
 const MAX_HELD: usize = 16 * 1024 * 1024;
+
+/// A resumable upload in progress.
+#[derive(Debug)]
+pub struct UploadSession {
+    /// Who started it: its chunks are that org's.
+    pub identity: Identity,
+    /// When it started.
+    pub started: Instant,
+    /// The body's scanner between chunks, so a reference split across two is still seen.
+    meter: Option<Box<RequestMeter>>,
+}
+
+impl UploadSession {
+    /// A session started now by `identity`.
+    pub fn new(identity: Identity) -> UploadSession {
+        UploadSession {
+            identity,
+            started: Instant::now(),
+            meter: None,
+        }
+    }
+}
 
 /// Per-request state.
 pub struct Ctx {
@@ -120,6 +142,10 @@ pub struct Ctx {
     claims: Option<Vec<u8>>,
     /// A DELETE (a successful one frees the resource's name).
     method_delete: bool,
+    /// The resumable upload this request carries a chunk of.
+    upload_id: Option<String>,
+    /// Google said the upload is complete (`x-goog-upload-status: final`).
+    upload_final: bool,
 }
 
 impl Proxy {
@@ -173,6 +199,30 @@ impl Proxy {
                 return Err(GatewayError::FeatureDisabled {
                     feature: f.as_str(),
                 });
+            }
+        }
+        if let Some(upload) = (route.operation == Operation::Upload)
+            .then(|| req.uri.query().and_then(upstream::upload_id))
+            .flatten()
+        {
+            // A chunk: of a session this org started (with a key or without), or refused.
+            match self.uploads.get_mut(upload) {
+                Some(mut s)
+                    if s.identity.org_id == org_id && s.started.elapsed() < UPLOAD_SESSION_TTL =>
+                {
+                    if let Some(m) = s.meter.take() {
+                        ctx.references_checked = m.references.len();
+                        ctx.request_meter = *m;
+                    }
+                    ctx.upload_id = Some(upload.to_owned());
+                }
+                _ => {
+                    self.metrics
+                        .resource_refusals
+                        .with_label_values(&["path"])
+                        .inc();
+                    return Err(GatewayError::NotOwned("the upload session".to_owned()));
+                }
             }
         }
         ctx.access = resources::access(req.method.as_str(), path, route);
@@ -473,7 +523,7 @@ impl Proxy {
         }
         let id = upstream::upload_id(req.uri.query()?)?;
         let entry = self.uploads.get(id)?;
-        (entry.1.elapsed() < UPLOAD_SESSION_TTL).then(|| entry.0.clone())
+        (entry.started.elapsed() < UPLOAD_SESSION_TTL).then(|| entry.identity.clone())
     }
 
     fn public_base(&self, req: &RequestHeader) -> Option<url::Url> {
@@ -487,7 +537,7 @@ impl Proxy {
     /// Drops upload sessions past their lifetime (called from a background task).
     pub fn prune_uploads(&self) {
         self.uploads
-            .retain(|_, (_, at)| at.elapsed() < UPLOAD_SESSION_TTL);
+            .retain(|_, s| s.started.elapsed() < UPLOAD_SESSION_TTL);
     }
 }
 
@@ -678,6 +728,8 @@ impl ProxyHttp for Proxy {
             references_checked: 0,
             claims: None,
             method_delete: false,
+            upload_id: None,
+            upload_final: false,
         }
     }
 
@@ -813,6 +865,11 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
+        ctx.upload_final = ctx.upload_id.is_some()
+            && resp
+                .headers
+                .get("x-goog-upload-status")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"));
         if resp.status.is_success() {
             if let (Access::One(own), true, Some(id)) =
                 (&ctx.access, ctx.method_delete, &ctx.identity)
@@ -844,7 +901,8 @@ impl ProxyHttp for Proxy {
                     .and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)),
                 &ctx.identity,
             ) {
-                self.uploads.insert(id, (identity.clone(), Instant::now()));
+                self.uploads
+                    .insert(id, UploadSession::new(identity.clone()));
             }
             resp.insert_header(UPLOAD_URL, ours)?;
         }
@@ -951,6 +1009,16 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let event = self.usage_event(ctx, status).await;
+        if let Some(upload) = ctx.upload_id.take() {
+            // A refused chunk ends the session: Google may hold part of it, and a resent
+            // remainder must not complete what was refused.
+            if ctx.upload_final || ctx.refused.is_some() {
+                self.uploads.remove(&upload);
+            } else if let Some(mut s) = self.uploads.get_mut(&upload) {
+                // The next chunk goes on where this one ended.
+                s.meter = Some(Box::new(std::mem::take(&mut ctx.request_meter)));
+            }
+        }
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
         self.access_log.record(&AccessLine {

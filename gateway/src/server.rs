@@ -260,7 +260,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
                 tick.tick().await;
                 live.refresh(&store).await;
                 metrics.keys_loaded.set(live.load().key_count() as i64);
-                uploads.retain(|_, (_, at)| at.elapsed() < crate::proxy::UPLOAD_SESSION_TTL);
+                uploads.retain(|_, s| s.started.elapsed() < crate::proxy::UPLOAD_SESSION_TTL);
             }
         }));
     }

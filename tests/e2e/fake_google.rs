@@ -633,6 +633,13 @@ fn upload(
     let Some(display) = display else {
         return google_error(404, "NOT_FOUND", "unknown upload");
     };
+    if !command.contains("finalize") {
+        // A chunk before the last: Google acknowledges it, with no body.
+        return Response::builder()
+            .header("x-goog-upload-status", "active")
+            .body(Body::empty())
+            .unwrap();
+    }
     let mut file = file_json(&slug(&display));
     file["displayName"] = json!(display);
     file["sizeBytes"] = json!(body_len.to_string());

@@ -470,3 +470,109 @@ async fn the_sdk_of_another_org_gets_permission_denied() {
     env.assert_clean_upstream();
     env.stop().await;
 }
+
+/// A resumable upload's chunks are its starter's: another org cannot send or finalize them, and
+/// a reference to another org's file split across two chunks (a batch's input file) is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+    let (a_file, _) = upload(&env, &a, "acme notes").await;
+    let start = |key: String, name: &'static str| {
+        let url = env.gateway_url.clone();
+        async move {
+            let r = client()
+                .post(format!("{url}/upload/v1beta/files"))
+                .header("x-goog-api-key", key)
+                .header("x-goog-upload-protocol", "resumable")
+                .header("x-goog-upload-command", "start")
+                .json(&json!({"file": {"display_name": name}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-goog-upload-url"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let chunk = |url: String, key: Option<String>, command: &'static str, body: String| async move {
+        let mut req = client()
+            .post(url)
+            .header("x-goog-upload-command", command)
+            .body(body);
+        if let Some(k) = key {
+            req = req.header("x-goog-api-key", k);
+        }
+        req.send().await.unwrap().status().as_u16()
+    };
+
+    // globex, with its own key, cannot finalize acme's upload.
+    let acme_url = start(a.clone(), "acme batch").await;
+    let before = env.fake.calls().len();
+    assert_eq!(
+        chunk(
+            acme_url.clone(),
+            Some(b.clone()),
+            "upload, finalize",
+            "x".into()
+        )
+        .await,
+        403
+    );
+    assert_eq!(env.fake.calls().len(), before);
+    assert_eq!(
+        chunk(acme_url, None, "upload, finalize", "{}".into()).await,
+        200
+    );
+
+    // A batch input file whose request names acme's file, split mid-name across two chunks.
+    let line = format!(
+        r#"{{"key": "1", "request": {{"contents": [{{"parts": [{{"fileData": {{"fileUri": "{a_file}"}}}}]}}]}}}}"#
+    );
+    let cut = line.find(&a_file).unwrap() + 4;
+    let globex_url = start(b.clone(), "globex batch").await;
+    assert_eq!(
+        chunk(globex_url.clone(), None, "upload", line[..cut].to_owned()).await,
+        200
+    );
+    let before = env.fake.calls().len();
+    assert_eq!(
+        chunk(
+            globex_url.clone(),
+            None,
+            "upload, finalize",
+            line[cut..].to_owned()
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        env.fake.calls().len(),
+        before,
+        "the completing chunk never reached Google"
+    );
+    // The session is over: the remainder cannot be sent again.
+    assert_eq!(
+        chunk(globex_url, None, "upload, finalize", line[cut..].to_owned()).await,
+        401,
+        "a keyless chunk of an ended session has no identity"
+    );
+    // The same split file naming globex's own upload goes through.
+    let (b_file, _) = upload(&env, &b, "globex notes").await;
+    let line = line.replace(&a_file, &b_file);
+    let cut = line.find(&b_file).unwrap() + 4;
+    let url = start(b.clone(), "globex batch two").await;
+    assert_eq!(
+        chunk(url.clone(), None, "upload", line[..cut].to_owned()).await,
+        200
+    );
+    assert_eq!(
+        chunk(url, None, "upload, finalize", line[cut..].to_owned()).await,
+        200
+    );
+    env.assert_clean_upstream();
+    env.stop().await;
+}
