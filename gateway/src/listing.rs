@@ -17,8 +17,13 @@ use crate::resources::key_of_path;
 use crate::upstream::Upstream;
 
 /// Google pages fetched for one listing request at most (the answer then carries the token to
-/// go on from).
-const MAX_PAGES: usize = 20;
+/// go on from, which may lead to a page without the org's entries).
+const MAX_PAGES: usize = 50;
+/// Entries per Google page when the client sets no `pageSize` (every listing's maximum is at
+/// least this; Google's defaults are 10 to 50), so an org among many needs fewer pages.
+const INNER_PAGE_SIZE: &str = "pageSize=100";
+/// Time for one listing request in all (its pages one after another).
+const DEADLINE: Duration = Duration::from_secs(30);
 /// Largest page read.
 const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -106,14 +111,27 @@ impl Lister {
     ) -> Result<Listed, GatewayError> {
         let mut base_query = Vec::new();
         let mut token = None;
+        let mut sized = false;
         for p in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             match p.split_once('=').map_or(p, |(k, _)| k) {
                 "key" => {}
-                "pageToken" => token = p.split_once('=').map(|(_, v)| v.to_owned()),
-                _ => base_query.push(p),
+                "pageToken" | "page_token" => {
+                    token = p
+                        .split_once('=')
+                        .map(|(_, v)| v.to_owned())
+                        .filter(|t| !t.is_empty())
+                }
+                k => {
+                    sized |= k == "pageSize" || k == "page_size";
+                    base_query.push(p);
+                }
             }
         }
+        if !sized {
+            base_query.push(INNER_PAGE_SIZE);
+        }
         let base_query = base_query.join("&");
+        let started = std::time::Instant::now();
         let mut items: Map<String, Value> = Map::new();
         let mut first: Option<Map<String, Value>> = None;
         let mut hidden = 0u64;
@@ -147,7 +165,10 @@ impl Lister {
             first.get_or_insert(page.object);
             match page.next {
                 None => break,
-                Some(t) if fetched == MAX_PAGES => next = Some(t),
+                Some(t) if fetched == MAX_PAGES || started.elapsed() > DEADLINE => {
+                    next = Some(t);
+                    break;
+                }
                 Some(t) => token = Some(t),
             }
         }

@@ -77,19 +77,25 @@ pub struct Proxy {
     pub lister: Arc<Lister>,
 }
 
-/// Largest creation or poll response read for the names it gives the org (Google's are far
-/// smaller; a Vertex video inline in a poll may not be, and names nothing to claim).
-const MAX_HELD: usize = 16 * 1024 * 1024;
+/// Largest creation or poll response read for the names it gives the org (Google's are a few
+/// KB; a Vertex video inline in a poll, or a batch's inline output, may be far larger and
+/// names nothing to claim beyond what its first bytes hold).
+const MAX_HELD: usize = 1024 * 1024;
 
 /// A resumable upload in progress.
 #[derive(Debug)]
 pub struct UploadSession {
     /// Who started it: its chunks are that org's.
     pub identity: Identity,
-    /// When it started.
+    /// When a chunk last came (sessions idle longer than [`UPLOAD_SESSION_TTL`] end).
     pub started: Instant,
-    /// The body's scanner between chunks, so a reference split across two is still seen.
-    meter: Option<Box<RequestMeter>>,
+    /// The body's scanner as of the last chunk Google accepted, so a reference split across
+    /// two chunks is still seen.
+    meter: Box<RequestMeter>,
+    /// Bytes Google accepted so far: the next chunk must start here.
+    accepted: u64,
+    /// A chunk is on its way (chunks of one upload go one after another).
+    busy: bool,
 }
 
 impl UploadSession {
@@ -98,9 +104,22 @@ impl UploadSession {
         UploadSession {
             identity,
             started: Instant::now(),
-            meter: None,
+            meter: Box::default(),
+            accepted: 0,
+            busy: false,
         }
     }
+}
+
+/// A chunk's place in its upload session.
+#[derive(Debug)]
+struct UploadChunk {
+    id: String,
+    /// The scanner before this chunk, restored if Google does not accept it.
+    before: Box<RequestMeter>,
+    /// Where the chunk starts, and its length when the request says.
+    offset: u64,
+    length: Option<u64>,
 }
 
 /// Per-request state.
@@ -136,14 +155,13 @@ pub struct Ctx {
     /// How the request touches owned resources.
     access: Access,
     /// Body references already checked against the owners.
-    references_checked: usize,
     /// A successful response that creates or reads owned resources, held (up to
     /// [`MAX_HELD`]) to read the names it gives the org.
     claims: Option<Vec<u8>>,
-    /// A DELETE (a successful one frees the resource's name).
+    /// A DELETE of an owned resource itself (a successful one frees its name).
     method_delete: bool,
     /// The resumable upload this request carries a chunk of.
-    upload_id: Option<String>,
+    upload: Option<UploadChunk>,
     /// Google said the upload is complete (`x-goog-upload-status: final`).
     upload_final: bool,
 }
@@ -201,32 +219,18 @@ impl Proxy {
                 });
             }
         }
-        if let Some(upload) = (route.operation == Operation::Upload)
-            .then(|| req.uri.query().and_then(upstream::upload_id))
-            .flatten()
-        {
-            // A chunk: of a session this org started (with a key or without), or refused.
-            match self.uploads.get_mut(upload) {
-                Some(mut s)
-                    if s.identity.org_id == org_id && s.started.elapsed() < UPLOAD_SESSION_TTL =>
-                {
-                    if let Some(m) = s.meter.take() {
-                        ctx.references_checked = m.references.len();
-                        ctx.request_meter = *m;
-                    }
-                    ctx.upload_id = Some(upload.to_owned());
-                }
-                _ => {
-                    self.metrics
-                        .resource_refusals
-                        .with_label_values(&["path"])
-                        .inc();
-                    return Err(GatewayError::NotOwned("the upload session".to_owned()));
-                }
+        if route.operation == Operation::Upload {
+            let (meter, upload) = self.upload_chunk(req, org_id)?;
+            if let Some(m) = meter {
+                ctx.request_meter = m;
             }
+            ctx.upload = upload;
         }
         ctx.access = resources::access(req.method.as_str(), path, route);
-        ctx.method_delete = req.method == http::Method::DELETE;
+        // A successful DELETE of the resource itself (not of a document inside a store) frees
+        // its name.
+        ctx.method_delete = req.method == http::Method::DELETE
+            && matches!(&ctx.access, Access::One(r) if path.trim_end_matches('/').ends_with(r.as_str()));
         if let Access::One(resource) = &ctx.access {
             if !self.owners.owns(org_id, resource) {
                 self.metrics
@@ -379,16 +383,18 @@ impl Proxy {
         let Some(org) = ctx.identity.as_ref().map(|i| i.org_id) else {
             return Ok(());
         };
-        let meter = &ctx.request_meter;
+        let meter = &mut ctx.request_meter;
         let refusal = if meter.unreadable_reference {
             Some(GatewayError::NotOwned("the referenced resource".to_owned()))
         } else {
-            meter.references[ctx.references_checked..]
+            meter
+                .references
                 .iter()
                 .find(|r| !self.owners.owns(org, r))
                 .map(|r| GatewayError::NotOwned(r.clone()))
         };
-        ctx.references_checked = meter.references.len();
+        // Checked: forgotten (an upload's session would otherwise keep every one).
+        meter.references.clear();
         match refusal {
             Some(e) => {
                 self.metrics
@@ -476,6 +482,10 @@ impl Proxy {
             Ok(Listed::Upstream { status, body }) => (status, body),
             Err(e) => {
                 up.last_err.store(now, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[up.provider.as_str(), e.kind()])
+                    .inc();
                 return Err(e);
             }
         };
@@ -511,6 +521,100 @@ impl Proxy {
                 _ => {}
             }
             self.metrics.owned_resources.set(self.owners.len() as i64);
+        }
+    }
+
+    /// A chunk of a resumable upload: of a session this org started (with a key or without),
+    /// starting where the bytes Google accepted end, one at a time; or refused.
+    fn upload_chunk(
+        &self,
+        req: &RequestHeader,
+        org_id: i64,
+    ) -> Result<(Option<RequestMeter>, Option<UploadChunk>), GatewayError> {
+        let refuse = |what: &str| {
+            self.metrics
+                .resource_refusals
+                .with_label_values(&["path"])
+                .inc();
+            GatewayError::NotOwned(what.to_owned())
+        };
+        let Some(id) = upstream::strict_upload_id(req.uri.query().unwrap_or(""))
+            .map_err(|_| refuse("the upload session"))?
+        else {
+            return Ok((None, None)); // the start of an upload
+        };
+        let Some(mut s) = self
+            .uploads
+            .get_mut(id)
+            .filter(|s| s.identity.org_id == org_id && s.started.elapsed() < UPLOAD_SESSION_TTL)
+        else {
+            return Err(refuse("the upload session"));
+        };
+        let command = req
+            .headers
+            .get("x-goog-upload-command")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+            .unwrap_or_default();
+        if !command.contains("upload") {
+            return Ok((None, None)); // `query` (the offset Google holds), `cancel`: no body
+        }
+        let offset = req
+            .headers
+            .get("x-goog-upload-offset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if s.busy {
+            return Err(GatewayError::Unsupported(
+                "another chunk of this upload is on its way: send the chunks one after another",
+            ));
+        }
+        if offset != s.accepted {
+            return Err(GatewayError::Unsupported(
+                "an upload chunk must start where the bytes Google accepted end (X-Goog-Upload-Offset; ask with X-Goog-Upload-Command: query)",
+            ));
+        }
+        s.busy = true;
+        s.started = Instant::now();
+        let meter = (*s.meter).clone();
+        let length = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunk = UploadChunk {
+            id: id.to_owned(),
+            before: std::mem::take(&mut s.meter),
+            offset,
+            length,
+        };
+        Ok((Some(meter), Some(chunk)))
+    }
+
+    /// At the end of a chunk's request: an accepted chunk moves the session on, one Google did
+    /// not take leaves it where it was, one the gateway refused ends it (Google may hold part of
+    /// it, and a resent remainder must not complete what was refused), the last one ends it.
+    fn end_upload_chunk(&self, ctx: &mut Ctx, status: u16) {
+        let Some(chunk) = ctx.upload.take() else {
+            return;
+        };
+        let ours = matches!(
+            ctx.refused,
+            Some(ref e) if !matches!(e, GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout { .. })
+        );
+        if ctx.upload_final || ours {
+            self.uploads.remove(&chunk.id);
+            return;
+        }
+        let Some(mut s) = self.uploads.get_mut(&chunk.id) else {
+            return;
+        };
+        s.busy = false;
+        if (200..300).contains(&status) && ctx.refused.is_none() {
+            s.accepted = chunk.offset + chunk.length.unwrap_or(ctx.body_metered as u64);
+            *s.meter = std::mem::take(&mut ctx.request_meter);
+        } else {
+            s.meter = chunk.before;
         }
     }
 
@@ -725,10 +829,9 @@ impl ProxyHttp for Proxy {
             upstream_header_ms: None,
             upstream_done: None,
             access: Access::Free,
-            references_checked: 0,
             claims: None,
             method_delete: false,
-            upload_id: None,
+            upload: None,
             upload_final: false,
         }
     }
@@ -788,7 +891,7 @@ impl ProxyHttp for Proxy {
                 );
             }
             let meter = &ctx.request_meter;
-            if meter.references.len() > ctx.references_checked || meter.unreadable_reference {
+            if !meter.references.is_empty() || meter.unreadable_reference {
                 if let Err(e) = self.check_references(ctx) {
                     // As above: the chunk that completes the reference is not sent.
                     ctx.body_refused = Some(e);
@@ -817,7 +920,7 @@ impl ProxyHttp for Proxy {
                 } else {
                     // Too large to read: nothing claimed (the org is refused its own later,
                     // never given another's).
-                    tracing::warn!(request_id = %ctx.request_id, "response too large to read resource names from");
+                    tracing::debug!(request_id = %ctx.request_id, "response too large to read resource names from");
                     ctx.claims = None;
                 }
             }
@@ -865,7 +968,7 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
-        ctx.upload_final = ctx.upload_id.is_some()
+        ctx.upload_final = ctx.upload.is_some()
             && resp
                 .headers
                 .get("x-goog-upload-status")
@@ -878,9 +981,17 @@ impl ProxyHttp for Proxy {
                 self.owners.release(own, id.org_id);
             }
             match ctx.access {
-                Access::One(_) | Access::Create => ctx.claims = Some(Vec::new()),
+                // JSON only: a file's download (`:download?alt=media`) is its bytes.
+                Access::One(_) | Access::Create
+                    if resp
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/json")) =>
+                {
+                    ctx.claims = Some(Vec::new())
+                }
                 // Listings are answered by `serve_listing`.
-                Access::List | Access::Free => {}
+                _ => {}
             }
         }
         let Some(google_url) = resp
@@ -1009,16 +1120,7 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let event = self.usage_event(ctx, status).await;
-        if let Some(upload) = ctx.upload_id.take() {
-            // A refused chunk ends the session: Google may hold part of it, and a resent
-            // remainder must not complete what was refused.
-            if ctx.upload_final || ctx.refused.is_some() {
-                self.uploads.remove(&upload);
-            } else if let Some(mut s) = self.uploads.get_mut(&upload) {
-                // The next chunk goes on where this one ended.
-                s.meter = Some(Box::new(std::mem::take(&mut ctx.request_meter)));
-            }
-        }
+        self.end_upload_chunk(ctx, status);
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
         self.access_log.record(&AccessLine {

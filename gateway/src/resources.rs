@@ -295,9 +295,9 @@ impl Owners {
     /// Records `org` as the owner of a resource Google just created for it, replacing any
     /// earlier owner of the name (a deleted resource whose name was chosen again).
     pub fn take_over(&self, resource: &str, org: i64) {
-        if self.map.insert(resource.into(), org) != Some(org) {
-            self.push(ResourceChange::TakeOver(resource.to_owned(), org));
-        }
+        self.map.insert(resource.into(), org);
+        // Stored even when memory already says so: another gateway may have released it.
+        self.push(ResourceChange::TakeOver(resource.to_owned(), org));
     }
 
     /// Forgets `org`'s resource after Google deleted it (its name may be chosen again).

@@ -239,6 +239,29 @@ pub fn rewrite_upload_url(value: &str, public_base: &url::Url) -> Option<String>
 }
 
 /// The upload session id of a resumable-upload URL's query.
+/// The `upload_id` of an upload chunk's query, strictly: `Err` when the query names it more
+/// than once or in an encoded form (`upload%5Fid=`), which Google might read as another
+/// session than the one checked.
+pub fn strict_upload_id(query: &str) -> Result<Option<&str>, AmbiguousUploadId> {
+    let named = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "upload_id")
+        .count();
+    let plain: Vec<&str> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("upload_id="))
+        .collect();
+    match (named, plain.as_slice()) {
+        (0, []) => Ok(None),
+        (1, [id]) if !id.is_empty() && !id.contains('%') && !id.contains('+') => Ok(Some(id)),
+        _ => Err(AmbiguousUploadId),
+    }
+}
+
+/// An upload chunk's query names its session more than once, or encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the upload session id is repeated or encoded")]
+pub struct AmbiguousUploadId;
+
 pub fn upload_id(query: &str) -> Option<&str> {
     query
         .split('&')
@@ -249,6 +272,24 @@ pub fn upload_id(query: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_ids_are_read_strictly() {
+        assert_eq!(
+            strict_upload_id("upload_id=A1&upload_protocol=resumable"),
+            Ok(Some("A1"))
+        );
+        assert_eq!(strict_upload_id("upload_protocol=resumable"), Ok(None));
+        for odd in [
+            "upload_id=A1&upload_id=B2",
+            "upload%5Fid=B2",
+            "upload_id=A1&upload%5fid=B2",
+            "upload_id=A%31",
+            "upload_id=",
+        ] {
+            assert_eq!(strict_upload_id(odd), Err(AmbiguousUploadId), "{odd}");
+        }
+    }
 
     #[test]
     fn key_parameters_are_stripped_and_others_kept() {

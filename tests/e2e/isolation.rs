@@ -498,10 +498,15 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
                 .to_owned()
         }
     };
-    let chunk = |url: String, key: Option<String>, command: &'static str, body: String| async move {
+    let chunk = |url: String,
+                 key: Option<String>,
+                 command: &'static str,
+                 offset: usize,
+                 body: String| async move {
         let mut req = client()
             .post(url)
             .header("x-goog-upload-command", command)
+            .header("x-goog-upload-offset", offset.to_string())
             .body(body);
         if let Some(k) = key {
             req = req.header("x-goog-api-key", k);
@@ -512,41 +517,34 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
     // globex, with its own key, cannot finalize acme's upload.
     let acme_url = start(a.clone(), "acme batch").await;
     let before = env.fake.calls().len();
+    let finalize = "upload, finalize";
     assert_eq!(
-        chunk(
-            acme_url.clone(),
-            Some(b.clone()),
-            "upload, finalize",
-            "x".into()
-        )
-        .await,
+        chunk(acme_url.clone(), Some(b.clone()), finalize, 0, "x".into()).await,
         403
     );
     assert_eq!(env.fake.calls().len(), before);
-    assert_eq!(
-        chunk(acme_url, None, "upload, finalize", "{}".into()).await,
-        200
-    );
+    assert_eq!(chunk(acme_url, None, finalize, 0, "{}".into()).await, 200);
 
     // A batch input file whose request names acme's file, split mid-name across two chunks.
     let line = format!(
         r#"{{"key": "1", "request": {{"contents": [{{"parts": [{{"fileData": {{"fileUri": "{a_file}"}}}}]}}]}}}}"#
     );
     let cut = line.find(&a_file).unwrap() + 4;
+    let (head, tail) = (line[..cut].to_owned(), line[cut..].to_owned());
     let globex_url = start(b.clone(), "globex batch").await;
     assert_eq!(
-        chunk(globex_url.clone(), None, "upload", line[..cut].to_owned()).await,
+        chunk(globex_url.clone(), None, "upload", 0, head).await,
         200
     );
+    // A chunk must start where Google's accepted bytes end: a resent or skipping one (which
+    // would put the reader out of step with what Google holds) is refused.
+    for offset in [0, cut + 1] {
+        let status = chunk(globex_url.clone(), None, "upload", offset, tail.clone()).await;
+        assert_eq!(status, 400, "offset {offset}");
+    }
     let before = env.fake.calls().len();
     assert_eq!(
-        chunk(
-            globex_url.clone(),
-            None,
-            "upload, finalize",
-            line[cut..].to_owned()
-        )
-        .await,
+        chunk(globex_url.clone(), None, finalize, cut, tail.clone()).await,
         403
     );
     assert_eq!(
@@ -556,7 +554,7 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
     );
     // The session is over: the remainder cannot be sent again.
     assert_eq!(
-        chunk(globex_url, None, "upload, finalize", line[cut..].to_owned()).await,
+        chunk(globex_url, None, finalize, cut, tail).await,
         401,
         "a keyless chunk of an ended session has no identity"
     );
@@ -566,11 +564,11 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
     let cut = line.find(&b_file).unwrap() + 4;
     let url = start(b.clone(), "globex batch two").await;
     assert_eq!(
-        chunk(url.clone(), None, "upload", line[..cut].to_owned()).await,
+        chunk(url.clone(), None, "upload", 0, line[..cut].to_owned()).await,
         200
     );
     assert_eq!(
-        chunk(url, None, "upload, finalize", line[cut..].to_owned()).await,
+        chunk(url, None, finalize, cut, line[cut..].to_owned()).await,
         200
     );
     env.assert_clean_upstream();

@@ -149,7 +149,7 @@ fn number(bytes: &[u8]) -> Option<i64> {
 }
 
 /// What the request asked for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestMeter {
     scanner: Scanner,
     /// Texts of the prompt (escaped JSON), up to the bound, one after another.

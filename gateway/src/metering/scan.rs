@@ -60,7 +60,7 @@ enum Shape {
     Scalar,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Capture {
     key: usize,
     watch: Watch,
@@ -83,7 +83,7 @@ pub(crate) fn decode_json_string(raw: &[u8]) -> Option<String> {
 }
 
 /// The scanner's state between chunks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scanner {
     keys: &'static [Key],
     text_bound: usize,
