@@ -181,10 +181,7 @@ impl Proxy {
         if let Some(why) = resources::unsupported_path(path) {
             return Err(GatewayError::Unsupported(why));
         }
-        if resources::METHOD_OVERRIDES
-            .iter()
-            .any(|h| req.headers.contains_key(*h))
-        {
+        if resources::overrides_method(&req.headers) {
             return Err(GatewayError::Unsupported(
                 "method override headers (X-HTTP-Method-Override and the like) are not accepted",
             ));

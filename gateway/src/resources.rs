@@ -124,14 +124,13 @@ pub fn key_of_reference(s: &str) -> Result<Option<String>, Unreadable> {
 pub fn access(method: &str, path: &str, route: &Route) -> Access {
     let mut segs = path.split('/').filter(|s| !s.is_empty());
     while let Some(seg) = segs.next() {
-        let (name, method_suffix) = match seg.split_once(':') {
-            Some((n, m)) => (n, Some(m)),
-            None => (seg, None),
-        };
-        let Some(c) = collection(name) else {
+        // `files`, or a method on the collection (`files:register`).
+        let Some(c) = COLLECTIONS.iter().copied().find(|c| {
+            seg.starts_with(c) && matches!(seg.as_bytes().get(c.len()), None | Some(b':'))
+        }) else {
             continue;
         };
-        if method_suffix.is_some() {
+        if seg.len() > c.len() {
             // `files:register` and the like: a method on the collection creates.
             return Access::Create;
         }
@@ -161,18 +160,32 @@ pub fn access(method: &str, path: &str, route: &Route) -> Access {
 /// differently from the checks (percent-encoding, empty or dot segments, parameters), or an
 /// API the gateway cannot meter or isolate.
 pub fn unsupported_path(path: &str) -> Option<&'static str> {
-    if path.contains(['%', ';']) || path.contains("//") {
-        return Some("paths with percent-encoding, ';' or empty segments are not accepted: send the path as Google's SDKs do");
-    }
-    let mut segs = path.split('/');
-    if segs.clone().any(|s| s == "." || s == "..") {
-        return Some("paths with '.' or '..' segments are not accepted");
-    }
-    if segs.any(|s| s.split(':').next() == Some("interactions")) {
-        return Some("the Interactions API is not served through Tollgate yet: its usage would not be metered nor its resources kept per organization");
+    // One pass over the bytes: this runs for every request.
+    let b = path.as_bytes();
+    let mut start = 0;
+    for i in 0..=b.len() {
+        match b.get(i).copied() {
+            Some(b'%' | b';') => return Some(ENCODED_PATH),
+            Some(b'/') | None => {
+                let seg = &b[start..i];
+                if seg.is_empty() && start > 0 && i < b.len() {
+                    return Some(ENCODED_PATH); // `//`
+                }
+                if seg == b"." || seg == b".." {
+                    return Some("paths with '.' or '..' segments are not accepted");
+                }
+                if seg.starts_with(b"interactions") && matches!(seg.get(12), None | Some(b':')) {
+                    return Some("the Interactions API is not served through Tollgate yet: its usage would not be metered nor its resources kept per organization");
+                }
+                start = i + 1;
+            }
+            Some(_) => {}
+        }
     }
     None
 }
+
+const ENCODED_PATH: &str = "paths with percent-encoding, ';' or empty segments are not accepted: send the path as Google's SDKs do";
 
 /// Headers that make Google treat a request as another method (a POST answered as a GET
 /// listing would pass unfiltered): refused.
@@ -181,6 +194,14 @@ pub const METHOD_OVERRIDES: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Whether the request carries a [`METHOD_OVERRIDES`] header (one pass over the names, no
+/// lookups: this runs for every request).
+pub fn overrides_method(headers: &http::HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-") && METHOD_OVERRIDES.contains(&k.as_str()))
+}
 
 /// A reference value that cannot be checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -263,4 +263,14 @@ fn odd_paths_method_overrides_and_interactions_are_refused() {
     }
     assert!(unsupported_path("/v1beta/models/gemini-2.5-flash:generateContent").is_none());
     assert!(unsupported_path("/upload/v1beta/files").is_none());
+    assert!(
+        unsupported_path("/v1beta/files/").is_none(),
+        "a trailing slash"
+    );
+    assert!(unsupported_path("/v1beta/interactionsish").is_none());
+    let mut h = http::HeaderMap::new();
+    h.insert("x-goog-api-key", "k".parse().unwrap());
+    assert!(!overrides_method(&h));
+    h.insert("X-HTTP-Method-Override", "GET".parse().unwrap());
+    assert!(overrides_method(&h));
 }
