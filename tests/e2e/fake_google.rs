@@ -40,6 +40,8 @@ struct Inner {
     created: Vec<Value>,
     /// Resumable uploads started: upload id → the file's display name.
     uploads: Vec<(String, String)>,
+    /// Uploads named `flaky…` whose first chunk already failed once.
+    flaked: Vec<String>,
 }
 
 /// A fake served over TLS: its certificate is for `localhost`, signed by a throwaway CA.
@@ -379,6 +381,22 @@ async fn route(
         let id = id.split(':').next().unwrap_or(id);
         return json_response(file_json(id));
     }
+    if let Some((_, rest)) = path.split_once("/fileSearchStores") {
+        // Create (named after its display name), get, and a document inside one.
+        if rest.is_empty() && method == Method::POST {
+            let display = req
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or("s1");
+            let store = json!({"name": format!("fileSearchStores/{}", slug(display)), "displayName": display});
+            fake.remember(store.clone());
+            return json_response(store);
+        }
+        if method == Method::DELETE {
+            return json_response(json!({}));
+        }
+        return json_response(json!({"name": format!("fileSearchStores{rest}")}));
+    }
     if path.ends_with("/cachedContents") {
         if method == Method::GET {
             return listing(fake, "cachedContents", query);
@@ -633,6 +651,14 @@ fn upload(
     let Some(display) = display else {
         return google_error(404, "NOT_FOUND", "unknown upload");
     };
+    if display.starts_with("flaky") {
+        // The first chunk of a `flaky…` upload fails once, as Google sometimes does.
+        let mut inner = fake.inner.lock().unwrap();
+        if !inner.flaked.contains(&display) {
+            inner.flaked.push(display.clone());
+            return google_error(503, "UNAVAILABLE", "The service is currently unavailable.");
+        }
+    }
     if !command.contains("finalize") {
         // A chunk before the last: Google acknowledges it, with no body.
         return Response::builder()

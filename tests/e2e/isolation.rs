@@ -574,3 +574,67 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
     env.assert_clean_upstream();
     env.stop().await;
 }
+
+/// A chunk Google fails leaves the session where it was, so the SDK's retry of it goes through;
+/// deleting a document inside a file search store does not free the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_chunk_can_be_retried_and_a_stores_document_is_not_the_store() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+    let start = client()
+        .post(format!("{}/upload/v1beta/files", env.gateway_url))
+        .header("x-goog-api-key", &a)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .json(&json!({"file": {"display_name": "flaky notes"}}))
+        .send()
+        .await
+        .unwrap();
+    let url = start.headers()["x-goog-upload-url"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let send = |command: &'static str, offset: usize, body: &'static str| {
+        client()
+            .post(url.clone())
+            .header("x-goog-upload-command", command)
+            .header("x-goog-upload-offset", offset.to_string())
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("upload", 0, "hello ").await.unwrap().status(), 503);
+    assert_eq!(
+        send("upload", 0, "hello ").await.unwrap().status(),
+        200,
+        "the retry"
+    );
+    let done = send("upload, finalize", 6, "world").await.unwrap();
+    assert_eq!(done.status(), 200);
+    let name = done.json::<Value>().await.unwrap()["file"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&env, &a, Method::GET, &format!("/v1beta/{name}"), None).await;
+    refused(&env, &b, Method::GET, &format!("/v1beta/{name}"), None).await;
+
+    let made = ok(
+        &env,
+        &a,
+        Method::POST,
+        "/v1beta/fileSearchStores",
+        Some(json!({"displayName": "acme store"})),
+    )
+    .await;
+    let store = made["name"].as_str().unwrap().to_owned();
+    refused(&env, &b, Method::GET, &format!("/v1beta/{store}"), None).await;
+    let doc = format!("/v1beta/{store}/documents/d1");
+    refused(&env, &b, Method::DELETE, &doc, None).await;
+    ok(&env, &a, Method::DELETE, &doc, None).await;
+    ok(&env, &a, Method::GET, &format!("/v1beta/{store}"), None).await;
+    // Deleting the store itself frees its name: nobody's now, so refused even to acme.
+    ok(&env, &a, Method::DELETE, &format!("/v1beta/{store}"), None).await;
+    refused(&env, &a, Method::GET, &format!("/v1beta/{store}"), None).await;
+    env.assert_clean_upstream();
+    env.stop().await;
+}
