@@ -72,6 +72,45 @@ async fn an_https_upstream_is_reached_with_sni_a_checked_certificate_and_pooled_
         prompt_tokens,
         "the events carry the usage the TLS upstream reported"
     );
+
+    // Listings are fetched by the gateway's own client: the same CA file, the same host.
+    let made = client
+        .post(format!("{}/v1beta/cachedContents", env.gateway_url))
+        .header("x-goog-api-key", &key)
+        .json(&serde_json::json!({"model": "models/gemini-2.5-flash", "displayName": "tls-cache"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 200);
+    let listed = client
+        .get(format!("{}/v1beta/cachedContents", env.gateway_url))
+        .header("x-goog-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        200,
+        "listed through TLS with the configured CA"
+    );
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(
+        listed["cachedContents"][0]["name"],
+        "cachedContents/tls-cache"
+    );
+    assert!(
+        tls.fake.violations().is_empty(),
+        "{:?}",
+        tls.fake.violations()
+    );
+    assert!(
+        tls.fake
+            .handshakes()
+            .iter()
+            .all(|h| h.as_deref() == Some("localhost")),
+        "{:?}",
+        tls.fake.handshakes()
+    );
     env.stop().await;
 }
 
@@ -85,6 +124,17 @@ async fn an_upstream_certificate_the_gateway_does_not_trust_is_refused_with_a_50
     })
     .await;
     let (org, key) = env.org_with_key("acme").await;
+    let listed = client()
+        .get(format!("{}/v1beta/files", env.gateway_url))
+        .header("x-goog-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        502,
+        "the listing client does not trust it either"
+    );
     let r = generate(&client(), &env, &key).await;
     assert_eq!(r.status(), 502, "an untrusted upstream is a bad gateway");
     let body: Value = r.json().await.unwrap();
@@ -101,11 +151,11 @@ async fn an_upstream_certificate_the_gateway_does_not_trust_is_refused_with_a_50
         || async { tls.fake.failed_handshakes() >= 1 },
     )
     .await;
-    // The refusal is still one event (not metered, nothing billed).
+    // Each refusal is still one event (not metered, nothing billed).
     eventually(
         Duration::from_secs(10),
         "the failed request's event",
-        || async { env.store.count_events(org).await.unwrap() == 1 },
+        || async { env.store.count_events(org).await.unwrap() == 2 },
     )
     .await;
     let e = &env.store.recent_events(org, 1).await.unwrap()[0];
