@@ -36,6 +36,20 @@ pub const COLLECTIONS: &[&str] = &[
     "generatedFiles",
 ];
 
+/// How long a resource's owner is kept, per collection: past Google's own retention (files
+/// and generated files are deleted after 48 hours, operations' results after two days), with
+/// a margin. Other collections (cached contents, stores, tuned models) last until deleted.
+pub const RETENTION: &[(&str, std::time::Duration)] = &[
+    ("files", DAY.saturating_mul(7)),
+    ("generatedFiles", DAY.saturating_mul(7)),
+    ("operations", DAY.saturating_mul(30)),
+    ("batches", DAY.saturating_mul(90)),
+    ("batchPredictionJobs", DAY.saturating_mul(90)),
+];
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How often owners past their retention are forgotten.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Rows loaded from the store per query.
 const LOAD_PAGE: i64 = 10_000;
 
@@ -278,7 +292,10 @@ pub fn claimed_names(body: &[u8]) -> Vec<String> {
 /// Which org owns each resource, in memory; changes not yet stored wait in `pending`.
 #[derive(Debug, Default)]
 pub struct Owners {
-    map: DashMap<Box<str>, i64>,
+    /// Resource → (org, when recorded, Unix seconds).
+    map: DashMap<Box<str>, (i64, i64)>,
+    /// When owners past their retention were last forgotten.
+    pruned: Mutex<Option<std::time::Instant>>,
     pending: Mutex<Vec<ResourceChange>>,
     /// The last store row loaded.
     loaded_up_to: Mutex<i64>,
@@ -291,7 +308,7 @@ const RELOAD_OVERLAP: i64 = 1_000;
 impl Owners {
     /// The org that owns `resource`, if any.
     pub fn owner(&self, resource: &str) -> Option<i64> {
-        self.map.get(resource).map(|e| *e)
+        self.map.get(resource).map(|e| e.0)
     }
 
     /// Whether `org` owns `resource`.
@@ -304,9 +321,9 @@ impl Owners {
     /// operation's videos).
     pub fn claim(&self, resource: &str, org: i64) -> bool {
         match self.map.entry(resource.into()) {
-            dashmap::Entry::Occupied(e) => *e.get() == org,
+            dashmap::Entry::Occupied(e) => e.get().0 == org,
             dashmap::Entry::Vacant(e) => {
-                e.insert(org);
+                e.insert((org, now_secs()));
                 self.push(ResourceChange::Claim(resource.to_owned(), org));
                 true
             }
@@ -316,14 +333,14 @@ impl Owners {
     /// Records `org` as the owner of a resource Google just created for it, replacing any
     /// earlier owner of the name (a deleted resource whose name was chosen again).
     pub fn take_over(&self, resource: &str, org: i64) {
-        self.map.insert(resource.into(), org);
+        self.map.insert(resource.into(), (org, now_secs()));
         // Stored even when memory already says so: another gateway may have released it.
         self.push(ResourceChange::TakeOver(resource.to_owned(), org));
     }
 
     /// Forgets `org`'s resource after Google deleted it (its name may be chosen again).
     pub fn release(&self, resource: &str, org: i64) {
-        if self.map.remove_if(resource, |_, o| *o == org).is_some() {
+        if self.map.remove_if(resource, |_, o| o.0 == org).is_some() {
             self.push(ResourceChange::Release(resource.to_owned(), org));
         }
     }
@@ -381,7 +398,10 @@ impl Owners {
             for r in rows {
                 after = r.id;
                 max = max.max(r.id);
-                self.map.insert(r.resource.into_boxed_str(), r.org_id);
+                self.map.insert(
+                    r.resource.into_boxed_str(),
+                    (r.org_id, r.created_at.timestamp()),
+                );
             }
             if (n as i64) < LOAD_PAGE {
                 break;
@@ -390,8 +410,39 @@ impl Owners {
         if let Ok(mut g) = self.loaded_up_to.lock() {
             *g = max;
         }
+        let due = self
+            .pruned
+            .lock()
+            .map(|p| p.is_none_or(|at| at.elapsed() >= PRUNE_EVERY))
+            .unwrap_or(false);
+        if due {
+            let now = chrono::Utc::now();
+            for (collection, keep) in RETENTION {
+                let keep = chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX);
+                store.prune_resource_owners(collection, now - keep).await?;
+            }
+            self.prune(now.timestamp());
+            if let Ok(mut p) = self.pruned.lock() {
+                *p = Some(std::time::Instant::now());
+            }
+        }
         Ok(())
     }
+
+    /// Forgets, in memory, owners recorded longer ago than their collection's [`RETENTION`].
+    pub fn prune(&self, now_secs: i64) {
+        self.map.retain(|resource, (_, since)| {
+            let collection = resource.split('/').next().unwrap_or("");
+            RETENTION
+                .iter()
+                .find(|(c, _)| *c == collection)
+                .is_none_or(|(_, keep)| now_secs - *since < keep.as_secs() as i64)
+        });
+    }
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! cannot tell them apart; the gateways keep this table in memory and refuse an org another's
 //! resources. The first org to claim a resource keeps it.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::{with_pool, Result, Store, StoreError};
 
@@ -16,6 +16,8 @@ pub struct ResourceOwner {
     pub resource: String,
     /// The organization that created it.
     pub org_id: i64,
+    /// When it was recorded (retention counts from here).
+    pub created_at: DateTime<Utc>,
 }
 
 /// A change to who owns what, as a gateway saw it.
@@ -80,9 +82,23 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ResourceOwner>> {
         with_pool!(self, pool => sqlx::query_as::<_, ResourceOwner>(
-            "SELECT id, resource, org_id FROM resource_owners WHERE id > $1 ORDER BY id LIMIT $2")
+            "SELECT id, resource, org_id, created_at FROM resource_owners WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(after_id).bind(limit).fetch_all(pool).await)
         .map_err(StoreError::from)
+    }
+
+    /// Forgets the owners of `collection`'s resources recorded before `before` (Google has
+    /// deleted them by then: files after 48 hours). Returns how many.
+    pub async fn prune_resource_owners(
+        &self,
+        collection: &str,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let pattern = format!("{collection}/%");
+        let n = with_pool!(self, pool => sqlx::query(
+            "DELETE FROM resource_owners WHERE resource LIKE $1 AND created_at < $2")
+            .bind(pattern).bind(before).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n)
     }
 
     /// The owner of one resource, if any.

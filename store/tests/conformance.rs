@@ -761,6 +761,28 @@ async fn resource_owners_first_claim_wins_and_loads_incrementally(s: Store) {
         .await
         .unwrap();
     assert_eq!(s.resource_owner("operations/op1").await.unwrap(), None);
+    // Retention: only the collection named, only rows recorded before the cut-off.
+    assert_eq!(
+        s.prune_resource_owners("files", Utc::now() - Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.prune_resource_owners("files", Utc::now() + Duration::seconds(5))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.resource_owner("files/f1").await.unwrap(), None);
+    assert_eq!(
+        s.resource_owner("cachedContents/c1").await.unwrap(),
+        Some(b)
+    );
+    let loaded = s.resource_owners_after(0, 100).await.unwrap();
+    assert!(loaded
+        .iter()
+        .all(|r| r.created_at <= Utc::now() && r.created_at > Utc::now() - Duration::minutes(5)));
     // Deleting an org deletes what it owned.
     s.delete_org(b).await.unwrap();
     assert_eq!(s.resource_owner("cachedContents/c1").await.unwrap(), None);

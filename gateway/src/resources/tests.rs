@@ -274,3 +274,29 @@ fn odd_paths_method_overrides_and_interactions_are_refused() {
     h.insert("X-HTTP-Method-Override", "GET".parse().unwrap());
     assert!(overrides_method(&h));
 }
+
+#[test]
+fn owners_past_their_collections_retention_are_forgotten() {
+    let owners = Owners::default();
+    owners.take_over("files/old", 1);
+    owners.take_over("operations/op", 1);
+    owners.take_over("cachedContents/c", 1);
+    let now = chrono::Utc::now().timestamp();
+    let day = 24 * 3600;
+    owners.prune(now + 6 * day);
+    assert!(owners.owns(1, "files/old"), "within a week");
+    owners.prune(now + 8 * day);
+    assert_eq!(
+        owners.owner("files/old"),
+        None,
+        "files are gone at Google after 48 h"
+    );
+    assert!(owners.owns(1, "operations/op"));
+    owners.prune(now + 31 * day);
+    assert_eq!(owners.owner("operations/op"), None);
+    owners.prune(now + 3650 * day);
+    assert!(
+        owners.owns(1, "cachedContents/c"),
+        "caches last until deleted"
+    );
+}
