@@ -959,8 +959,8 @@ impl ProxyHttp for Proxy {
                 );
             }
         }
-        if let Some(id) = ctx.identity.as_ref().filter(|_| ctx.reservation.is_some()) {
-            if let Some(w) = Alerts::warning(&ctx.limits, id.org_id, &self.counters) {
+        if let Some(r) = &ctx.reservation {
+            if let Some(w) = Alerts::warning(&ctx.limits, r.usage()) {
                 resp.insert_header("x-tollgate-limit-warning", w)?;
             }
         }
@@ -1144,10 +1144,10 @@ impl ProxyHttp for Proxy {
                 event.total_tokens,
                 event.cost_micros,
             );
-            self.counters.settle(r, actual);
+            let usage = self.counters.settle(r, actual);
             if let Some(id) = &ctx.identity {
                 self.alerts
-                    .check(id.org_id, &id.org_name, &ctx.limits, &self.counters);
+                    .check(id.org_id, &id.org_name, &ctx.limits, usage, &self.counters);
             }
         }
         self.ledger.record(event);

@@ -13,6 +13,8 @@ use serde::Serialize;
 use store::Store;
 use tokio::sync::mpsc;
 
+use super::Amounts;
+
 use super::counters::Counters;
 use super::{period_name, period_of, Kind, OrgLimits};
 use crate::metrics::Metrics;
@@ -57,13 +59,19 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// Checks an org's enabled limits after its usage changed; queues alerts not yet fired.
-    pub fn check(&self, org: i64, org_name: &str, limits: &OrgLimits, counters: &Counters) {
+    /// Checks an org's enabled limits after its usage changed to `usage` (what
+    /// [`Counters::settle`] returns); queues alerts not yet fired.
+    pub fn check(
+        &self,
+        org: i64,
+        org_name: &str,
+        limits: &OrgLimits,
+        usage: Amounts,
+        counters: &Counters,
+    ) {
         if limits.is_empty() {
             return;
         }
-        let now = counters.now();
-        let usage = counters.usage(org);
         for k in Kind::ALL {
             let Some(rule) = limits.get(k) else { continue };
             if rule.value <= 0 {
@@ -74,6 +82,7 @@ impl Alerts {
                 if i128::from(used) * 100 < i128::from(pct) * i128::from(rule.value) {
                     continue;
                 }
+                let now = counters.now();
                 let (period_id, resets_at) = period_of(k, now);
                 if self.fired.insert((org, k, period_id, pct), ()).is_some() {
                     continue;
@@ -97,11 +106,11 @@ impl Alerts {
 
     /// `x-tollgate-limit-warning` for an org at or above an alert threshold, e.g.
     /// `monthly_cost=85%, daily_requests=100%`.
-    pub fn warning(limits: &OrgLimits, org: i64, counters: &Counters) -> Option<String> {
+    /// `usage` is the org's, as its reservation sees it ([`Reservation::usage`]).
+    pub fn warning(limits: &OrgLimits, usage: Amounts) -> Option<String> {
         if limits.is_empty() {
             return None;
         }
-        let usage = counters.usage(org);
         let mut parts = Vec::new();
         for k in Kind::ALL {
             let Some(rule) = limits.get(k) else { continue };

@@ -72,6 +72,15 @@ pub struct Reservation {
     amounts: Amounts,
 }
 
+impl Reservation {
+    /// The org's usage of the reservation's periods now, reservations included.
+    pub fn usage(&self) -> Amounts {
+        Amounts(
+            Kind::ALL.map(|k| Counters::cell(&self.day, &self.month, k).load(Ordering::Acquire)),
+        )
+    }
+}
+
 /// Usage per org of the current periods, from the store (for [`Counters::sync`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreTotals(pub Amounts);
@@ -232,12 +241,13 @@ impl Counters {
         })
     }
 
-    /// Replaces a reservation with what the request really used.
-    pub fn settle(&self, r: Reservation, actual: Amounts) {
-        for k in Kind::ALL {
-            Self::cell(&r.day, &r.month, k)
-                .fetch_add(actual.get(k) - r.amounts.get(k), Ordering::AcqRel);
-        }
+    /// Replaces a reservation with what the request really used; returns the org's usage of
+    /// the reservation's periods afterwards (for alerts, without a second lookup).
+    pub fn settle(&self, r: Reservation, actual: Amounts) -> Amounts {
+        Amounts(Kind::ALL.map(|k| {
+            let delta = actual.get(k) - r.amounts.get(k);
+            Self::cell(&r.day, &r.month, k).fetch_add(delta, Ordering::AcqRel) + delta
+        }))
     }
 
     /// Our ledger wrote events of an org to the store (usage that the next sync will see there).

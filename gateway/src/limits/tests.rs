@@ -253,3 +253,26 @@ fn the_cached_period_ids_match_the_calendar_across_day_month_and_year_ends() {
     }
     assert!(days > 400 && months >= 14, "{days} days, {months} months");
 }
+
+#[test]
+fn a_reservation_sees_its_periods_usage_and_settling_returns_it() {
+    let c = Counters::new(ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap(),
+    ));
+    let l = limits(Kind::Requests, 10);
+    let first = c.try_reserve(7, &l, Amounts::new(1, 0, 100, 50)).unwrap();
+    let second = c.try_reserve(7, &l, Amounts::new(1, 2, 300, 70)).unwrap();
+    // Both reservations held: each sees the org's whole usage, as a fresh lookup would.
+    assert_eq!(first.usage(), Amounts::new(2, 2, 400, 120));
+    assert_eq!(second.usage(), c.usage(7));
+    // Settled with less than reserved: the usage returned is the org's after settling.
+    assert_eq!(
+        c.settle(first, Amounts::new(1, 0, 40, 20)),
+        Amounts::new(2, 2, 340, 90)
+    );
+    assert_eq!(
+        c.settle(second, Amounts::new(1, 1, 300, 70)),
+        Amounts::new(2, 1, 340, 90)
+    );
+    assert_eq!(c.usage(7), Amounts::new(2, 1, 340, 90));
+}
