@@ -353,6 +353,10 @@ impl ResponseMeter {
                 last_usage.clear();
                 last_usage.extend_from_slice(bytes);
                 *usage = std::sync::OnceLock::new();
+                // The text is kept only to estimate a response that ends without usage: not
+                // needed any more (every Developer API stream event carries usage), and its
+                // memory is given back for the rest of a long stream.
+                *text = Vec::new();
             }
             Found::Value {
                 key: RS_TOKEN_COUNT,
@@ -367,10 +371,12 @@ impl ResponseMeter {
                 len,
             } => {
                 *text_len += len;
-                let room = RESPONSE_TEXT_BOUND
-                    .saturating_sub(text.len())
-                    .min(head.len());
-                text.extend_from_slice(&head[..room]);
+                if last_usage.is_empty() {
+                    let room = RESPONSE_TEXT_BOUND
+                        .saturating_sub(text.len())
+                        .min(head.len());
+                    text.extend_from_slice(&head[..room]);
+                }
             }
             _ => {}
         });

@@ -223,3 +223,26 @@ fn a_named_cached_content_is_seen_wherever_the_body_is_cut() {
         r#"{"generationConfig": {"responseSchema": {"type": "OBJECT", "properties": {"cachedContent": {"type": "STRING"}}}}}"#
     ));
 }
+
+#[test]
+fn response_text_is_kept_only_until_usage_arrives() {
+    let event = |text: &str, usage: bool| {
+        let u = if usage {
+            r#", "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8}"#
+        } else {
+            r#", "usageMetadata": {"trafficType": "ON_DEMAND"}"#
+        };
+        format!("data: {{\"candidates\": [{{\"content\": {{\"parts\": [{{\"text\": \"{text}\"}}]}}}}]{u}}}\r\n\r\n")
+    };
+    // Vertex: counts only at the end, so the text is kept for an estimate until then.
+    let mut m = ResponseMeter::default();
+    m.feed(event("Once upon", false).as_bytes());
+    m.feed(event(" a time", false).as_bytes());
+    assert_eq!(m.text(), "Once upon a time");
+    // Usage arrived: the text is let go, and later text is not kept (its length still counts).
+    m.feed(event(" there", true).as_bytes());
+    m.feed(event(" was a king", false).as_bytes());
+    assert_eq!(m.text(), "");
+    assert_eq!(m.text_len, "Once upon a time there was a king".len());
+    assert_eq!(m.usage().map(|t| t.total), Some(8));
+}
