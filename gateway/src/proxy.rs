@@ -506,16 +506,20 @@ impl Proxy {
                 // Google just made these for the org (a name chosen again after a delete
                 // changes hands here).
                 Access::Create => names.iter().for_each(|r| self.owners.take_over(r, org)),
-                // Read from a resource the org owns: a deleted one is the org's no more, and
-                // what a finished operation or batch made becomes the org's.
-                Access::One(own) => {
-                    for r in names.iter().filter(|r| *r != own) {
+                // Read from a resource the org owns: what a finished operation or batch made
+                // becomes the org's, unless someone owns it already.
+                Access::One(_) | Access::Poll => {
+                    let own = match &ctx.access {
+                        Access::One(own) => Some(own),
+                        _ => None,
+                    };
+                    for r in names.iter().filter(|r| Some(*r) != own) {
                         if !self.owners.claim(r, org) {
                             tracing::warn!(resource = %r, "a response named a resource another org owns; left with its owner");
                         }
                     }
                 }
-                _ => {}
+                Access::Free | Access::List => {}
             }
             self.metrics.owned_resources.set(self.owners.len() as i64);
         }
@@ -979,7 +983,7 @@ impl ProxyHttp for Proxy {
             }
             match ctx.access {
                 // JSON only: a file's download (`:download?alt=media`) is its bytes.
-                Access::One(_) | Access::Create
+                Access::One(_) | Access::Create | Access::Poll
                     if resp
                         .headers
                         .get(http::header::CONTENT_TYPE)

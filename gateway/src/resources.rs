@@ -1,10 +1,10 @@
 //! Tenant isolation for the resources Google keeps between requests: files, cached contents,
 //! batches, long-running operations (Veo), file search stores, tuned models. Every org shares
 //! the provider key, so Google sees one project and would show any org everything. The gateway
-//! records which org created each resource (from the creation response), and refuses an org any
-//! resource it does not own: by path (get, delete, cancel, download, poll), in a request body
-//! (`fileUri`, `cachedContent`, a batch's input file, a Vertex operation name), and in listings,
-//! which are filtered to the org's own.
+//! records which org created each resource (from the names in Google's answers), and refuses an
+//! org any resource it does not own: by path (get, delete, cancel, download, poll), in a request
+//! body (`fileUri`, `cachedContent`, a batch's input file, a Vertex operation name), and in
+//! listings, which `listing` answers with the org's own entries.
 //!
 //! A resource is identified by its collection and id (`files/abc123`, `operations/op1`), whatever
 //! prefix its full name carries (`models/veo-3.1/operations/op1`,
@@ -61,17 +61,13 @@ pub enum Access {
     Free,
     /// Names one resource in its path (get, delete, patch, cancel, download, poll, upload into).
     One(String),
-    /// Lists a collection: the response is filtered to the org's own.
+    /// Lists a collection: answered with the org's own entries (`listing`).
     List,
     /// Creates resources: the names in a successful response become the org's.
     Create,
-}
-
-impl Access {
-    /// Whether a successful response's resource names are claimed for the org.
-    pub fn claims(&self) -> bool {
-        matches!(self, Access::One(_) | Access::Create)
-    }
+    /// Reads a resource its body names (Vertex's `:fetchPredictOperation`, checked as a
+    /// reference): what the response names becomes the org's unless someone owns it.
+    Poll,
 }
 
 fn collection(seg: &str) -> Option<&str> {
@@ -165,7 +161,7 @@ pub fn access(method: &str, path: &str, route: &Route) -> Access {
         Operation::PredictLongRunning => Access::Create,
         Operation::Batch if route.model.is_some() => Access::Create,
         // Vertex's poll names the operation in its body (checked as a reference).
-        Operation::FetchPredictOperation => Access::Create,
+        Operation::FetchPredictOperation => Access::Poll,
         _ => Access::Free,
     }
 }

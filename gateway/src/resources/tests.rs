@@ -109,7 +109,7 @@ fn listings_creations_and_free_requests() {
             "POST",
             "/v1/projects/p/locations/l/publishers/google/models/veo-3.0-generate-001:fetchPredictOperation"
         ),
-        Access::Create
+        Access::Poll
     );
     for free in [
         ("POST", "/v1beta/models/gemini-2.5-flash:generateContent"),
