@@ -18,7 +18,7 @@ use crate::upstream::Upstream;
 
 /// Google pages fetched for one listing request at most (the answer then carries the token to
 /// go on from, which may lead to a page without the org's entries).
-const MAX_PAGES: usize = 50;
+const MAX_PAGES: usize = 200;
 /// Entries per Google page when the client sets no `pageSize` (every listing's maximum is at
 /// least this; Google's defaults are 10 to 50), so an org among many needs fewer pages.
 const INNER_PAGE_SIZE: &str = "pageSize=100";
@@ -137,24 +137,31 @@ impl Lister {
         let mut hidden = 0u64;
         let mut next = None;
         for fetched in 1..=MAX_PAGES {
-            let page = match self.fetch(up, path, &base_query, token.as_deref()).await? {
-                Ok(p) => p,
-                Err(passed_on) => return Ok(passed_on),
+            let have = items
+                .values()
+                .any(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+            let page = match self.fetch(up, path, &base_query, token.as_deref()).await {
+                Ok(Ok(p)) => p,
+                // Google failed on a page after some of the org's entries were found: those are
+                // answered, and the client goes on from the page that failed.
+                Ok(Err(_)) | Err(_) if have => {
+                    next = token;
+                    break;
+                }
+                Ok(Err(passed_on)) => return Ok(passed_on),
+                Err(e) => return Err(e),
             };
             let (owned, left_out) = owned_entries(&page.object, &owns);
-            hidden += left_out;
             let found = owned
                 .values()
                 .any(|v| v.as_array().is_some_and(|a| !a.is_empty()));
-            if found
-                && items
-                    .values()
-                    .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-            {
-                // This page starts the org's next page: the client goes on from here.
+            if found && have {
+                // This page starts the org's next page: the client goes on from here (and its
+                // entries are counted then).
                 next = token;
                 break;
             }
+            hidden += left_out;
             for (field, v) in owned {
                 if let (Some(Value::Array(all)), Value::Array(new)) = (items.get_mut(&field), &v) {
                     all.extend(new.iter().cloned());

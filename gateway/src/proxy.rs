@@ -164,6 +164,8 @@ pub struct Ctx {
     upload: Option<UploadChunk>,
     /// Google said the upload is complete (`x-goog-upload-status: final`).
     upload_final: bool,
+    /// The status Google answered an upload chunk with.
+    upload_status: u16,
 }
 
 impl Proxy {
@@ -556,8 +558,13 @@ impl Proxy {
             .get("x-goog-upload-command")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
             .unwrap_or_default();
+        if command.contains("cancel") {
+            drop(s);
+            self.uploads.remove(id);
+            return Ok((None, None));
+        }
         if !command.contains("upload") {
-            return Ok((None, None)); // `query` (the offset Google holds), `cancel`: no body
+            return Ok((None, None)); // `query`: the offset Google holds, no body
         }
         let offset = req
             .headers
@@ -614,6 +621,8 @@ impl Proxy {
         if (200..300).contains(&status) && ctx.refused.is_none() {
             s.accepted = chunk.offset + chunk.length.unwrap_or(ctx.body_metered as u64);
             *s.meter = std::mem::take(&mut ctx.request_meter);
+            // Only the reader's state is needed between chunks, not the text it kept.
+            s.meter.forget_text();
         } else {
             s.meter = chunk.before;
         }
@@ -834,6 +843,7 @@ impl ProxyHttp for Proxy {
             method_delete: false,
             upload: None,
             upload_final: false,
+            upload_status: 0,
         }
     }
 
@@ -929,6 +939,9 @@ impl ProxyHttp for Proxy {
         if end {
             ctx.upstream_done.get_or_insert_with(Instant::now);
             self.finish_owned(ctx);
+            // Before the client has the whole answer: its next chunk may come at once, on
+            // another connection.
+            self.end_upload_chunk(ctx, ctx.upload_status);
         }
         Ok(None)
     }
@@ -969,11 +982,22 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
-        ctx.upload_final = ctx.upload.is_some()
-            && resp
+        if ctx.upload.is_some() {
+            ctx.upload_status = resp.status.as_u16();
+            ctx.upload_final = resp
                 .headers
                 .get("x-goog-upload-status")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"));
+            let bodiless = resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+            if bodiless {
+                // No body filter follows: the session moves on before the client has the
+                // answer (its next chunk may come at once, on another connection).
+                self.end_upload_chunk(ctx, ctx.upload_status);
+            }
+        }
         if resp.status.is_success() {
             if let (Access::One(own), true, Some(id)) =
                 (&ctx.access, ctx.method_delete, &ctx.identity)

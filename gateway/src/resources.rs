@@ -114,6 +114,10 @@ pub fn key_of_path(path: &str) -> Option<String> {
 /// resources of this project and name none.
 pub fn key_of_reference(s: &str) -> Result<Option<String>, Unreadable> {
     let s = s.trim();
+    if s.contains('%') && (!s.contains("://") || is_google_url(s)) {
+        // Google may decode it (`%66iles`) where this reading would not.
+        return Err(Unreadable);
+    }
     let Some((scheme, rest)) = s.split_once("://") else {
         return key_of_name(s);
     };
@@ -124,10 +128,30 @@ pub fn key_of_reference(s: &str) -> Result<Option<String>, Unreadable> {
     let host = authority.rsplit('@').next().unwrap_or(authority);
     let host = host.split(':').next().unwrap_or(host);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host != "googleapis.com" && !host.ends_with(".googleapis.com") {
+    if !is_google_api_host(&host) {
         return Ok(None);
     }
     key_of_name(path.split(['?', '#']).next().unwrap_or(""))
+}
+
+/// The hosts that serve this project's resources: the Developer API and Vertex AI (global and
+/// regional). Cloud Storage (`storage.googleapis.com`) holds the customer's own objects.
+fn is_google_api_host(host: &str) -> bool {
+    host == "generativelanguage.googleapis.com"
+        || host == "aiplatform.googleapis.com"
+        || host.ends_with("-aiplatform.googleapis.com")
+}
+
+/// Whether `s` is an http(s) URL of [`is_google_api_host`].
+fn is_google_url(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = host.split(':').next().unwrap_or(host);
+    (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
+        && is_google_api_host(&host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// How a request touches owned resources, from its method, path and route.
@@ -394,10 +418,18 @@ impl Owners {
             for r in rows {
                 after = r.id;
                 max = max.max(r.id);
-                self.map.insert(
-                    r.resource.into_boxed_str(),
-                    (r.org_id, r.created_at.timestamp()),
-                );
+                let since = r.created_at.timestamp();
+                match self.map.entry(r.resource.into_boxed_str()) {
+                    // A take-over recorded here after that row (re-read in the overlap): the
+                    // newer owner stays.
+                    dashmap::Entry::Occupied(e) if e.get().1 > since => {}
+                    dashmap::Entry::Occupied(mut e) => {
+                        e.insert((r.org_id, since));
+                    }
+                    dashmap::Entry::Vacant(e) => {
+                        e.insert((r.org_id, since));
+                    }
+                }
             }
             if (n as i64) < LOAD_PAGE {
                 break;

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::Amounts;
 
-use super::counters::Counters;
+use super::counters::{Counters, PeriodUsage};
 use super::{period_name, period_of, Kind, OrgLimits};
 use crate::metrics::Metrics;
 
@@ -59,19 +59,30 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// Checks an org's enabled limits after its usage changed to `usage` (what
-    /// [`Counters::settle`] returns); queues alerts not yet fired.
+    /// Alerts that go to `tx` (tests read them there).
+    #[cfg(test)]
+    pub(crate) fn for_tests(tx: mpsc::Sender<Alert>, metrics: Arc<Metrics>) -> Alerts {
+        Alerts {
+            tx,
+            fired: DashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Checks an org's enabled limits after its usage changed (what [`Counters::settle`]
+    /// returns); queues alerts not yet fired.
     pub fn check(
         &self,
         org: i64,
         org_name: &str,
         limits: &OrgLimits,
-        usage: Amounts,
+        settled: PeriodUsage,
         counters: &Counters,
     ) {
         if limits.is_empty() {
             return;
         }
+        let usage = settled.usage;
         for k in Kind::ALL {
             let Some(rule) = limits.get(k) else { continue };
             if rule.value <= 0 {
@@ -84,6 +95,11 @@ impl Alerts {
                 }
                 let now = counters.now();
                 let (period_id, resets_at) = period_of(k, now);
+                if period_id != settled.period(k) {
+                    // The request was reserved in a period that has ended (it spanned
+                    // midnight): that usage says nothing about the new period.
+                    continue;
+                }
                 if self.fired.insert((org, k, period_id, pct), ()).is_some() {
                     continue;
                 }

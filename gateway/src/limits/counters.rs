@@ -72,6 +72,26 @@ pub struct Reservation {
     amounts: Amounts,
 }
 
+/// An org's usage of the periods a request was reserved in, after it settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodUsage {
+    /// The usage, reservations of requests still in flight included.
+    pub usage: Amounts,
+    day: i32,
+    month: i32,
+}
+
+impl PeriodUsage {
+    /// The period (`period_of`'s id) a kind's usage belongs to.
+    pub fn period(&self, k: Kind) -> i32 {
+        if k.is_daily() {
+            self.day
+        } else {
+            self.month
+        }
+    }
+}
+
 impl Reservation {
     /// The org's usage of the reservation's periods now, reservations included.
     pub fn usage(&self) -> Amounts {
@@ -243,11 +263,16 @@ impl Counters {
 
     /// Replaces a reservation with what the request really used; returns the org's usage of
     /// the reservation's periods afterwards (for alerts, without a second lookup).
-    pub fn settle(&self, r: Reservation, actual: Amounts) -> Amounts {
-        Amounts(Kind::ALL.map(|k| {
+    pub fn settle(&self, r: Reservation, actual: Amounts) -> PeriodUsage {
+        let usage = Amounts(Kind::ALL.map(|k| {
             let delta = actual.get(k) - r.amounts.get(k);
             Self::cell(&r.day, &r.month, k).fetch_add(delta, Ordering::AcqRel) + delta
-        }))
+        }));
+        PeriodUsage {
+            usage,
+            day: r.day.id,
+            month: r.month.id,
+        }
     }
 
     /// Our ledger wrote events of an org to the store (usage that the next sync will see there).

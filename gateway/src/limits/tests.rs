@@ -267,12 +267,45 @@ fn a_reservation_sees_its_periods_usage_and_settling_returns_it() {
     assert_eq!(second.usage(), c.usage(7));
     // Settled with less than reserved: the usage returned is the org's after settling.
     assert_eq!(
-        c.settle(first, Amounts::new(1, 0, 40, 20)),
+        c.settle(first, Amounts::new(1, 0, 40, 20)).usage,
         Amounts::new(2, 2, 340, 90)
     );
-    assert_eq!(
-        c.settle(second, Amounts::new(1, 1, 300, 70)),
-        Amounts::new(2, 1, 340, 90)
-    );
+    let settled = c.settle(second, Amounts::new(1, 1, 300, 70));
+    assert_eq!(settled.usage, Amounts::new(2, 1, 340, 90));
     assert_eq!(c.usage(7), Amounts::new(2, 1, 340, 90));
+    assert_eq!(
+        settled.period(Kind::Requests),
+        period_of(Kind::Requests, c.now()).0
+    );
+}
+
+/// A request reserved before midnight and settled after: its usage belongs to the day that
+/// ended, so it fires no alert for the new day (nor takes that day's alert slot).
+#[tokio::test]
+async fn a_request_spanning_midnight_fires_no_alert_for_the_new_day() {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap());
+    let c = Counters::new(clock.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new(10).unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let alerts = super::alerts::Alerts::for_tests(tx, metrics);
+    let l = limits(Kind::Requests, 10);
+    for _ in 0..8 {
+        let r = c.try_reserve(1, &l, one_request(0)).unwrap();
+        c.settle(r, one_request(0));
+    }
+    let late = c.try_reserve(1, &l, one_request(0)).unwrap();
+    clock.set(Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 1).unwrap());
+    let settled = c.settle(late, one_request(0));
+    alerts.check(1, "acme", &l, settled, &c);
+    assert!(
+        rx.try_recv().is_err(),
+        "no alert for the new day from yesterday's 90 %"
+    );
+    // The same usage checked within its own day does fire (the alert slot was not taken).
+    clock.set(Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap());
+    alerts.check(1, "acme", &l, settled, &c);
+    let a = rx
+        .try_recv()
+        .expect("the 80 % alert of the day it belongs to");
+    assert_eq!((a.threshold, a.usage), (80, 9));
 }

@@ -279,6 +279,12 @@ impl RequestMeter {
         })
     }
 
+    /// Drops the prompt texts kept (the reader's state and what it found stay).
+    pub fn forget_text(&mut self) {
+        self.text = Vec::new();
+        self.ends = Vec::new();
+    }
+
     /// Tokens of the prompt texts, counted one by one, extrapolated past the bound.
     pub fn count_tokens(&self, count: impl Fn(&str) -> i64) -> i64 {
         let kept: i64 = self.texts().map(|t| count(&t)).sum();

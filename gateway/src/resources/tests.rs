@@ -157,6 +157,19 @@ fn references_name_google_held_resources_only() {
     assert_eq!(k("gs://bucket/files/report.pdf"), None);
     assert_eq!(k("https://www.youtube.com/watch?v=files"), None);
     assert_eq!(k("https://example.com/files/abc"), None);
+    // Cloud Storage over https is the customer's own storage too.
+    assert_eq!(
+        k("https://storage.googleapis.com/acme/files/report.pdf"),
+        None
+    );
+    assert_eq!(
+        k("https://storage.googleapis.com/acme/files/my%20report.pdf"),
+        None
+    );
+    assert_eq!(
+        k("https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/cachedContents/c1"),
+        Some("cachedContents/c1".into())
+    );
     assert_eq!(k("report.pdf"), None);
     // Forms Google might still resolve to a resource: plain http, a trailing dot, a fragment.
     assert_eq!(
@@ -168,6 +181,8 @@ fn references_name_google_held_resources_only() {
         "files/abc%20",
         "https://generativelanguage.googleapis.com/v1beta/files/a%62c",
         "files/abc#x",
+        "https://generativelanguage.googleapis.com/v1beta/%66iles/abc",
+        "%66iles/abc",
     ] {
         assert!(key_of_reference(odd).is_err(), "{odd}");
     }
