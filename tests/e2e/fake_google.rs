@@ -710,6 +710,14 @@ fn listing(fake: &FakeGoogle, collection: &str, query: &str) -> Response {
             .cloned()
             .collect()
     };
+    // Pages after an entry named `fail-after-this` fail, as Google sometimes does.
+    if all
+        .iter()
+        .position(|v| v["displayName"] == "fail-after-this")
+        .is_some_and(|i| from > i)
+    {
+        return google_error(500, "INTERNAL", "An internal error has occurred.");
+    }
     let page: Vec<Value> = all.iter().skip(from).take(size).cloned().collect();
     let mut body = json!({ collection: page });
     if from + size < all.len() {

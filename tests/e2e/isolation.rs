@@ -638,3 +638,32 @@ async fn a_failed_chunk_can_be_retried_and_a_stores_document_is_not_the_store() 
     env.assert_clean_upstream();
     env.stop().await;
 }
+
+/// Google fails on a later page of a listing: the org gets the entries found before it, with a
+/// token to go on from the failing page; asked again from there, Google's error is passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_page_google_fails_keeps_what_was_found() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+    let (a_one, _) = upload(&env, &a, "acme one").await;
+    upload(&env, &b, "fail-after-this").await;
+    upload(&env, &a, "acme two").await;
+    let first = ok(&env, &a, Method::GET, "/v1beta/files?pageSize=1", None).await;
+    assert_eq!(names(&first, "files"), [a_one.as_str()]);
+    let token = first["nextPageToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"));
+    let again = send(
+        &env,
+        &a,
+        Method::GET,
+        &format!("/v1beta/files?pageSize=1&pageToken={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(again.status(), 500, "Google's own error, passed on");
+    let v: Value = again.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "INTERNAL");
+    env.stop().await;
+}
