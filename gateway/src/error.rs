@@ -46,6 +46,12 @@ pub enum GatewayError {
     /// metered); the message says which and why.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The org has as many resumable uploads in progress as it may.
+    #[error("this organization has {max} uploads in progress: finish or cancel one first")]
+    TooManyUploads {
+        /// The most an org may have.
+        max: usize,
+    },
     /// The request body could not be read.
     #[error("the request body could not be read")]
     BadBody,
@@ -89,7 +95,7 @@ impl GatewayError {
             | GatewayError::BadBody
             | GatewayError::EncodedBody(_)
             | GatewayError::Unsupported(_) => 400,
-            GatewayError::LimitExceeded(_) => 429,
+            GatewayError::LimitExceeded(_) | GatewayError::TooManyUploads { .. } => 429,
             GatewayError::NoRoute(_) => 404,
             GatewayError::NoCredential { .. } | GatewayError::NotReady => 503,
             GatewayError::UpstreamUnreachable { .. } => 502,
@@ -121,6 +127,7 @@ impl GatewayError {
             GatewayError::OrgHeaderNotAllowed => "org_header_not_allowed",
             GatewayError::UnknownOrg(_) => "unknown_org",
             GatewayError::LimitExceeded(_) => "limit_exceeded",
+            GatewayError::TooManyUploads { .. } => "too_many_uploads",
             GatewayError::NotReady => "not_ready",
             GatewayError::BadBody => "bad_body",
             GatewayError::EncodedBody(_) => "encoded_body",

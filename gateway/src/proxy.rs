@@ -50,9 +50,8 @@ pub struct Proxy {
     pub vertex: Arc<Upstream>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Resumable uploads in progress, by Google's upload id (the SDKs send the chunks without
-    /// an API key).
-    pub uploads: Arc<DashMap<String, UploadSession>>,
+    /// Resumable uploads in progress (the SDKs send the chunks without an API key).
+    pub uploads: Arc<Uploads>,
     /// Public base URL for rewritten upload URLs.
     pub public_url: Option<url::Url>,
     /// Where usage events go.
@@ -108,6 +107,66 @@ impl UploadSession {
             accepted: 0,
             busy: false,
         }
+    }
+}
+
+/// Resumable uploads in progress, by Google's upload id, counted per org so that one org
+/// cannot hold the gateway's memory with sessions it never finishes.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    sessions: DashMap<String, UploadSession>,
+    per_org: DashMap<i64, usize>,
+}
+
+impl Uploads {
+    /// Uploads one org may have in progress at once.
+    pub const MAX_PER_ORG: usize = 1_000;
+
+    /// Records a session Google started for `identity`'s org.
+    pub fn start(&self, id: String, identity: Identity) {
+        let org = identity.org_id;
+        if let Some(old) = self.sessions.insert(id, UploadSession::new(identity)) {
+            self.forget_one(old.identity.org_id);
+        }
+        *self.per_org.entry(org).or_default() += 1;
+    }
+
+    /// A session, to read or move on.
+    pub fn get_mut(
+        &self,
+        id: &str,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, String, UploadSession>> {
+        self.sessions.get_mut(id)
+    }
+
+    /// Ends a session (finished, cancelled or refused).
+    pub fn end(&self, id: &str) {
+        if let Some((_, s)) = self.sessions.remove(id) {
+            self.forget_one(s.identity.org_id);
+        }
+    }
+
+    /// Ends the sessions idle for longer than [`UPLOAD_SESSION_TTL`].
+    pub fn prune(&self) {
+        self.sessions.retain(|_, s| {
+            let keep = s.started.elapsed() < UPLOAD_SESSION_TTL;
+            if !keep {
+                self.forget_one(s.identity.org_id);
+            }
+            keep
+        });
+    }
+
+    /// Uploads `org` has in progress.
+    pub fn in_progress(&self, org: i64) -> usize {
+        self.per_org.get(&org).map_or(0, |n| *n)
+    }
+
+    fn forget_one(&self, org: i64) {
+        if let Some(mut n) = self.per_org.get_mut(&org) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_org.remove_if(&org, |_, n| *n == 0);
     }
 }
 
@@ -544,7 +603,13 @@ impl Proxy {
         let Some(id) = upstream::strict_upload_id(req.uri.query().unwrap_or(""))
             .map_err(|_| refuse("the upload session"))?
         else {
-            return Ok((None, None)); // the start of an upload
+            // The start of an upload.
+            if self.uploads.in_progress(org_id) >= Uploads::MAX_PER_ORG {
+                return Err(GatewayError::TooManyUploads {
+                    max: Uploads::MAX_PER_ORG,
+                });
+            }
+            return Ok((None, None));
         };
         let Some(mut s) = self
             .uploads
@@ -560,7 +625,7 @@ impl Proxy {
             .unwrap_or_default();
         if command.contains("cancel") {
             drop(s);
-            self.uploads.remove(id);
+            self.uploads.end(id);
             return Ok((None, None));
         }
         if !command.contains("upload") {
@@ -611,7 +676,7 @@ impl Proxy {
             Some(ref e) if !matches!(e, GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout { .. })
         );
         if ctx.upload_final || ours {
-            self.uploads.remove(&chunk.id);
+            self.uploads.end(&chunk.id);
             return;
         }
         let Some(mut s) = self.uploads.get_mut(&chunk.id) else {
@@ -636,7 +701,7 @@ impl Proxy {
             return None;
         }
         let id = upstream::upload_id(req.uri.query()?)?;
-        let entry = self.uploads.get(id)?;
+        let entry = self.uploads.get_mut(id)?;
         (entry.started.elapsed() < UPLOAD_SESSION_TTL).then(|| entry.identity.clone())
     }
 
@@ -650,8 +715,7 @@ impl Proxy {
 
     /// Drops upload sessions past their lifetime (called from a background task).
     pub fn prune_uploads(&self) {
-        self.uploads
-            .retain(|_, s| s.started.elapsed() < UPLOAD_SESSION_TTL);
+        self.uploads.prune();
     }
 }
 
@@ -1037,8 +1101,7 @@ impl ProxyHttp for Proxy {
                     .and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)),
                 &ctx.identity,
             ) {
-                self.uploads
-                    .insert(id, UploadSession::new(identity.clone()));
+                self.uploads.start(id, identity.clone());
             }
             resp.insert_header(UPLOAD_URL, ours)?;
         }
@@ -1194,5 +1257,43 @@ impl ProxyHttp for Proxy {
         // pingora's default prints the whole URI, `?key=` included; the path is enough.
         let req = session.req_header();
         format!("{} {}", req.method, req.uri.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(org: i64) -> Identity {
+        Identity {
+            org_id: org,
+            org_name: Arc::from("org"),
+            key_id: 1,
+            key_prefix: Arc::from("tg_x"),
+            user: None,
+            tool: None,
+        }
+    }
+
+    #[test]
+    fn uploads_in_progress_are_counted_per_org() {
+        let u = Uploads::default();
+        u.start("a1".into(), identity(1));
+        u.start("a2".into(), identity(1));
+        u.start("b1".into(), identity(2));
+        assert_eq!((u.in_progress(1), u.in_progress(2)), (2, 1));
+        u.end("a1");
+        u.end("a1"); // ending twice counts once
+        u.end("unknown");
+        assert_eq!((u.in_progress(1), u.in_progress(2)), (1, 1));
+        u.prune(); // none idle yet
+        assert_eq!(u.in_progress(1), 1);
+        u.end("a2");
+        u.end("b1");
+        assert_eq!((u.in_progress(1), u.in_progress(2)), (0, 0));
+        assert!(
+            u.per_org.is_empty(),
+            "no entry left for orgs without uploads"
+        );
     }
 }

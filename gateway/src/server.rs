@@ -208,7 +208,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         gemini: gemini.clone(),
         vertex: vertex.clone(),
         metrics: metrics.clone(),
-        uploads: Arc::new(DashMap::new()),
+        uploads: Arc::new(crate::proxy::Uploads::default()),
         public_url: settings.public_url.clone(),
         ledger,
         prices: prices.clone(),
@@ -260,7 +260,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
                 tick.tick().await;
                 live.refresh(&store).await;
                 metrics.keys_loaded.set(live.load().key_count() as i64);
-                uploads.retain(|_, s| s.started.elapsed() < crate::proxy::UPLOAD_SESSION_TTL);
+                uploads.prune();
             }
         }));
     }

@@ -667,3 +667,59 @@ async fn a_listing_page_google_fails_keeps_what_was_found() {
     assert_eq!(v["error"]["status"], "INTERNAL");
     env.stop().await;
 }
+
+/// One org may have at most 1,000 uploads in progress: the next start gets 429 and nothing is
+/// forwarded; finishing or cancelling one frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_may_hold_a_bounded_number_of_uploads_in_progress() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    let (_, b) = env.org_with_key("globex").await;
+    let start = |key: String, name: String| {
+        client()
+            .post(format!("{}/upload/v1beta/files", env.gateway_url))
+            .header("x-goog-api-key", key)
+            .header("x-goog-upload-protocol", "resumable")
+            .header("x-goog-upload-command", "start")
+            .json(&json!({"file": {"display_name": name}}))
+            .send()
+    };
+    let mut first_url = String::new();
+    for i in 0..1000 {
+        let r = start(a.clone(), format!("acme {i}")).await.unwrap();
+        assert_eq!(r.status(), 200, "upload {i}");
+        if i == 0 {
+            first_url = r.headers()["x-goog-upload-url"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+        }
+    }
+    let before = env.fake.calls().len();
+    let r = start(a.clone(), "acme 1000".into()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(env.fake.calls().len(), before, "nothing forwarded");
+    // Another org is not affected.
+    assert_eq!(
+        start(b.clone(), "globex".into()).await.unwrap().status(),
+        200
+    );
+    // Cancelling one frees a place.
+    let cancel = client()
+        .post(first_url)
+        .header("x-goog-upload-command", "cancel")
+        .send()
+        .await
+        .unwrap();
+    assert!(cancel.status().as_u16() < 500, "{}", cancel.status());
+    assert_eq!(
+        start(a.clone(), "acme again".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    env.stop().await;
+}
