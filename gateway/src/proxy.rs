@@ -878,10 +878,12 @@ fn upstream_error(e: &Error, provider: &'static str) -> GatewayError {
 
 #[async_trait]
 impl ProxyHttp for Proxy {
-    type CTX = Ctx;
+    /// Boxed: pingora keeps the context inline in each connection's future, where it is
+    /// copied into more than one slot (1.4 KB each); a box keeps one copy, on the heap.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx {
             request_id: String::new(),
             client_request_id: None,
             started: Instant::now(),
@@ -908,10 +910,10 @@ impl ProxyHttp for Proxy {
             upload: None,
             upload_final: false,
             upload_status: 0,
-        }
+        })
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
         let e = match self.admit_all(session, ctx).await {
@@ -928,7 +930,11 @@ impl ProxyHttp for Proxy {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         let provider = ctx.route.as_ref().map_or(Provider::Gemini, |r| r.provider);
         ctx.upstream_started.get_or_insert_with(Instant::now);
         self.upstream(provider).peer().ok_or_else(|| {
@@ -944,7 +950,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         // A body read before forwarding was metered then; pingora replays it from its buffer.
         // So does a retry (error_while_proxy): only bytes past what the meter saw are new.
@@ -985,7 +991,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Duration>> {
         if let Some(b) = body {
             ctx.response_meter.feed(b);
@@ -1014,7 +1020,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         ctx.body_sent = 0; // a new attempt sends the body from its start
         if ctx.body_preread {
@@ -1029,7 +1035,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_started {
             ctx.upstream_header_ms = Some(t.elapsed().as_millis() as u64);
@@ -1119,7 +1125,7 @@ impl ProxyHttp for Proxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -1142,7 +1148,12 @@ impl ProxyHttp for Proxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         if let Some(refusal) = ctx.body_refused.take() {
             let code = refusal.status();
             if session.response_written().is_none() {
@@ -1205,7 +1216,7 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let event = self.usage_event(ctx, status).await;
         self.end_upload_chunk(ctx, status);
@@ -1244,7 +1255,7 @@ impl ProxyHttp for Proxy {
         self.ledger.record(event);
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Box<Ctx>, error: &Error) -> bool {
         // A client that hangs up is not an error of ours (the access line still records it).
         error.esource() == &ErrorSource::Downstream
             && matches!(
@@ -1253,7 +1264,7 @@ impl ProxyHttp for Proxy {
             )
     }
 
-    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+    fn request_summary(&self, session: &Session, _ctx: &Box<Ctx>) -> String {
         // pingora's default prints the whole URI, `?key=` included; the path is enough.
         let req = session.req_header();
         format!("{} {}", req.method, req.uri.path())
