@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs sdk promtool bench-load bench-tune bench-compare bench-baseline
+.PHONY: run test prereqs sdk promtool bench-load bench-tune bench-memory bench-compare bench-baseline
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -68,6 +68,12 @@ bench-tune: prereqs
 	@command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 || $(SUDO) apt-get install -y -q nginx-light wrk >/dev/null
 	cargo build --release --locked -p tollgate-bench
 	python3 benches/load/run.py --tune $(BENCH_ARGS)
+
+## Memory per held stream, each measurement in a fresh process: benches/results/memory.md.
+bench-memory: prereqs
+	@command -v nginx >/dev/null 2>&1 || $(SUDO) apt-get install -y -q nginx-light >/dev/null
+	cargo build --release --locked -p tollgate -p tollgate-bench
+	python3 benches/load/run.py --memory $(BENCH_ARGS)
 
 ## The criterion suite compared with the committed baseline (a regression shows as "regressed").
 bench-compare: prereqs

@@ -558,6 +558,8 @@ def main():
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--quick", action="store_true", help="JSON workload only, one round")
     ap.add_argument("--tune", action="store_true", help="compare bare pingora's settings instead")
+    ap.add_argument("--memory", action="store_true",
+                    help="only memory per held stream, each measurement in a fresh process")
     args = ap.parse_args()
     conc = [int(c) for c in args.concurrency.split(",")]
     rounds = 1 if args.quick else args.rounds
@@ -568,6 +570,9 @@ def main():
     lua = os.path.join(tmp, "wrk.lua")
     if args.tune:
         tune(args, tmp, logs, lua)
+        return
+    if args.memory:
+        fresh_memory(args, tmp, logs)
         return
     procs, skipped, extra = [], {}, {}
     try:
@@ -735,6 +740,53 @@ def report(results, skipped, extra, conc, args, targets):
         json.dump({"date": date, "cpus": os.cpu_count(), "machine": platform_line(), "args": vars(args), "pinning": {
             "proxy": PROXY_CPU, "load": LOAD_CPU, "upstream": UPSTREAM_CPU}, "results": results, "extra": extra, "skipped": skipped}, fh, indent=2)
     sys.stdout.write(md)
+
+
+def fresh_memory(args, tmp, logs):
+    """Memory per held stream with each measurement in a fresh process (the main run measures
+    it in processes that already served every throughput workload, whose heap is not what a
+    new one would use), alternating bare pingora, Tollgate (SQLite) and nginx over the rounds."""
+    procs = []
+    results = {}
+    try:
+        up_port = start_upstream(logs, procs)
+        for rnd in range(args.rounds):
+            for name in (BARE, TG_SQLITE, "nginx proxy_pass (1 worker)"):
+                started = []
+                if name == BARE:
+                    port = free_port()
+                    p = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *BARE_TUNED], logs, cpus=PROXY_CPU)
+                    started.append(p)
+                    wait_port(port)
+                    t = Target(name, port, proc=p)
+                elif name == TG_SQLITE:
+                    d = os.path.join(tmp, f"mem-{rnd}")
+                    os.makedirs(d)
+                    t = start_tollgate("tollgate-mem", f"sqlite://{d}/mem.db", up_port, d, logs)
+                    started.append(t.proc)
+                else:
+                    t = start_nginx(name, tmp, up_port, logs, started)
+                try:
+                    r = stream_memory(t)
+                    results.setdefault(name, []).append(r["kib_per_stream"])
+                    print(f"round {rnd + 1}: {name}: {r['kib_per_stream']:.1f} KiB per stream", flush=True)
+                finally:
+                    stop_all(started)
+    finally:
+        stop_all(procs)
+    lines = [f"Memory per held stream, {time.strftime('%Y-%m-%d')}, 2 CPUs ({platform_line()}), "
+             f"`benches/load/run.py --memory --rounds {args.rounds}`: 1,000 slow SSE streams (24 events, "
+             "500 ms apart) held open, each measurement in a fresh process (RSS with them open minus "
+             "RSS just before, after a warm-up of 20), targets alternating.", "",
+             "| target | KiB per stream, per round | median |", "|---|---|---|"]
+    for name, v in results.items():
+        v = [x for x in v if x is not None]
+        med = statistics.median(v) if v else None
+        lines.append(f"| {name} | {', '.join(f'{x:.1f}' for x in v)} | {med:.1f} |" if med is not None else f"| {name} | – | – |")
+    out = os.path.join(ROOT, "benches", "results", "memory.md")
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def platform_line():
