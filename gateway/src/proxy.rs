@@ -712,11 +712,6 @@ impl Proxy {
         let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
         url::Url::parse(&format!("http://{host}")).ok()
     }
-
-    /// Drops upload sessions past their lifetime (called from a background task).
-    pub fn prune_uploads(&self) {
-        self.uploads.prune();
-    }
 }
 
 impl Proxy {

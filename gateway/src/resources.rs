@@ -108,30 +108,33 @@ pub fn key_of_path(path: &str) -> Option<String> {
 }
 
 /// The resource a reference in a request body names: a relative name
-/// (`files/abc`, `projects/p/locations/l/cachedContents/c`) or a Google URL
-/// (`https://generativelanguage.googleapis.com/v1beta/files/abc`, `http` too, any
-/// `googleapis.com` host). Other URLs (Cloud Storage, YouTube, the web) are not Google-held
-/// resources of this project and name none.
+/// (`files/abc`, `projects/p/locations/l/cachedContents/c`) or a URL of the Developer API or
+/// Vertex AI ([`is_google_api_host`], `http` too). Other URLs (Cloud Storage, YouTube, the web)
+/// are not Google-held resources of this project and name none. Percent-encoding in a name
+/// Google would read is unreadable: Google may decode it (`%66iles`) where this reading would
+/// not.
 pub fn key_of_reference(s: &str) -> Result<Option<String>, Unreadable> {
     let s = s.trim();
-    if s.contains('%') && (!s.contains("://") || is_google_url(s)) {
-        // Google may decode it (`%66iles`) where this reading would not.
+    let name = match s.split_once("://") {
+        None => s,
+        Some((scheme, rest)) => {
+            if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+                return Ok(None);
+            }
+            let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            let host = host.split(':').next().unwrap_or(host);
+            if !is_google_api_host(&host.trim_end_matches('.').to_ascii_lowercase()) {
+                return Ok(None);
+            }
+            // A URL's query and fragment are not part of the name.
+            path.split(['?', '#']).next().unwrap_or("")
+        }
+    };
+    if s.contains('%') {
         return Err(Unreadable);
     }
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return key_of_name(s);
-    };
-    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
-        return Ok(None);
-    }
-    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let host = host.split(':').next().unwrap_or(host);
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if !is_google_api_host(&host) {
-        return Ok(None);
-    }
-    key_of_name(path.split(['?', '#']).next().unwrap_or(""))
+    key_of_name(name)
 }
 
 /// The hosts that serve this project's resources: the Developer API and Vertex AI (global and
@@ -140,18 +143,6 @@ fn is_google_api_host(host: &str) -> bool {
     host == "generativelanguage.googleapis.com"
         || host == "aiplatform.googleapis.com"
         || host.ends_with("-aiplatform.googleapis.com")
-}
-
-/// Whether `s` is an http(s) URL of [`is_google_api_host`].
-fn is_google_url(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return false;
-    };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let host = host.split(':').next().unwrap_or(host);
-    (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
-        && is_google_api_host(&host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// How a request touches owned resources, from its method, path and route.

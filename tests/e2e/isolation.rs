@@ -28,10 +28,9 @@ async fn send(
     req.send().await.unwrap()
 }
 
-/// A resumable upload as Google's SDKs make it: start (with the key), then the bytes to the
-/// upload URL the gateway rewrote to itself (without a key). Returns the file's name and URI.
-async fn upload(env: &TestEnv, key: &str, display_name: &str) -> (String, String) {
-    let start = client()
+/// The start of a resumable upload, with the key, as Google's SDKs send it.
+async fn start_upload(env: &TestEnv, key: &str, display_name: &str) -> Response {
+    client()
         .post(format!("{}/upload/v1beta/files", env.gateway_url))
         .header("x-goog-api-key", key)
         .header("x-goog-upload-protocol", "resumable")
@@ -39,21 +38,44 @@ async fn upload(env: &TestEnv, key: &str, display_name: &str) -> (String, String
         .json(&json!({"file": {"display_name": display_name}}))
         .send()
         .await
-        .unwrap();
-    assert_eq!(start.status(), 200);
-    let url = start.headers()["x-goog-upload-url"]
+        .unwrap()
+}
+
+/// The upload URL a start's answer names (the gateway's, rewritten from Google's).
+fn upload_url(start: &Response) -> String {
+    start.headers()["x-goog-upload-url"]
         .to_str()
         .unwrap()
-        .to_owned();
-    assert!(url.starts_with(&env.gateway_url), "{url}");
-    let done = client()
+        .to_owned()
+}
+
+/// A chunk (or another command) sent to an upload URL, with a key or without.
+async fn send_chunk(
+    url: &str,
+    key: Option<&str>,
+    command: &str,
+    offset: usize,
+    body: impl Into<reqwest::Body>,
+) -> Response {
+    let mut req = client()
         .post(url)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body("hello world")
-        .send()
-        .await
-        .unwrap();
+        .header("x-goog-upload-command", command)
+        .header("x-goog-upload-offset", offset.to_string())
+        .body(body);
+    if let Some(k) = key {
+        req = req.header("x-goog-api-key", k);
+    }
+    req.send().await.unwrap()
+}
+
+/// A resumable upload as Google's SDKs make it: start (with the key), then the bytes to the
+/// upload URL the gateway rewrote to itself (without a key). Returns the file's name and URI.
+async fn upload(env: &TestEnv, key: &str, display_name: &str) -> (String, String) {
+    let start = start_upload(env, key, display_name).await;
+    assert_eq!(start.status(), 200);
+    let url = upload_url(&start);
+    assert!(url.starts_with(&env.gateway_url), "{url}");
+    let done = send_chunk(&url, None, "upload, finalize", 0, "hello world").await;
     assert_eq!(done.status(), 200);
     let v: Value = done.json().await.unwrap();
     (
@@ -480,22 +502,11 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
     let (_, b) = env.org_with_key("globex").await;
     let (a_file, _) = upload(&env, &a, "acme notes").await;
     let start = |key: String, name: &'static str| {
-        let url = env.gateway_url.clone();
+        let env = &env;
         async move {
-            let r = client()
-                .post(format!("{url}/upload/v1beta/files"))
-                .header("x-goog-api-key", key)
-                .header("x-goog-upload-protocol", "resumable")
-                .header("x-goog-upload-command", "start")
-                .json(&json!({"file": {"display_name": name}}))
-                .send()
-                .await
-                .unwrap();
+            let r = start_upload(env, &key, name).await;
             assert_eq!(r.status(), 200);
-            r.headers()["x-goog-upload-url"]
-                .to_str()
-                .unwrap()
-                .to_owned()
+            upload_url(&r)
         }
     };
     let chunk = |url: String,
@@ -503,15 +514,10 @@ async fn upload_sessions_are_their_starters_and_are_read_across_chunks() {
                  command: &'static str,
                  offset: usize,
                  body: String| async move {
-        let mut req = client()
-            .post(url)
-            .header("x-goog-upload-command", command)
-            .header("x-goog-upload-offset", offset.to_string())
-            .body(body);
-        if let Some(k) = key {
-            req = req.header("x-goog-api-key", k);
-        }
-        req.send().await.unwrap().status().as_u16()
+        send_chunk(&url, key.as_deref(), command, offset, body)
+            .await
+            .status()
+            .as_u16()
     };
 
     // globex, with its own key, cannot finalize acme's upload.
@@ -582,34 +588,13 @@ async fn a_failed_chunk_can_be_retried_and_a_stores_document_is_not_the_store() 
     let env = TestEnv::start().await;
     let (_, a) = env.org_with_key("acme").await;
     let (_, b) = env.org_with_key("globex").await;
-    let start = client()
-        .post(format!("{}/upload/v1beta/files", env.gateway_url))
-        .header("x-goog-api-key", &a)
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .json(&json!({"file": {"display_name": "flaky notes"}}))
-        .send()
-        .await
-        .unwrap();
-    let url = start.headers()["x-goog-upload-url"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let url = upload_url(&start_upload(&env, &a, "flaky notes").await);
     let send = |command: &'static str, offset: usize, body: &'static str| {
-        client()
-            .post(url.clone())
-            .header("x-goog-upload-command", command)
-            .header("x-goog-upload-offset", offset.to_string())
-            .body(body)
-            .send()
+        send_chunk(&url, None, command, offset, body)
     };
-    assert_eq!(send("upload", 0, "hello ").await.unwrap().status(), 503);
-    assert_eq!(
-        send("upload", 0, "hello ").await.unwrap().status(),
-        200,
-        "the retry"
-    );
-    let done = send("upload, finalize", 6, "world").await.unwrap();
+    assert_eq!(send("upload", 0, "hello ").await.status(), 503);
+    assert_eq!(send("upload", 0, "hello ").await.status(), 200, "the retry");
+    let done = send("upload, finalize", 6, "world").await;
     assert_eq!(done.status(), 200);
     let name = done.json::<Value>().await.unwrap()["file"]["name"]
         .as_str()
@@ -676,50 +661,28 @@ async fn an_org_may_hold_a_bounded_number_of_uploads_in_progress() {
     let (_, a) = env.org_with_key("acme").await;
     let (_, b) = env.org_with_key("globex").await;
     let start = |key: String, name: String| {
-        client()
-            .post(format!("{}/upload/v1beta/files", env.gateway_url))
-            .header("x-goog-api-key", key)
-            .header("x-goog-upload-protocol", "resumable")
-            .header("x-goog-upload-command", "start")
-            .json(&json!({"file": {"display_name": name}}))
-            .send()
+        let env = &env;
+        async move { start_upload(env, &key, &name).await }
     };
     let mut first_url = String::new();
     for i in 0..1000 {
-        let r = start(a.clone(), format!("acme {i}")).await.unwrap();
+        let r = start(a.clone(), format!("acme {i}")).await;
         assert_eq!(r.status(), 200, "upload {i}");
         if i == 0 {
-            first_url = r.headers()["x-goog-upload-url"]
-                .to_str()
-                .unwrap()
-                .to_owned();
+            first_url = upload_url(&r);
         }
     }
     let before = env.fake.calls().len();
-    let r = start(a.clone(), "acme 1000".into()).await.unwrap();
+    let r = start(a.clone(), "acme 1000".into()).await;
     assert_eq!(r.status(), 429);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
     assert_eq!(env.fake.calls().len(), before, "nothing forwarded");
     // Another org is not affected.
-    assert_eq!(
-        start(b.clone(), "globex".into()).await.unwrap().status(),
-        200
-    );
+    assert_eq!(start(b.clone(), "globex".into()).await.status(), 200);
     // Cancelling one frees a place.
-    let cancel = client()
-        .post(first_url)
-        .header("x-goog-upload-command", "cancel")
-        .send()
-        .await
-        .unwrap();
+    let cancel = send_chunk(&first_url, None, "cancel", 0, "").await;
     assert!(cancel.status().as_u16() < 500, "{}", cancel.status());
-    assert_eq!(
-        start(a.clone(), "acme again".into())
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(start(a.clone(), "acme again".into()).await.status(), 200);
     env.stop().await;
 }

@@ -1,3 +1,5 @@
+//! Unit tests of resource names, references, claims and the owners registry.
+
 use super::*;
 use crate::route::classify;
 
