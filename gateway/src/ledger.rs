@@ -278,7 +278,9 @@ impl Writer {
                 return;
             }
             self.metrics.ledger_queue_depth.sub(batch.len() as i64);
-            if let Err(e) = self.write(&mut batch).await {
+            let result;
+            (batch, result) = self.write(batch).await;
+            if let Err(e) = result {
                 self.store_ok = false;
                 tracing::warn!(error.kind = e.kind(), error = %e, events = batch.len(), "store write failed; spooling events");
                 if let Err(err) = self.spool.append(&batch) {
@@ -290,21 +292,12 @@ impl Writer {
     }
 
     /// Writes a batch; events whose org or key no longer exists are kept without the reference.
-    async fn write(&mut self, batch: &mut [UsageEvent]) -> Result<(), StoreError> {
+    /// The batch comes back with the result (the store writes it without copying).
+    async fn write(&mut self, batch: Vec<UsageEvent>) -> (Vec<UsageEvent>, Result<(), StoreError>) {
         let started = Instant::now();
-        let result = match self.store.insert_events(batch).await {
-            Err(StoreError::Invalid(_)) => {
-                for e in batch.iter_mut() {
-                    if let Err(StoreError::Invalid(_)) =
-                        self.store.insert_events(std::slice::from_ref(e)).await
-                    {
-                        e.org_id = None;
-                        e.key_id = None;
-                        self.store.insert_events(std::slice::from_ref(e)).await?;
-                    }
-                }
-                Ok(())
-            }
+        let (mut batch, result) = self.store.write_events(batch).await;
+        let result = match result {
+            Err(StoreError::Invalid(_)) => self.write_one_by_one(&mut batch).await,
             other => other.map(|_| ()),
         };
         self.metrics
@@ -313,25 +306,39 @@ impl Writer {
         if result.is_ok() {
             self.metrics.events_written.inc_by(batch.len() as u64);
             if let Some(c) = &self.counters {
-                for e in batch
-                    .iter()
-                    .filter(|e| e.metered && e.occurred_at >= self.started)
-                {
-                    if let Some(org) = e.org_id {
-                        c.flushed(
-                            org,
-                            e.occurred_at,
-                            Amounts::new(1, e.images + e.videos, e.total_tokens, e.cost_micros),
-                        );
-                    }
-                }
+                c.flushed_batch(
+                    batch
+                        .iter()
+                        .filter(|e| e.metered && e.occurred_at >= self.started)
+                        .filter_map(|e| {
+                            let org = e.org_id?;
+                            let amounts =
+                                Amounts::new(1, e.images + e.videos, e.total_tokens, e.cost_micros);
+                            Some((org, e.occurred_at, amounts))
+                        }),
+                );
             }
             if !self.store_ok {
                 tracing::info!("store writable again");
             }
             self.store_ok = true;
         }
-        result
+        (batch, result)
+    }
+
+    /// A batch the store refused for a missing org or key, event by event: those are stored
+    /// without the reference.
+    async fn write_one_by_one(&self, batch: &mut [UsageEvent]) -> Result<(), StoreError> {
+        for e in batch.iter_mut() {
+            if let Err(StoreError::Invalid(_)) =
+                self.store.insert_events(std::slice::from_ref(e)).await
+            {
+                e.org_id = None;
+                e.key_id = None;
+                self.store.insert_events(std::slice::from_ref(e)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Replays spooled events into the store, file by file; a file is deleted once all of its
@@ -353,8 +360,8 @@ impl Writer {
                 }
             };
             for chunk in events.chunks(self.settings.batch_size.max(1)) {
-                let mut chunk = chunk.to_vec();
-                if self.write(&mut chunk).await.is_err() {
+                let (chunk, result) = self.write(chunk.to_vec()).await;
+                if result.is_err() {
                     self.store_ok = false;
                     return; // the store is still down: keep the file, retry later
                 }

@@ -34,6 +34,14 @@ pub enum StoreError {
     /// The database is unreachable or answered with an unexpected error.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// SQLite's own error, from the event writer's connection (`sqlite_events`).
+    #[error("database error: {message}")]
+    Sqlite {
+        /// SQLite's message.
+        message: String,
+        /// The file is busy, unreadable or unwritable (retrying later may work).
+        unavailable: bool,
+    },
 }
 
 impl StoreError {
@@ -47,7 +55,7 @@ impl StoreError {
             StoreError::InvalidUrl(_) => "invalid_url",
             StoreError::Io(_) => "io",
             StoreError::Migrate(_) => "migrate",
-            StoreError::Database(_) => "database",
+            StoreError::Database(_) | StoreError::Sqlite { .. } => "database",
         }
     }
 
@@ -56,6 +64,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Database(e) => sqlx_unavailable(e),
+            StoreError::Sqlite { unavailable, .. } => *unavailable,
             StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_unavailable(e),
             StoreError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
                 sqlx_unavailable(e)

@@ -16,6 +16,7 @@ mod limits;
 mod model;
 mod orgs;
 mod resources;
+mod sqlite_events;
 mod usage;
 mod users;
 
@@ -42,7 +43,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Sqlite($pool, _) => $body,
             $crate::Store::Postgres($pool) => $body,
         }
     };
@@ -73,8 +74,9 @@ impl Default for ConnectOptions {
 /// A handle to the database: cheap to clone (the pools are reference counted).
 #[derive(Clone)]
 pub enum Store {
-    /// The embedded default, one file on one machine.
-    Sqlite(SqlitePool),
+    /// The embedded default, one file on one machine; usage event batches go through a
+    /// connection of their own (`sqlite_events`), except for an in-memory database.
+    Sqlite(SqlitePool, Option<std::sync::Arc<sqlite_events::EventDb>>),
     /// Production and fleets of gateways.
     Postgres(PgPool),
 }
@@ -83,7 +85,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the URL: it can carry a password.
         f.write_str(match self {
-            Store::Sqlite(_) => "Store::Sqlite",
+            Store::Sqlite(..) => "Store::Sqlite",
             Store::Postgres(_) => "Store::Postgres",
         })
     }
@@ -116,6 +118,9 @@ impl Backend {
 const INITIAL_AS_SHIPPED_SQLITE: &str = "c4e41fc2e0a44075831fb0d68ab5da008ba9e88cee381da94c537c7ef2bf61c28c6c692a338cc1a37cd7837119f9fe4e";
 const INITIAL_AS_SHIPPED_POSTGRES: &str = "d96b0a833ebd678500468bf025d81476fec6896bef9e7ebb36817d74b00c84cb5d90ac71f712676e14b11ae9c19d0991";
 
+/// How long a SQLite connection waits for another's write to finish.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -138,8 +143,12 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
+        let file = options.get_filename().to_path_buf();
+        let in_memory = file.as_os_str().is_empty()
+            || file.as_os_str() == ":memory:"
+            || url.contains("mode=memory");
         if let Some(dir) = Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(e.to_string()))?;
@@ -150,7 +159,8 @@ impl Store {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Store::Sqlite(pool))
+        let events = (!in_memory).then(|| sqlite_events::EventDb::new(file, SQLITE_BUSY_TIMEOUT));
+        Ok(Store::Sqlite(pool, events))
     }
 
     /// Like [`Store::connect`], but a PostgreSQL pool is created without connecting: a service
@@ -213,7 +223,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         self.repair_edited_initial().await?;
         match self {
-            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Store::Sqlite(pool, _) => SQLITE_MIGRATOR.run(pool).await?,
             Store::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
         Ok(())
@@ -228,14 +238,14 @@ impl Store {
     pub async fn repair_edited_initial(&self) -> Result<bool> {
         const VERSION: i64 = 20261128000001;
         let (migrator, shipped) = match self {
-            Store::Sqlite(_) => (&SQLITE_MIGRATOR, INITIAL_AS_SHIPPED_SQLITE),
+            Store::Sqlite(..) => (&SQLITE_MIGRATOR, INITIAL_AS_SHIPPED_SQLITE),
             Store::Postgres(_) => (&POSTGRES_MIGRATOR, INITIAL_AS_SHIPPED_POSTGRES),
         };
         let Some(current) = migrator.iter().find(|m| m.version == VERSION) else {
             return Ok(false);
         };
         let migrated_before = match self {
-            Store::Sqlite(pool) => sqlx::query_scalar::<_, bool>(
+            Store::Sqlite(pool, _) => sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
             )
             .fetch_one(pool)
@@ -253,7 +263,7 @@ impl Store {
         let old = hex::decode(shipped).unwrap_or_default();
         let ddl = [
             match self {
-                Store::Sqlite(_) => "ALTER TABLE usage_events ADD COLUMN client_request_id TEXT",
+                Store::Sqlite(..) => "ALTER TABLE usage_events ADD COLUMN client_request_id TEXT",
                 Store::Postgres(_) => {
                     "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS client_request_id TEXT"
                 }
@@ -283,7 +293,7 @@ impl Store {
             }};
         }
         match self {
-            Store::Sqlite(pool) => repair!(pool),
+            Store::Sqlite(pool, _) => repair!(pool),
             Store::Postgres(pool) => repair!(pool),
         }
         tracing::info!(
@@ -297,7 +307,7 @@ impl Store {
     /// Which database this store talks to.
     pub fn backend(&self) -> Backend {
         match self {
-            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Sqlite(..) => Backend::Sqlite,
             Store::Postgres(_) => Backend::Postgres,
         }
     }

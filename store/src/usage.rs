@@ -134,18 +134,19 @@ fn rollup_sql(sqlite: bool, i: usize) -> &'static str {
     })
 }
 
-const INSERT_EVENTS_HEAD: &str =
+pub(crate) const INSERT_EVENTS_HEAD: &str =
     "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
     user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
     thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
     output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
     upstream_latency_ms, total_latency_ms, metered, client_request_id) ";
 
-const UPSERT_ROLLUPS_HEAD: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
+pub(crate) const UPSERT_ROLLUPS_HEAD: &str =
+    "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
     tool, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
     images, videos, video_seconds, cost_micros) ";
 
-const UPSERT_ROLLUPS_TAIL: &str =
+pub(crate) const UPSERT_ROLLUPS_TAIL: &str =
     " ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
     requests = usage_rollups_daily.requests + excluded.requests, \
     input_tokens = usage_rollups_daily.input_tokens + excluded.input_tokens, \
@@ -163,7 +164,7 @@ type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str);
 
 /// Sums the newly inserted, metered events of a batch per rollup key: requests, input, output,
 /// thinking, cached and total tokens, images, videos, video seconds, cost.
-fn rollup_groups<'a>(
+pub(crate) fn rollup_groups<'a>(
     events: &'a [UsageEvent],
     is_new: impl Fn(&str) -> bool,
 ) -> HashMap<RollupKey<'a>, [i64; 10]> {
@@ -202,6 +203,20 @@ fn rollup_groups<'a>(
         }
     }
     groups
+}
+
+/// Runs a blocking SQLite write on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(writer_gone(e)))
+}
+
+fn writer_gone(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Sqlite {
+        message: format!("event writer task failed: {e}"),
+        unavailable: true,
+    }
 }
 
 const TOTALS: &str = "COUNT(*) AS requests, \
@@ -281,6 +296,11 @@ impl Store {
     /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
     /// (day, org, provider, model, tool) group of the batch, not one per event.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
+        if let Store::Sqlite(_, Some(db)) = self {
+            let db = db.clone();
+            let events = events.to_vec();
+            return blocking(move || db.insert(&events)).await;
+        }
         // Events from the live queue are all new: the inserts only report how many rows they
         // stored. If one is short (a replay, a repeated id), that transaction is rolled back and
         // the batch written again with the ids of the stored rows returned.
@@ -290,9 +310,28 @@ impl Store {
         self.insert_some_known_events(events).await
     }
 
+    /// [`Store::insert_events`] for a batch the caller gives up until the write is done (the
+    /// ledger's): on SQLite it is written on the blocking pool without being copied. The batch
+    /// comes back with the result.
+    pub async fn write_events(&self, events: Vec<UsageEvent>) -> (Vec<UsageEvent>, Result<u64>) {
+        if let Store::Sqlite(_, Some(db)) = self {
+            let db = db.clone();
+            let handle = tokio::task::spawn_blocking(move || {
+                let result = db.insert(&events);
+                (events, result)
+            });
+            return match handle.await {
+                Ok(done) => done,
+                Err(e) => (Vec::new(), Err(writer_gone(e))),
+            };
+        }
+        let result = self.insert_events(&events).await;
+        (events, result)
+    }
+
     /// The batch in one transaction if every event is new; false (and nothing written) if not.
     async fn insert_new_events(&self, events: &[UsageEvent]) -> Result<bool> {
-        let sqlite = matches!(self, Store::Sqlite(_));
+        let sqlite = matches!(self, Store::Sqlite(..));
         let all_new = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for (size, chunk) in sized_chunks(events) {
@@ -311,7 +350,7 @@ impl Store {
 
     /// The batch in one transaction, skipping events already stored.
     async fn insert_some_known_events(&self, events: &[UsageEvent]) -> Result<u64> {
-        let sqlite = matches!(self, Store::Sqlite(_));
+        let sqlite = matches!(self, Store::Sqlite(..));
         let inserted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());

@@ -70,6 +70,7 @@ conformance!(
     usage_limits,
     usage_events_are_idempotent_and_rolled_up,
     large_batches_with_repeats_are_stored_once,
+    a_batch_naming_a_missing_org_is_refused_whole,
     limit_alerts_fire_once_per_period,
     audit_log,
     gateway_heartbeats,
@@ -647,6 +648,39 @@ async fn large_batches_with_repeats_are_stored_once(s: Store) {
     assert_eq!(
         s.daily_rollups(org.id, day, day).await.unwrap()[0].requests,
         1_200
+    );
+}
+
+/// The ledger's batches (`write_events`): the batch comes back with the count, and an event
+/// naming an org that no longer exists refuses the whole batch as `Invalid` with nothing stored,
+/// which is what the ledger needs to store those events without the reference instead.
+async fn a_batch_naming_a_missing_org_is_refused_whole(s: Store) {
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    let now = Utc::now();
+    let good: Vec<UsageEvent> = (0..3)
+        .map(|i| event(&format!("w{i}"), Some(org.id), now, "gemini-2.5-flash"))
+        .collect();
+    let (back, stored) = s.write_events(good.clone()).await;
+    assert_eq!((back, stored.unwrap()), (good.clone(), 3));
+    let mut bad = vec![
+        event("w3", Some(org.id), now, "gemini-2.5-flash"),
+        event("w4", Some(org.id + 1_000), now, "gemini-2.5-flash"),
+    ];
+    let (back, stored) = s.write_events(bad.clone()).await;
+    assert_eq!(back, bad);
+    assert!(matches!(stored, Err(StoreError::Invalid(_))), "{stored:?}");
+    assert_eq!(
+        s.count_events(org.id).await.unwrap(),
+        3,
+        "nothing of it stored"
+    );
+    bad[1].org_id = None;
+    assert_eq!(s.write_events(bad).await.1.unwrap(), 2);
+    assert_eq!(s.count_events(org.id).await.unwrap(), 4);
+    let day = now.date_naive();
+    assert_eq!(
+        s.daily_rollups(org.id, day, day).await.unwrap()[0].requests,
+        4
     );
 }
 

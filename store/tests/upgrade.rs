@@ -81,7 +81,7 @@ async fn as_earlier_build(store: &Store, dir: PathBuf) -> i64 {
         }};
     }
     match store {
-        Store::Sqlite(pool) => fill!(pool),
+        Store::Sqlite(pool, _) => fill!(pool),
         Store::Postgres(pool) => fill!(pool),
     }
 }

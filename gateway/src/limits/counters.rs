@@ -286,6 +286,33 @@ impl Counters {
         }
     }
 
+    /// [`Counters::flushed`] for a written batch: amounts summed per org and period first, so
+    /// each org's counters are looked up once per batch instead of once per event.
+    pub fn flushed_batch(&self, events: impl IntoIterator<Item = (i64, DateTime<Utc>, Amounts)>) {
+        let mut sums: HashMap<(i64, i32, i32), Amounts> = HashMap::new();
+        for (org, at, amounts) in events {
+            let (day_id, month_id) = self.period_ids(at);
+            let sum = sums.entry((org, day_id, month_id)).or_default();
+            for (s, a) in sum.0.iter_mut().zip(amounts.0) {
+                *s += a;
+            }
+        }
+        let now = self.clock.now();
+        for ((org, day_id, month_id), amounts) in sums {
+            let (day, month) = self.periods(org, now);
+            for k in Kind::ALL {
+                let (p, id) = if k.is_daily() {
+                    (&day, day_id)
+                } else {
+                    (&month, month_id)
+                };
+                if p.id == id {
+                    p.flushed[slot(k)].fetch_add(amounts.get(k), Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
     /// The flushed amounts recorded so far, taken (reset to zero), per org. Call right before
     /// querying the store, then pass them to [`Counters::sync`].
     pub fn take_flushed(&self) -> HashMap<i64, Amounts> {

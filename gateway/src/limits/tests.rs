@@ -193,6 +193,42 @@ fn sync_folds_in_the_fleet_without_double_counting_our_own() {
 }
 
 #[test]
+fn a_flushed_batch_counts_only_its_events_of_the_current_periods() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+    let batch = [
+        (1, now, Amounts::new(1, 0, 10, 5)),
+        (2, now, Amounts::new(1, 2, 20, 7)),
+        (
+            1,
+            now - chrono::Duration::hours(1),
+            Amounts::new(1, 1, 30, 9),
+        ),
+        // Yesterday: this month's tokens and cost, not today's requests or ads.
+        (
+            1,
+            now - chrono::Duration::days(1),
+            Amounts::new(1, 4, 40, 11),
+        ),
+        // Last month: nothing current.
+        (
+            1,
+            now - chrono::Duration::days(40),
+            Amounts::new(1, 8, 50, 13),
+        ),
+    ];
+    let one_by_one = Counters::new(ManualClock::at(now));
+    for (org, at, a) in batch {
+        one_by_one.flushed(org, at, a);
+    }
+    let batched = Counters::new(ManualClock::at(now));
+    batched.flushed_batch(batch);
+    let (a, b) = (one_by_one.take_flushed(), batched.take_flushed());
+    assert_eq!(a, b);
+    assert_eq!(b[&1], Amounts::new(2, 1, 80, 25));
+    assert_eq!(b[&2], Amounts::new(1, 2, 20, 7));
+}
+
+#[test]
 fn refusals_speak_googles_language() {
     let r = Refusal {
         kind: Kind::Cost,
