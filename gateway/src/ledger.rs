@@ -291,8 +291,8 @@ impl Writer {
         }
     }
 
-    /// Writes a batch; events whose org or key no longer exists are kept without the reference.
-    /// The batch comes back with the result (the store writes it without copying).
+    /// Writes a batch (the store keeps events whose org or key no longer exists, without the
+    /// reference). The batch comes back with the result (the store writes it without copying).
     async fn write(&mut self, batch: Vec<UsageEvent>) -> (Vec<UsageEvent>, Result<(), StoreError>) {
         let started = Instant::now();
         let (mut batch, result) = self.store.write_events(batch).await;
@@ -326,8 +326,9 @@ impl Writer {
         (batch, result)
     }
 
-    /// A batch the store refused for a missing org or key, event by event: those are stored
-    /// without the reference.
+    /// A batch the store refused for a missing org or key (an org deleted between the store's
+    /// check and its insert, on PostgreSQL), event by event: those are stored without the
+    /// reference.
     async fn write_one_by_one(&self, batch: &mut [UsageEvent]) -> Result<(), StoreError> {
         for e in batch.iter_mut() {
             if let Err(StoreError::Invalid(_)) =

@@ -127,9 +127,17 @@ impl Store {
     }
 
     /// Deletes a key row for good (revoking is usually what you want).
+    /// Its usage events stay, without the key (on PostgreSQL no foreign key clears it).
     pub async fn delete_key(&self, id: i64) -> Result<()> {
-        let done = with_pool!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
-            .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        let done = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
+                .bind(id).execute(&mut *tx).await?;
+            let n = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                .bind(id).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        });
         if done == 0 {
             return Err(StoreError::NotFound(format!("key {id}")));
         }

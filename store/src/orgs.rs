@@ -87,9 +87,17 @@ impl Store {
     }
 
     /// Deletes an organization and everything that belongs to it.
+    /// Its usage events go too (on PostgreSQL they have no foreign key that would cascade).
     pub async fn delete_org(&self, id: i64) -> Result<()> {
-        let n = with_pool!(self, pool => sqlx::query("DELETE FROM organizations WHERE id = $1")
-            .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        let n = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM usage_events WHERE org_id = $1")
+                .bind(id).execute(&mut *tx).await?;
+            let n = sqlx::query("DELETE FROM organizations WHERE id = $1")
+                .bind(id).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        });
         if n == 0 {
             return Err(StoreError::NotFound(format!("organization {id}")));
         }

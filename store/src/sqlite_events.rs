@@ -17,7 +17,10 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
-use crate::usage::{rollup_groups, INSERT_EVENTS_HEAD, UPSERT_ROLLUPS_HEAD, UPSERT_ROLLUPS_TAIL};
+use crate::usage::{
+    referenced_ids, rollup_groups, without_missing, INSERT_EVENTS_HEAD, UPSERT_ROLLUPS_HEAD,
+    UPSERT_ROLLUPS_TAIL,
+};
 use crate::{Result, StoreError, UsageEvent};
 
 /// The file's own connection for event batches, opened on first use.
@@ -109,6 +112,10 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(from_sqlite)?;
+    let (orgs, keys) = referenced_ids(events);
+    let orgs = existing(&tx, "SELECT 1 FROM organizations WHERE id = ?1", &orgs)?;
+    let keys = existing(&tx, "SELECT 1 FROM api_keys WHERE id = ?1", &keys)?;
+    let events = &*without_missing(events, &orgs, &keys);
     let mut new = Vec::with_capacity(events.len());
     {
         let mut ins = tx.prepare_cached(insert_one_sql()).map_err(from_sqlite)?;
@@ -187,6 +194,18 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
     }
     tx.commit().map_err(from_sqlite)?;
     Ok(inserted as u64)
+}
+
+/// Which of `ids` the query (`SELECT 1 … WHERE id = ?1`) finds.
+fn existing(tx: &rusqlite::Transaction<'_>, sql: &str, ids: &[i64]) -> Result<HashSet<i64>> {
+    let mut st = tx.prepare_cached(sql).map_err(from_sqlite)?;
+    let mut found = HashSet::with_capacity(ids.len());
+    for &id in ids {
+        if st.exists([id]).map_err(from_sqlite)? {
+            found.insert(id);
+        }
+    }
+    Ok(found)
 }
 
 /// rusqlite's errors in the store's terms, as [`StoreError`]'s `From<sqlx::Error>` does for

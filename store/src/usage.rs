@@ -1,6 +1,7 @@
 //! Usage events (one per request, idempotent on the request id), their daily rollups, the
 //! queries the CLI and the dashboard read, and limit alerts.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
@@ -159,6 +160,47 @@ pub(crate) const UPSERT_ROLLUPS_TAIL: &str =
     video_seconds = usage_rollups_daily.video_seconds + excluded.video_seconds, \
     cost_micros = usage_rollups_daily.cost_micros + excluded.cost_micros";
 
+/// The distinct org and key ids a batch names.
+pub(crate) fn referenced_ids(events: &[UsageEvent]) -> (Vec<i64>, Vec<i64>) {
+    let mut orgs: Vec<i64> = events.iter().filter_map(|e| e.org_id).collect();
+    let mut keys: Vec<i64> = events.iter().filter_map(|e| e.key_id).collect();
+    for ids in [&mut orgs, &mut keys] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    (orgs, keys)
+}
+
+/// The batch without its references to orgs or keys that no longer exist (deleted while their
+/// events were on their way): those events are stored without the reference, on both databases.
+/// Borrowed as it is when every reference exists, the usual case.
+pub(crate) fn without_missing<'a>(
+    events: &'a [UsageEvent],
+    orgs: &HashSet<i64>,
+    keys: &HashSet<i64>,
+) -> Cow<'a, [UsageEvent]> {
+    let org_gone = |e: &UsageEvent| e.org_id.is_some_and(|o| !orgs.contains(&o));
+    let key_gone = |e: &UsageEvent| e.key_id.is_some_and(|k| !keys.contains(&k));
+    if !events.iter().any(|e| org_gone(e) || key_gone(e)) {
+        return Cow::Borrowed(events);
+    }
+    Cow::Owned(
+        events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if org_gone(&e) {
+                    e.org_id = None;
+                }
+                if key_gone(&e) {
+                    e.key_id = None;
+                }
+                e
+            })
+            .collect(),
+    )
+}
+
 /// A rollup's key: (day, org, provider, model, tool).
 type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str);
 
@@ -290,12 +332,154 @@ macro_rules! upsert_rollups {
     }};
 }
 
+/// Inside transaction `tx`: the batch without references to orgs or keys that no longer exist
+/// ([`without_missing`]), each distinct id looked up once.
+macro_rules! without_missing_refs {
+    ($tx:ident, $events:expr) => {{
+        let (orgs, keys) = referenced_ids($events);
+        let mut found = [HashSet::new(), HashSet::new()];
+        for (i, (ids, sql)) in [
+            (orgs, "SELECT id FROM organizations WHERE id = $1"),
+            (keys, "SELECT id FROM api_keys WHERE id = $1"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for id in ids {
+                if let Some(id) = sqlx::query_scalar::<_, i64>(sql)
+                    .bind(id)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                {
+                    found[i].insert(id);
+                }
+            }
+        }
+        without_missing($events, &found[0], &found[1])
+    }};
+}
+
+/// PostgreSQL's insert of a batch: one statement of 29 array parameters (a column each) unnested
+/// into rows, whatever the batch size; a multi-row VALUES list bound up to 7,424 parameters per
+/// statement.
+const INSERT_EVENTS_PG: &str =
+    "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
+    user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
+    thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
+    output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
+    upstream_latency_ms, total_latency_ms, metered, client_request_id) \
+    SELECT * \
+    FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::int4[], $11::bool[], $12::bigint[], \
+    $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], \
+    $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bool[], \
+    $25::bool[], $26::bigint[], $27::bigint[], $28::bool[], $29::text[]) \
+    AS u(request_id, occurred_at, org_id, key_id, user_ref, tool, provider, model, operation, \
+    status, streamed, input_tokens, output_tokens, thinking_tokens, cached_tokens, \
+    tool_prompt_tokens, total_tokens, input_audio_tokens, output_image_tokens, images, videos, \
+    video_seconds, cost_micros, estimated, priced, upstream_latency_ms, total_latency_ms, \
+    metered, client_request_id) \
+    ON CONFLICT (request_id) DO NOTHING";
+
+/// The batch's columns bound to [`INSERT_EVENTS_PG`] (with `RETURNING request_id` or not).
+fn bind_events_pg<'q>(
+    sql: &'q str,
+    events: &'q [UsageEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn col<'a, T>(events: &'a [UsageEvent], f: impl Fn(&'a UsageEvent) -> T) -> Vec<T> {
+        events.iter().map(f).collect()
+    }
+    sqlx::query(sql)
+        .bind(col(events, |e| e.request_id.as_str()))
+        .bind(col(events, |e| e.occurred_at))
+        .bind(col(events, |e| e.org_id))
+        .bind(col(events, |e| e.key_id))
+        .bind(col(events, |e| e.user_ref.as_deref()))
+        .bind(col(events, |e| e.tool.as_deref()))
+        .bind(col(events, |e| e.provider.as_str()))
+        .bind(col(events, |e| e.model.as_str()))
+        .bind(col(events, |e| e.operation.as_str()))
+        .bind(col(events, |e| e.status))
+        .bind(col(events, |e| e.streamed))
+        .bind(col(events, |e| e.input_tokens))
+        .bind(col(events, |e| e.output_tokens))
+        .bind(col(events, |e| e.thinking_tokens))
+        .bind(col(events, |e| e.cached_tokens))
+        .bind(col(events, |e| e.tool_prompt_tokens))
+        .bind(col(events, |e| e.total_tokens))
+        .bind(col(events, |e| e.input_audio_tokens))
+        .bind(col(events, |e| e.output_image_tokens))
+        .bind(col(events, |e| e.images))
+        .bind(col(events, |e| e.videos))
+        .bind(col(events, |e| e.video_seconds))
+        .bind(col(events, |e| e.cost_micros))
+        .bind(col(events, |e| e.estimated))
+        .bind(col(events, |e| e.priced))
+        .bind(col(events, |e| e.upstream_latency_ms))
+        .bind(col(events, |e| e.total_latency_ms))
+        .bind(col(events, |e| e.metered))
+        .bind(col(events, |e| e.client_request_id.as_deref()))
+}
+
+/// [`Store::insert_events`] on PostgreSQL: the batch in one transaction, skipping events already
+/// stored; how many were new. The common case (all new) only counts the rows; a short count
+/// (a replay, a repeated id) writes the batch again with the new ids returned, so that only
+/// those enter the rollups.
+async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<u64> {
+    static RETURNING: OnceLock<String> = OnceLock::new();
+    let mut tx = pool.begin().await?;
+    let (orgs, keys) = referenced_ids(events);
+    let orgs: HashSet<i64> =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM organizations WHERE id = ANY($1)")
+            .bind(orgs)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let keys: HashSet<i64> =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM api_keys WHERE id = ANY($1)")
+            .bind(keys)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let events = &*without_missing(events, &orgs, &keys);
+    sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+    let n = bind_events_pg(INSERT_EVENTS_PG, events)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == events.len() as u64 {
+        upsert_rollups!(tx, false, rollup_groups(events, |_| true));
+        tx.commit().await?;
+        return Ok(n);
+    }
+    // Replayed or repeated ids: again, with the ids actually stored returned (the checks of
+    // the references above still hold: the same transaction goes on, from before the insert).
+    sqlx::query("ROLLBACK TO SAVEPOINT batch")
+        .execute(&mut *tx)
+        .await?;
+    let sql = RETURNING.get_or_init(|| format!("{INSERT_EVENTS_PG} RETURNING request_id"));
+    let new_ids: HashSet<String> = bind_events_pg(sql, events)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| sqlx::Row::try_get::<String, _>(row, 0))
+        .collect::<Result<_, sqlx::Error>>()?;
+    upsert_rollups!(tx, false, rollup_groups(events, |id| new_ids.contains(id)));
+    tx.commit().await?;
+    Ok(new_ids.len() as u64)
+}
+
 impl Store {
     /// Writes a batch of events in one transaction and updates the daily rollups. An event whose
     /// request id is already stored is skipped (so replays are harmless). Returns how many were new.
     /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
     /// (day, org, provider, model, tool) group of the batch, not one per event.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
+        if let Store::Postgres(pool) = self {
+            return insert_events_pg(pool, events).await;
+        }
         if let Store::Sqlite(_, Some(db)) = self {
             let db = db.clone();
             let events = events.to_vec();
@@ -334,6 +518,7 @@ impl Store {
         let sqlite = matches!(self, Store::Sqlite(..));
         let all_new = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let events = &*without_missing_refs!(tx, events);
             for (size, chunk) in sized_chunks(events) {
                 let q = bind_events!(sqlx::query(insert_sql(sqlite, false, size)), chunk);
                 if q.execute(&mut *tx).await?.rows_affected() < chunk.len() as u64 {
@@ -353,6 +538,7 @@ impl Store {
         let sqlite = matches!(self, Store::Sqlite(..));
         let inserted = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let events = &*without_missing_refs!(tx, events);
             let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());
             for (size, chunk) in sized_chunks(events) {
                 let q = bind_events!(sqlx::query_scalar::<_, String>(insert_sql(sqlite, true, size)), chunk);

@@ -70,7 +70,7 @@ conformance!(
     usage_limits,
     usage_events_are_idempotent_and_rolled_up,
     large_batches_with_repeats_are_stored_once,
-    a_batch_naming_a_missing_org_is_refused_whole,
+    events_naming_what_no_longer_exists_are_kept_without_it,
     limit_alerts_fire_once_per_period,
     audit_log,
     gateway_heartbeats,
@@ -651,36 +651,55 @@ async fn large_batches_with_repeats_are_stored_once(s: Store) {
     );
 }
 
-/// The ledger's batches (`write_events`): the batch comes back with the count, and an event
-/// naming an org that no longer exists refuses the whole batch as `Invalid` with nothing stored,
-/// which is what the ledger needs to store those events without the reference instead.
-async fn a_batch_naming_a_missing_org_is_refused_whole(s: Store) {
+/// The ledger's batches (`write_events`) come back with the count. An event naming an org or a
+/// key that no longer exists (deleted while the event was on its way) is stored without the
+/// reference and stays out of the rollups; deleting an org deletes its events, deleting a key
+/// clears it from its events. The same on both databases, though PostgreSQL's events have no
+/// foreign keys (migration 5).
+async fn events_naming_what_no_longer_exists_are_kept_without_it(s: Store) {
     let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    let (key, _) = s.create_key(org.id, KeyKind::App, "k", None).await.unwrap();
     let now = Utc::now();
     let good: Vec<UsageEvent> = (0..3)
-        .map(|i| event(&format!("w{i}"), Some(org.id), now, "gemini-2.5-flash"))
+        .map(|i| UsageEvent {
+            key_id: Some(key.id),
+            ..event(&format!("w{i}"), Some(org.id), now, "gemini-2.5-flash")
+        })
         .collect();
     let (back, stored) = s.write_events(good.clone()).await;
     assert_eq!((back, stored.unwrap()), (good.clone(), 3));
-    let mut bad = vec![
+    let batch = vec![
         event("w3", Some(org.id), now, "gemini-2.5-flash"),
         event("w4", Some(org.id + 1_000), now, "gemini-2.5-flash"),
+        UsageEvent {
+            key_id: Some(key.id + 1_000),
+            ..event("w5", Some(org.id), now, "gemini-2.5-flash")
+        },
     ];
-    let (back, stored) = s.write_events(bad.clone()).await;
-    assert_eq!(back, bad);
-    assert!(matches!(stored, Err(StoreError::Invalid(_))), "{stored:?}");
-    assert_eq!(
-        s.count_events(org.id).await.unwrap(),
-        3,
-        "nothing of it stored"
-    );
-    bad[1].org_id = None;
-    assert_eq!(s.write_events(bad).await.1.unwrap(), 2);
-    assert_eq!(s.count_events(org.id).await.unwrap(), 4);
+    let (back, stored) = s.write_events(batch.clone()).await;
+    assert_eq!((back, stored.unwrap()), (batch, 3));
+    assert_eq!(s.get_event("w4").await.unwrap().org_id, None);
+    let w5 = s.get_event("w5").await.unwrap();
+    assert_eq!((w5.org_id, w5.key_id), (Some(org.id), None));
+    assert_eq!(s.count_events(org.id).await.unwrap(), 5);
     let day = now.date_naive();
     assert_eq!(
         s.daily_rollups(org.id, day, day).await.unwrap()[0].requests,
-        4
+        5,
+        "the event of the missing org is in no rollup"
+    );
+
+    s.delete_key(key.id).await.unwrap();
+    assert_eq!(s.get_event("w0").await.unwrap().key_id, None);
+    s.delete_org(org.id).await.unwrap();
+    assert_eq!(s.count_events(org.id).await.unwrap(), 0);
+    assert!(
+        s.get_event("w0").await.is_err(),
+        "an org's events go with it"
+    );
+    assert!(
+        s.get_event("w4").await.is_ok(),
+        "the event without an org stays"
     );
 }
 
