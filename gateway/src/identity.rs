@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 use store::KeyKind;
 
@@ -17,6 +17,11 @@ pub const ORG_HEADER: &str = "x-tollgate-org";
 pub const USER_HEADER: &str = "x-tollgate-user";
 /// Attributes the request to a tool or feature of the calling app.
 pub const TOOL_HEADER: &str = "x-tollgate-tool";
+/// The same names, parsed once: a lookup by a `&str` name parses and validates it every time.
+static API_KEY_NAME: HeaderName = HeaderName::from_static("x-goog-api-key");
+static ORG_NAME: HeaderName = HeaderName::from_static(ORG_HEADER);
+static USER_NAME: HeaderName = HeaderName::from_static(USER_HEADER);
+static TOOL_NAME: HeaderName = HeaderName::from_static(TOOL_HEADER);
 /// Longest attribution value kept (longer values are cut).
 const MAX_ATTRIBUTION_CHARS: usize = 128;
 
@@ -53,7 +58,7 @@ pub fn presented_key<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
 ) -> Option<(&'a str, KeySource)> {
-    if let Some(k) = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
+    if let Some(k) = headers.get(&API_KEY_NAME).and_then(|v| v.to_str().ok()) {
         return Some((k.trim(), KeySource::Header));
     }
     if let Some(k) = query.and_then(query_key) {
@@ -76,7 +81,7 @@ pub fn hash(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn attribution(headers: &HeaderMap, name: &str) -> Option<String> {
+fn attribution(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let v = headers.get(name)?.to_str().ok()?.trim();
     if v.is_empty() {
         return None;
@@ -103,7 +108,7 @@ pub fn identify(
     if entry.revoked {
         return Err(GatewayError::RevokedKey);
     }
-    let org = match attribution(headers, ORG_HEADER) {
+    let org = match attribution(headers, &ORG_NAME) {
         Some(_) if entry.kind != KeyKind::Service => return Err(GatewayError::OrgHeaderNotAllowed),
         Some(named) => snap
             .org_by_ref(&named)
@@ -115,8 +120,8 @@ pub fn identify(
         org_name: org.name.clone(),
         key_id: entry.key_id,
         key_prefix: entry.prefix.clone(),
-        user: attribution(headers, USER_HEADER).or_else(|| entry.user_id.map(|id| id.to_string())),
-        tool: attribution(headers, TOOL_HEADER),
+        user: attribution(headers, &USER_NAME).or_else(|| entry.user_id.map(|id| id.to_string())),
+        tool: attribution(headers, &TOOL_NAME),
     })
 }
 

@@ -187,11 +187,11 @@ pub fn new_request_id(at: chrono::DateTime<chrono::Utc>) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let millis = u128::from(u64::try_from(at.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff);
     let id = millis << 80 | (rand::random::<u128>() >> 48);
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    let mut out = String::with_capacity(32);
+    for i in 0..32 {
+        out.push(char::from(HEX[((id >> (124 - 4 * i)) & 0xf) as usize]));
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    out
 }
 
 /// Starts the ledger: the handle for the proxy and the writer task (on the current runtime).

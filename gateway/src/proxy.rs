@@ -847,7 +847,8 @@ fn content_encoding(req: &RequestHeader) -> Option<String> {
 
 /// The client's `x-request-id`, when it is a sane one (printable, at most 128 bytes).
 fn client_request_id(req: &RequestHeader) -> Option<String> {
-    let id = req.headers.get(REQUEST_ID)?.to_str().ok()?.trim();
+    static NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+    let id = req.headers.get(&NAME)?.to_str().ok()?.trim();
     (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| id.to_owned())
 }
