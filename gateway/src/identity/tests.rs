@@ -123,3 +123,25 @@ fn attribution_headers_are_kept_and_bounded() {
     assert_eq!(id.user.unwrap().len(), 128);
     assert_eq!(id.tool.as_deref(), Some("search"));
 }
+
+#[test]
+fn remembered_digests_are_each_keys_own() {
+    use sha2::{Digest, Sha256};
+    let mut memo = super::DigestMemo::new();
+    // Three times more keys than slots, seen twice in different orders: slots are shared and
+    // retaken, and every answer is still the digest of the key asked for.
+    let keys: Vec<String> = (0..3 * 1024).map(|i| format!("tg_{i:040}")).collect();
+    for round in 0..2 {
+        for (i, k) in keys.iter().enumerate() {
+            let k = if round == 0 {
+                k
+            } else {
+                &keys[keys.len() - 1 - i]
+            };
+            let want: [u8; 32] = Sha256::digest(k.as_bytes()).into();
+            assert_eq!(memo.digest(k), want, "{k}");
+            assert_eq!(memo.digest(k), want, "{k} again, from its slot");
+        }
+    }
+    assert_eq!(hash("tg_a"), <[u8; 32]>::from(Sha256::digest(b"tg_a")));
+}
