@@ -18,8 +18,7 @@ use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
 use crate::usage::{
-    referenced_ids, rollup_groups, without_missing, INSERT_EVENTS_HEAD, UPSERT_ROLLUPS_HEAD,
-    UPSERT_ROLLUPS_TAIL,
+    insert_sql, referenced_ids, rollup_groups, rollup_sql, without_missing, ONE_ROW,
 };
 use crate::{Result, StoreError, UsageEvent};
 
@@ -85,29 +84,6 @@ impl EventDb {
     }
 }
 
-/// The single-row statements, built once.
-fn insert_one_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let marks: Vec<String> = (1..=29).map(|i| format!("?{i}")).collect();
-        format!(
-            "{INSERT_EVENTS_HEAD}VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
-            marks.join(", ")
-        )
-    })
-}
-
-fn upsert_one_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let marks: Vec<String> = (1..=15).map(|i| format!("?{i}")).collect();
-        format!(
-            "{UPSERT_ROLLUPS_HEAD}VALUES ({}){UPSERT_ROLLUPS_TAIL}",
-            marks.join(", ")
-        )
-    })
-}
-
 fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -118,7 +94,9 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
     let events = &*without_missing(events, &orgs, &keys);
     let mut new = Vec::with_capacity(events.len());
     {
-        let mut ins = tx.prepare_cached(insert_one_sql()).map_err(from_sqlite)?;
+        let mut ins = tx
+            .prepare_cached(insert_sql(true, false, ONE_ROW))
+            .map_err(from_sqlite)?;
         for e in events {
             // In INSERT_EVENTS_HEAD's order, encoded as sqlx encodes them for the pool's reads.
             let stored = ins
@@ -170,7 +148,9 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
         rollup_groups(events, |id| ids.contains(id))
     };
     {
-        let mut up = tx.prepare_cached(upsert_one_sql()).map_err(from_sqlite)?;
+        let mut up = tx
+            .prepare_cached(rollup_sql(true, ONE_ROW))
+            .map_err(from_sqlite)?;
         for ((day, org, provider, model, tool), t) in &groups {
             up.execute(params![
                 day.format("%F").to_string(),

@@ -21,6 +21,8 @@ const EVENT_COLUMNS: &str =
 /// parsing a new statement text per batch (that parse was a quarter of the gateway's
 /// instructions per request on SQLite). 256 rows x 29 binds stays under SQLite's 32,766.
 const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+/// The index of the one-row size in [`CHUNK_SIZES`]: the SQLite event writer's statements.
+pub(crate) const ONE_ROW: usize = 4;
 const EVENT_BINDS: usize = 29;
 const ROLLUP_BINDS: usize = 15;
 
@@ -63,7 +65,7 @@ fn values_sql(head: &str, tail: &str, binds: usize, rows: usize, anonymous: bool
 /// The insert statement for chunk size number `i`, built once per process, dialect and
 /// variant: `returning` lists the request ids actually stored (one row each, which SQLite's
 /// driver hands over one by one); without it, only the count.
-fn insert_sql(sqlite: bool, returning: bool, i: usize) -> &'static str {
+pub(crate) fn insert_sql(sqlite: bool, returning: bool, i: usize) -> &'static str {
     static SQL: [[[OnceLock<String>; 5]; 2]; 2] =
         [const { [const { [const { OnceLock::new() }; 5] }; 2] }; 2];
     SQL[usize::from(sqlite)][usize::from(returning)][i].get_or_init(|| {
@@ -122,7 +124,7 @@ macro_rules! bind_events {
 }
 
 /// The rollup upsert for chunk size number `i`, built once per process and dialect.
-fn rollup_sql(sqlite: bool, i: usize) -> &'static str {
+pub(crate) fn rollup_sql(sqlite: bool, i: usize) -> &'static str {
     static SQL: [[OnceLock<String>; 5]; 2] = [const { [const { OnceLock::new() }; 5] }; 2];
     SQL[usize::from(sqlite)][i].get_or_init(|| {
         values_sql(
@@ -135,19 +137,18 @@ fn rollup_sql(sqlite: bool, i: usize) -> &'static str {
     })
 }
 
-pub(crate) const INSERT_EVENTS_HEAD: &str =
+const INSERT_EVENTS_HEAD: &str =
     "INSERT INTO usage_events (request_id, occurred_at, org_id, key_id, \
     user_ref, tool, provider, model, operation, status, streamed, input_tokens, output_tokens, \
     thinking_tokens, cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, \
     output_image_tokens, images, videos, video_seconds, cost_micros, estimated, priced, \
     upstream_latency_ms, total_latency_ms, metered, client_request_id) ";
 
-pub(crate) const UPSERT_ROLLUPS_HEAD: &str =
-    "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
+const UPSERT_ROLLUPS_HEAD: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
     tool, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
     images, videos, video_seconds, cost_micros) ";
 
-pub(crate) const UPSERT_ROLLUPS_TAIL: &str =
+const UPSERT_ROLLUPS_TAIL: &str =
     " ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
     requests = usage_rollups_daily.requests + excluded.requests, \
     input_tokens = usage_rollups_daily.input_tokens + excluded.input_tokens, \
@@ -421,6 +422,19 @@ fn bind_events_pg<'q>(
         .bind(col(events, |e| e.client_request_id.as_deref()))
 }
 
+/// Which of `ids` the query (`SELECT id … WHERE id = ANY($1)`) finds.
+async fn existing_pg(
+    tx: &mut sqlx::PgConnection,
+    sql: &str,
+    ids: Vec<i64>,
+) -> Result<HashSet<i64>> {
+    let found = sqlx::query_scalar::<_, i64>(sql)
+        .bind(ids)
+        .fetch_all(tx)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// [`Store::insert_events`] on PostgreSQL: the batch in one transaction, skipping events already
 /// stored; how many were new. The common case (all new) only counts the rows; a short count
 /// (a replay, a repeated id) writes the batch again with the new ids returned, so that only
@@ -429,20 +443,13 @@ async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<
     static RETURNING: OnceLock<String> = OnceLock::new();
     let mut tx = pool.begin().await?;
     let (orgs, keys) = referenced_ids(events);
-    let orgs: HashSet<i64> =
-        sqlx::query_scalar::<_, i64>("SELECT id FROM organizations WHERE id = ANY($1)")
-            .bind(orgs)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-    let keys: HashSet<i64> =
-        sqlx::query_scalar::<_, i64>("SELECT id FROM api_keys WHERE id = ANY($1)")
-            .bind(keys)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    let orgs = existing_pg(
+        &mut tx,
+        "SELECT id FROM organizations WHERE id = ANY($1)",
+        orgs,
+    )
+    .await?;
+    let keys = existing_pg(&mut tx, "SELECT id FROM api_keys WHERE id = ANY($1)", keys).await?;
     let events = &*without_missing(events, &orgs, &keys);
     sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
     let n = bind_events_pg(INSERT_EVENTS_PG, events)
