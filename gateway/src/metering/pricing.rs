@@ -190,6 +190,10 @@ fn family(model: &str) -> Option<Family> {
 pub struct PriceTable {
     /// Rows sorted by name length, longest first (for longest-prefix matching).
     rows: Vec<Price>,
+    /// Rows by their exact name, the answer of the longest-prefix search for a model named
+    /// exactly as a row (most requests), without the scan: plain rows, and Vertex rows by their
+    /// name after `vertex/`.
+    exact: [HashMap<Box<str>, usize>; 2],
     fallback_by_family: HashMap<Family, Price>,
     fallback: Price,
 }
@@ -228,8 +232,16 @@ impl PriceTable {
             }
         }
         let fallback = Price::from_raw("fallback", &raw.fallback)?;
+        let mut exact: [HashMap<Box<str>, usize>; 2] = Default::default();
+        for (i, p) in rows.iter().enumerate() {
+            match p.name.strip_prefix("vertex/") {
+                Some(name) => exact[1].insert(name.into(), i),
+                None => exact[0].insert(Box::from(&*p.name), i),
+            };
+        }
         Ok(PriceTable {
             rows,
+            exact,
             fallback_by_family,
             fallback,
         })
@@ -258,6 +270,15 @@ impl PriceTable {
         } else {
             model
         };
+        // A model named exactly as a row: that row is the longest prefix. On Vertex only a
+        // Vertex row answers so (a shorter Vertex row would come before a plain one).
+        let exact = &self.exact[usize::from(provider == Provider::Vertex)];
+        if let Some(&i) = exact.get(model) {
+            return Quote {
+                price: &self.rows[i],
+                priced: true,
+            };
+        }
         let prefixed = |row: &str| -> bool {
             match (provider, row.strip_prefix("vertex/")) {
                 (Provider::Vertex, Some(r)) => model.starts_with(r),

@@ -205,3 +205,62 @@ fn bad_files_are_refused_with_the_row() {
         "unknown fields are refused"
     );
 }
+
+/// The longest-prefix search as it is defined (Vertex rows first on Vertex), row by row.
+fn longest_prefix(t: &PriceTable, provider: Provider, model: &str) -> Option<std::sync::Arc<str>> {
+    let model = model.to_ascii_lowercase();
+    let vertex = (provider == Provider::Vertex)
+        .then(|| {
+            t.rows
+                .iter()
+                .filter_map(|p| Some((p, p.name.strip_prefix("vertex/")?)))
+                .filter(|(_, r)| model.starts_with(r))
+                .max_by_key(|(_, r)| r.len())
+                .map(|(p, _)| p.name.clone())
+        })
+        .flatten();
+    vertex.or_else(|| {
+        t.rows
+            .iter()
+            .filter(|p| !p.name.starts_with("vertex/") && model.starts_with(&*p.name))
+            .max_by_key(|p| p.name.len())
+            .map(|p| p.name.clone())
+    })
+}
+
+#[test]
+fn a_model_named_as_a_row_gets_what_the_search_gives() {
+    // A shorter Vertex row must beat a plain row named exactly as the model, on Vertex.
+    let t = PriceTable::parse(
+        "[fallback]\ninput_per_mtok = 1\noutput_per_mtok = 1\nper_image = 1\nper_video_second = 1\n\
+         [models.\"vertex/gemini-x\"]\ninput_per_mtok = 2\noutput_per_mtok = 2\n\
+         [models.\"gemini-x-pro\"]\ninput_per_mtok = 3\noutput_per_mtok = 3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        &*t.quote(Provider::Vertex, "gemini-x-pro").price.name,
+        "vertex/gemini-x"
+    );
+    assert_eq!(
+        &*t.quote(Provider::Gemini, "gemini-x-pro").price.name,
+        "gemini-x-pro"
+    );
+    let t = table();
+    let mut models: Vec<String> = t
+        .rows
+        .iter()
+        .map(|p| p.name.trim_start_matches("vertex/").to_owned())
+        .collect();
+    models.extend(models.clone().iter().map(|m| format!("{m}-001")));
+    models.extend(models.clone().iter().map(|m| m.to_ascii_uppercase()));
+    for provider in [Provider::Gemini, Provider::Vertex] {
+        for m in &models {
+            let q = t.quote(provider, m);
+            assert_eq!(
+                q.priced.then(|| q.price.name.clone()),
+                longest_prefix(&t, provider, m),
+                "{provider:?} {m}"
+            );
+        }
+    }
+}
