@@ -3,7 +3,6 @@
 //! No I/O; called from `request_filter`.
 
 use std::cell::RefCell;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
@@ -85,12 +84,13 @@ pub fn hash(key: &str) -> KeyHash {
 }
 
 /// Remembered SHA-256 digests of presented keys: the digest costs ~3,600 instructions per
-/// request, a hit here a few hundred. A slot is found and checked by two SipHash values of the key
-/// under keys drawn at random for the process (128 bits that nobody outside can compute, so no
-/// key can be searched for that would find another key's slot), and holds only the digest,
-/// never the key. A pure function's memo: nothing in it can go stale.
+/// request, a hit here a few hundred. A slot is found and checked by a 128-bit tag of the key:
+/// two SipHash-2-4 values under two independent keys drawn at random for each memo (one per
+/// thread), which nobody outside can compute, so no key can be searched for that would find
+/// another key's slot. A slot holds the tag and the digest, never the key. A pure function's
+/// memo: nothing in it can go stale.
 pub struct DigestMemo {
-    tags: [std::collections::hash_map::RandomState; 2],
+    keys: [(u64, u64); 2],
     slots: Vec<Option<(u128, KeyHash)>>,
 }
 
@@ -101,14 +101,28 @@ impl DigestMemo {
     /// An empty memo with fresh random keys.
     pub fn new() -> DigestMemo {
         DigestMemo {
-            tags: Default::default(),
+            keys: [rand::random(), rand::random()],
             slots: vec![None; Self::SLOTS],
         }
     }
 
+    /// SipHash-2-4 of `key` under one of the memo's keys. std's own keyed hasher for maps
+    /// (`RandomState`) derives related keys within a thread and does not promise its algorithm;
+    /// `SipHasher` is documented as SipHash-2-4 and takes keys of our own.
+    #[allow(deprecated)]
+    fn siphash(k: (u64, u64), key: &str) -> u64 {
+        use std::hash::Hasher;
+        let mut h = std::hash::SipHasher::new_with_keys(k.0, k.1);
+        h.write(key.as_bytes());
+        h.finish()
+    }
+
     /// SHA-256 of `key`.
     pub fn digest(&mut self, key: &str) -> KeyHash {
-        let (a, b) = (self.tags[0].hash_one(key), self.tags[1].hash_one(key));
+        let (a, b) = (
+            Self::siphash(self.keys[0], key),
+            Self::siphash(self.keys[1], key),
+        );
         let tag = u128::from(a) << 64 | u128::from(b);
         let slot = &mut self.slots[(a % Self::SLOTS as u64) as usize];
         match slot {

@@ -326,17 +326,20 @@ impl Writer {
         (batch, result)
     }
 
-    /// A batch the store refused for a missing org or key (an org deleted between the store's
-    /// check and its insert, on PostgreSQL), event by event: those are stored without the
-    /// reference.
+    /// A batch the store refused for a missing org or key (on PostgreSQL, the rollups' foreign
+    /// key, when an org is deleted while its batch is written), event by event: an event it
+    /// refuses is stored without the references. Any other failure is returned, and the whole
+    /// batch is spooled (events already stored are skipped when it is replayed).
     async fn write_one_by_one(&self, batch: &mut [UsageEvent]) -> Result<(), StoreError> {
         for e in batch.iter_mut() {
-            if let Err(StoreError::Invalid(_)) =
-                self.store.insert_events(std::slice::from_ref(e)).await
-            {
-                e.org_id = None;
-                e.key_id = None;
-                self.store.insert_events(std::slice::from_ref(e)).await?;
+            match self.store.insert_events(std::slice::from_ref(e)).await {
+                Ok(_) => {}
+                Err(StoreError::Invalid(_)) => {
+                    e.org_id = None;
+                    e.key_id = None;
+                    self.store.insert_events(std::slice::from_ref(e)).await?;
+                }
+                Err(other) => return Err(other),
             }
         }
         Ok(())

@@ -126,15 +126,16 @@ impl Store {
             .map_err(not_found(format!("key {id}")))
     }
 
-    /// Deletes a key row for good (revoking is usually what you want).
-    /// Its usage events stay, without the key (on PostgreSQL no foreign key clears it).
+    /// Deletes a key row for good (revoking is usually what you want). Its usage events stay,
+    /// without the key (on PostgreSQL no foreign key clears it; the key goes first, as in
+    /// [`Store::delete_org`]).
     pub async fn delete_key(&self, id: i64) -> Result<()> {
         let done = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
-                .bind(id).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM api_keys WHERE id = $1")
                 .bind(id).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
+                .bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
             n
         });

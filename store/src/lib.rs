@@ -146,8 +146,10 @@ impl Store {
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
         let file = options.get_filename().to_path_buf();
+        // sqlx names an in-memory database `file:sqlx-in-memory-N`: no other connection sees it.
         let in_memory = file.as_os_str().is_empty()
-            || file.as_os_str() == ":memory:"
+            || file.to_string_lossy().starts_with("file:sqlx-in-memory-")
+            || url.contains(":memory:")
             || url.contains("mode=memory");
         if let Some(dir) = Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {

@@ -86,15 +86,25 @@ impl Store {
         .map_err(not_found(format!("organization {id}")))
     }
 
-    /// Deletes an organization and everything that belongs to it.
-    /// Its usage events go too (on PostgreSQL they have no foreign key that would cascade).
+    /// Deletes an organization and everything that belongs to it, its usage events included;
+    /// its keys are cleared from other orgs' events (a service key may name another org). On
+    /// PostgreSQL the events have no foreign keys that would do this (migration 5). The org and
+    /// its keys go first: the ledger locks what its batch names (FOR KEY SHARE), so a batch
+    /// being written either commits before the delete, and its events are deleted or cleared
+    /// below, or waits for it and finds the org and keys gone.
     pub async fn delete_org(&self, id: i64) -> Result<()> {
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM usage_events WHERE org_id = $1")
-                .bind(id).execute(&mut *tx).await?;
+            let keys: Vec<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE org_id = $1")
+                .bind(id).fetch_all(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM organizations WHERE id = $1")
                 .bind(id).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM usage_events WHERE org_id = $1")
+                .bind(id).execute(&mut *tx).await?;
+            for key in keys {
+                sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
+                    .bind(key).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             n
         });

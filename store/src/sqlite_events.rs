@@ -48,10 +48,13 @@ impl EventDb {
     /// Writes a batch in one transaction, skipping request ids already stored; how many were
     /// new. Blocking: call it from the blocking pool.
     pub(crate) fn insert(&self, events: &[UsageEvent]) -> Result<u64> {
-        let mut guard = self.conn.lock().map_err(|_| StoreError::Sqlite {
-            message: "event writer lock poisoned".into(),
-            unavailable: true,
-        })?;
+        // A panic in an earlier write poisoned the lock: its connection is dropped and a new
+        // one opened (the transaction it held was rolled back when it was dropped).
+        let mut guard = self.conn.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        });
         if guard.is_none() {
             *guard = Some(self.open()?);
         }
@@ -202,14 +205,13 @@ fn from_sqlite(e: rusqlite::Error) -> StoreError {
                     },
                     _ => StoreError::Invalid(message),
                 },
+                // Busy, locked, unreadable, full: a later try may work (and the connection is
+                // reopened for it). A corrupt file or a schema error will not.
                 ErrorCode::DatabaseBusy
                 | ErrorCode::DatabaseLocked
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::CannotOpen
-                | ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::DatabaseCorrupt
-                | ErrorCode::NotADatabase => StoreError::Sqlite {
+                | ErrorCode::DiskFull => StoreError::Sqlite {
                     message,
                     unavailable: true,
                 },

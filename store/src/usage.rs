@@ -422,7 +422,7 @@ fn bind_events_pg<'q>(
         .bind(col(events, |e| e.client_request_id.as_deref()))
 }
 
-/// Which of `ids` the query (`SELECT id … WHERE id = ANY($1)`) finds.
+/// Which of `ids` the query (`SELECT id … WHERE id = ANY($1) …`) finds.
 async fn existing_pg(
     tx: &mut sqlx::PgConnection,
     sql: &str,
@@ -461,8 +461,8 @@ async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<
         tx.commit().await?;
         return Ok(n);
     }
-    // Replayed or repeated ids: again, with the ids actually stored returned (the checks of
-    // the references above still hold: the same transaction goes on, from before the insert).
+    // Replayed or repeated ids: again, with the ids actually stored returned (the rows locked
+    // above stay locked: the savepoint came after them).
     sqlx::query("ROLLBACK TO SAVEPOINT batch")
         .execute(&mut *tx)
         .await?;
@@ -481,8 +481,11 @@ async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<
 impl Store {
     /// Writes a batch of events in one transaction and updates the daily rollups. An event whose
     /// request id is already stored is skipped (so replays are harmless). Returns how many were new.
-    /// Each chunk of events is one multi-row INSERT, and the rollups get one upsert per
-    /// (day, org, provider, model, tool) group of the batch, not one per event.
+    /// An event naming an org or key that no longer exists is stored without the reference and
+    /// stays out of the rollups. The rollups get one upsert per (day, org, provider, model, tool)
+    /// group of the batch, not one per event. The events go in through SQLite's own event
+    /// connection (`sqlite_events`), PostgreSQL's one UNNEST statement, or, for an in-memory
+    /// SQLite database, multi-row INSERTs on the pool.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
         if let Store::Postgres(pool) = self {
             return insert_events_pg(pool, events).await;
@@ -508,7 +511,15 @@ impl Store {
         if let Store::Sqlite(_, Some(db)) = self {
             let db = db.clone();
             let handle = tokio::task::spawn_blocking(move || {
-                let result = db.insert(&events);
+                // The batch comes back even if the write panics: the ledger spools it.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.insert(&events)))
+                        .unwrap_or_else(|_| {
+                            Err(StoreError::Sqlite {
+                                message: "the event writer panicked".into(),
+                                unavailable: true,
+                            })
+                        });
                 (events, result)
             });
             return match handle.await {

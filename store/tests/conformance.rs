@@ -78,6 +78,31 @@ conformance!(
     resource_owners_first_claim_wins_and_loads_incrementally,
 );
 
+/// An in-memory SQLite database (which no second connection can see) keeps every write on the
+/// pool: events are stored and rolled up there too.
+#[tokio::test]
+async fn in_memory_sqlite_stores_events() {
+    let s = Store::connect(
+        "sqlite::memory:",
+        &ConnectOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    let now = Utc::now();
+    let batch = vec![
+        event("m1", Some(org.id), now, "gemini-2.5-flash"),
+        event("m2", Some(org.id), now, "gemini-2.5-flash"),
+    ];
+    let (back, stored) = s.write_events(batch.clone()).await;
+    assert_eq!((back, stored.unwrap()), (batch, 2));
+    assert_eq!(s.count_events(org.id).await.unwrap(), 2);
+}
+
 #[test]
 fn migration_folders_move_in_lockstep() {
     let (sqlite, postgres) = Store::migration_versions();
@@ -691,6 +716,20 @@ async fn events_naming_what_no_longer_exists_are_kept_without_it(s: Store) {
 
     s.delete_key(key.id).await.unwrap();
     assert_eq!(s.get_event("w0").await.unwrap().key_id, None);
+    // A service key of another org names this one: deleting that org clears its key here.
+    let other = s.create_org("other", Feature::ALL).await.unwrap();
+    let (service, _) = s
+        .create_key(other.id, KeyKind::Service, "svc", None)
+        .await
+        .unwrap();
+    let named = UsageEvent {
+        key_id: Some(service.id),
+        ..event("w6", Some(org.id), now, "gemini-2.5-flash")
+    };
+    assert_eq!(s.insert_events(&[named]).await.unwrap(), 1);
+    s.delete_org(other.id).await.unwrap();
+    let w6 = s.get_event("w6").await.unwrap();
+    assert_eq!((w6.org_id, w6.key_id), (Some(org.id), None));
     s.delete_org(org.id).await.unwrap();
     assert_eq!(s.count_events(org.id).await.unwrap(), 0);
     assert!(
