@@ -59,6 +59,8 @@ pub enum Listed {
         status: u16,
         /// Its body.
         body: bytes::Bytes,
+        /// Its `Retry-After`, when it sent a valid one (seconds or an HTTP date).
+        retry_after: Option<String>,
     },
 }
 
@@ -226,6 +228,13 @@ impl Lister {
             }
         })?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+            .map(str::to_owned);
         let mut body = Vec::new();
         let mut resp = resp;
         while let Some(chunk) = resp
@@ -242,6 +251,7 @@ impl Lister {
             return Ok(Err(Listed::Upstream {
                 status,
                 body: body.into(),
+                retry_after,
             }));
         }
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&body) else {

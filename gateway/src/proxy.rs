@@ -527,6 +527,7 @@ impl Proxy {
             })
             .await;
         let now = chrono::Utc::now().timestamp();
+        let mut headers = Vec::new();
         let (status, body) = match listed {
             Ok(Listed::Page { body, hidden }) => {
                 if hidden > 0 {
@@ -537,7 +538,15 @@ impl Proxy {
                 }
                 (200, Bytes::from(body))
             }
-            Ok(Listed::Upstream { status, body }) => (status, body),
+            Ok(Listed::Upstream {
+                status,
+                body,
+                retry_after,
+            }) => {
+                // The client's SDK waits as long as Google asked before it tries again.
+                headers.extend(retry_after.map(|v| ("retry-after", v)));
+                (status, body)
+            }
             Err(e) => {
                 up.last_err.store(now, std::sync::atomic::Ordering::Relaxed);
                 self.metrics
@@ -550,7 +559,7 @@ impl Proxy {
         up.last_ok.store(now, std::sync::atomic::Ordering::Relaxed);
         ctx.upstream_header_ms = ctx.upstream_started.map(|t| t.elapsed().as_millis() as u64);
         ctx.upstream_done = Some(Instant::now());
-        if let Err(e) = respond(session, status, body, ctx.reply_id(), &[]).await {
+        if let Err(e) = respond(session, status, body, ctx.reply_id(), &headers).await {
             tracing::debug!(error = %e, "cannot send the listing");
         }
         Ok(())

@@ -718,6 +718,17 @@ fn listing(fake: &FakeGoogle, collection: &str, query: &str) -> Response {
     {
         return google_error(500, "INTERNAL", "An internal error has occurred.");
     }
+    // Pages after an entry named `quota-after-this` are refused for quota, with a Retry-After.
+    if all
+        .iter()
+        .position(|v| v["displayName"] == "quota-after-this")
+        .is_some_and(|i| from > i)
+    {
+        let mut r = google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.");
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("7"));
+        return r;
+    }
     let page: Vec<Value> = all.iter().skip(from).take(size).cloned().collect();
     let mut body = json!({ collection: page });
     if from + size < all.len() {

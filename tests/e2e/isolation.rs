@@ -653,6 +653,38 @@ async fn a_listing_page_google_fails_keeps_what_was_found() {
     env.stop().await;
 }
 
+/// Google refuses a listing page for quota: its status, body and Retry-After reach the client,
+/// whose SDK waits that long before asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_refused_for_quota_passes_retry_after_on() {
+    let env = TestEnv::start().await;
+    let (_, a) = env.org_with_key("acme").await;
+    upload(&env, &a, "quota-after-this").await;
+    upload(&env, &a, "acme two").await;
+    let first = ok(&env, &a, Method::GET, "/v1beta/files?pageSize=1", None).await;
+    let token = first["nextPageToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"));
+    let again = send(
+        &env,
+        &a,
+        Method::GET,
+        &format!("/v1beta/files?pageSize=1&pageToken={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(again.status(), 429);
+    assert_eq!(
+        again.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"7"[..]),
+        "{:?}",
+        again.headers()
+    );
+    let v: Value = again.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+    env.stop().await;
+}
+
 /// One org may have at most 1,000 uploads in progress: the next start gets 429 and nothing is
 /// forwarded; finishing or cancelling one frees a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
