@@ -248,11 +248,26 @@ pub(crate) fn rollup_groups<'a>(
     groups
 }
 
-/// Runs a blocking SQLite write on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(writer_gone(e)))
+/// A batch through SQLite's event connection, on tokio's blocking pool. The batch comes back
+/// even if the write panics (the ledger spools it).
+async fn write_blocking(
+    db: std::sync::Arc<crate::sqlite_events::EventDb>,
+    events: Vec<UsageEvent>,
+) -> (Vec<UsageEvent>, Result<u64>) {
+    let handle = tokio::task::spawn_blocking(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.insert(&events)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Sqlite {
+                    message: "the event writer panicked".into(),
+                    unavailable: true,
+                })
+            });
+        (events, result)
+    });
+    match handle.await {
+        Ok(done) => done,
+        Err(e) => (Vec::new(), Err(writer_gone(e))),
+    }
 }
 
 fn writer_gone(e: tokio::task::JoinError) -> StoreError {
@@ -333,31 +348,69 @@ macro_rules! upsert_rollups {
     }};
 }
 
-/// Inside transaction `tx`: the batch without references to orgs or keys that no longer exist
-/// ([`without_missing`]), each distinct id looked up once.
-macro_rules! without_missing_refs {
-    ($tx:ident, $events:expr) => {{
-        let (orgs, keys) = referenced_ids($events);
-        let mut found = [HashSet::new(), HashSet::new()];
-        for (i, (ids, sql)) in [
-            (orgs, "SELECT id FROM organizations WHERE id = $1"),
-            (keys, "SELECT id FROM api_keys WHERE id = $1"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            for id in ids {
-                if let Some(id) = sqlx::query_scalar::<_, i64>(sql)
-                    .bind(id)
-                    .fetch_optional(&mut *$tx)
-                    .await?
-                {
-                    found[i].insert(id);
-                }
+/// Inside transaction `tx` of an in-memory SQLite database: the batch without references to
+/// orgs or keys that no longer exist ([`without_missing`]), each distinct id looked up once.
+async fn without_missing_in<'a>(
+    tx: &mut sqlx::SqliteConnection,
+    events: &'a [UsageEvent],
+) -> Result<Cow<'a, [UsageEvent]>> {
+    let (orgs, keys) = referenced_ids(events);
+    let mut found = [HashSet::new(), HashSet::new()];
+    for (i, (ids, sql)) in [
+        (orgs, "SELECT id FROM organizations WHERE id = $1"),
+        (keys, "SELECT id FROM api_keys WHERE id = $1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for id in ids {
+            if let Some(id) = sqlx::query_scalar::<_, i64>(sql)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                found[i].insert(id);
             }
         }
-        without_missing($events, &found[0], &found[1])
-    }};
+    }
+    Ok(without_missing(events, &found[0], &found[1]))
+}
+
+/// [`Store::insert_events`] for an in-memory SQLite database (which the event writer's own
+/// connection could not see), on the pool in multi-row INSERTs. Events from the live queue are
+/// all new: the inserts only report how many rows they stored. If one is short (a replay, a
+/// repeated id), that transaction is rolled back and the batch written again with the ids of the
+/// stored rows returned.
+async fn insert_events_in_memory(pool: &sqlx::SqlitePool, events: &[UsageEvent]) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let checked = without_missing_in(&mut tx, events).await?;
+    let mut all_new = true;
+    for (size, chunk) in sized_chunks(&checked) {
+        let q = bind_events!(sqlx::query(insert_sql(true, false, size)), chunk);
+        if q.execute(&mut *tx).await?.rows_affected() < chunk.len() as u64 {
+            all_new = false;
+            break;
+        }
+    }
+    if all_new {
+        upsert_rollups!(tx, true, rollup_groups(&checked, |_| true));
+        tx.commit().await?;
+        return Ok(checked.len() as u64);
+    }
+    tx.rollback().await?;
+    let mut tx = pool.begin().await?;
+    let checked = without_missing_in(&mut tx, events).await?;
+    let mut new_ids: HashSet<String> = HashSet::with_capacity(checked.len());
+    for (size, chunk) in sized_chunks(&checked) {
+        let q = bind_events!(
+            sqlx::query_scalar::<_, String>(insert_sql(true, true, size)),
+            chunk
+        );
+        new_ids.extend(q.fetch_all(&mut *tx).await?);
+    }
+    upsert_rollups!(tx, true, rollup_groups(&checked, |id| new_ids.contains(id)));
+    tx.commit().await?;
+    Ok(new_ids.len() as u64)
 }
 
 /// PostgreSQL's insert of a batch: one statement of 29 array parameters (a column each) unnested
@@ -487,21 +540,11 @@ impl Store {
     /// connection (`sqlite_events`), PostgreSQL's one UNNEST statement, or, for an in-memory
     /// SQLite database, multi-row INSERTs on the pool.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64> {
-        if let Store::Postgres(pool) = self {
-            return insert_events_pg(pool, events).await;
+        match self {
+            Store::Postgres(pool) => insert_events_pg(pool, events).await,
+            Store::Sqlite(_, Some(db)) => write_blocking(db.clone(), events.to_vec()).await.1,
+            Store::Sqlite(pool, None) => insert_events_in_memory(pool, events).await,
         }
-        if let Store::Sqlite(_, Some(db)) = self {
-            let db = db.clone();
-            let events = events.to_vec();
-            return blocking(move || db.insert(&events)).await;
-        }
-        // Events from the live queue are all new: the inserts only report how many rows they
-        // stored. If one is short (a replay, a repeated id), that transaction is rolled back and
-        // the batch written again with the ids of the stored rows returned.
-        if self.insert_new_events(events).await? {
-            return Ok(events.len() as u64);
-        }
-        self.insert_some_known_events(events).await
     }
 
     /// [`Store::insert_events`] for a batch the caller gives up until the write is done (the
@@ -509,64 +552,10 @@ impl Store {
     /// comes back with the result.
     pub async fn write_events(&self, events: Vec<UsageEvent>) -> (Vec<UsageEvent>, Result<u64>) {
         if let Store::Sqlite(_, Some(db)) = self {
-            let db = db.clone();
-            let handle = tokio::task::spawn_blocking(move || {
-                // The batch comes back even if the write panics: the ledger spools it.
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.insert(&events)))
-                        .unwrap_or_else(|_| {
-                            Err(StoreError::Sqlite {
-                                message: "the event writer panicked".into(),
-                                unavailable: true,
-                            })
-                        });
-                (events, result)
-            });
-            return match handle.await {
-                Ok(done) => done,
-                Err(e) => (Vec::new(), Err(writer_gone(e))),
-            };
+            return write_blocking(db.clone(), events).await;
         }
         let result = self.insert_events(&events).await;
         (events, result)
-    }
-
-    /// The batch in one transaction if every event is new; false (and nothing written) if not.
-    async fn insert_new_events(&self, events: &[UsageEvent]) -> Result<bool> {
-        let sqlite = matches!(self, Store::Sqlite(..));
-        let all_new = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let events = &*without_missing_refs!(tx, events);
-            for (size, chunk) in sized_chunks(events) {
-                let q = bind_events!(sqlx::query(insert_sql(sqlite, false, size)), chunk);
-                if q.execute(&mut *tx).await?.rows_affected() < chunk.len() as u64 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-            }
-            upsert_rollups!(tx, sqlite, rollup_groups(events, |_| true));
-            tx.commit().await?;
-            true
-        });
-        Ok(all_new)
-    }
-
-    /// The batch in one transaction, skipping events already stored.
-    async fn insert_some_known_events(&self, events: &[UsageEvent]) -> Result<u64> {
-        let sqlite = matches!(self, Store::Sqlite(..));
-        let inserted = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let events = &*without_missing_refs!(tx, events);
-            let mut new_ids: HashSet<String> = HashSet::with_capacity(events.len());
-            for (size, chunk) in sized_chunks(events) {
-                let q = bind_events!(sqlx::query_scalar::<_, String>(insert_sql(sqlite, true, size)), chunk);
-                new_ids.extend(q.fetch_all(&mut *tx).await?);
-            }
-            upsert_rollups!(tx, sqlite, rollup_groups(events, |id| new_ids.contains(id)));
-            tx.commit().await?;
-            new_ids.len() as u64
-        });
-        Ok(inserted)
     }
 
     /// The most recent events of an org, newest first.

@@ -624,6 +624,23 @@ async fn a_failed_chunk_can_be_retried_and_a_stores_document_is_not_the_store() 
     env.stop().await;
 }
 
+/// The org's first page of files, one entry per page, and the answer to its `nextPageToken`.
+async fn first_and_next_file_page(env: &TestEnv, key: &str) -> (Value, reqwest::Response) {
+    let first = ok(env, key, Method::GET, "/v1beta/files?pageSize=1", None).await;
+    let token = first["nextPageToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"));
+    let next = send(
+        env,
+        key,
+        Method::GET,
+        &format!("/v1beta/files?pageSize=1&pageToken={token}"),
+        None,
+    )
+    .await;
+    (first, next)
+}
+
 /// Google fails on a later page of a listing: the org gets the entries found before it, with a
 /// token to go on from the failing page; asked again from there, Google's error is passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,19 +651,8 @@ async fn a_listing_page_google_fails_keeps_what_was_found() {
     let (a_one, _) = upload(&env, &a, "acme one").await;
     upload(&env, &b, "fail-after-this").await;
     upload(&env, &a, "acme two").await;
-    let first = ok(&env, &a, Method::GET, "/v1beta/files?pageSize=1", None).await;
+    let (first, again) = first_and_next_file_page(&env, &a).await;
     assert_eq!(names(&first, "files"), [a_one.as_str()]);
-    let token = first["nextPageToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{first}"));
-    let again = send(
-        &env,
-        &a,
-        Method::GET,
-        &format!("/v1beta/files?pageSize=1&pageToken={token}"),
-        None,
-    )
-    .await;
     assert_eq!(again.status(), 500, "Google's own error, passed on");
     let v: Value = again.json().await.unwrap();
     assert_eq!(v["error"]["status"], "INTERNAL");
@@ -661,18 +667,7 @@ async fn a_listing_refused_for_quota_passes_retry_after_on() {
     let (_, a) = env.org_with_key("acme").await;
     upload(&env, &a, "quota-after-this").await;
     upload(&env, &a, "acme two").await;
-    let first = ok(&env, &a, Method::GET, "/v1beta/files?pageSize=1", None).await;
-    let token = first["nextPageToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{first}"));
-    let again = send(
-        &env,
-        &a,
-        Method::GET,
-        &format!("/v1beta/files?pageSize=1&pageToken={token}"),
-        None,
-    )
-    .await;
+    let (_, again) = first_and_next_file_page(&env, &a).await;
     assert_eq!(again.status(), 429);
     assert_eq!(
         again.headers().get("retry-after").map(|v| v.as_bytes()),
