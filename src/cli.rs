@@ -1,14 +1,16 @@
 //! The command line: `tollgate serve | gateway | admin | migrate` and the management commands
-//! (orgs, keys, users, members, features, limits). Management commands talk to the store
-//! directly, record what they change in the audit log, and print a table or `--json`.
+//! (orgs, keys, users, tokens, members, features, limits, usage). Management commands are thin
+//! callers of the admin service's operations layer (`admin::ops`), acting as a local superuser
+//! named `cli`: the same rules, validation and audit rows as the API. They print a table or
+//! `--json`.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context};
+use admin::ops::{self, Actor, OpsError};
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
-use store::{Feature, KeyKind, LimitSpec, LimitType, Role, Store};
+use store::Store;
 
 use crate::config::{Config, ProcessEnv, Settings};
 use crate::output;
@@ -50,6 +52,9 @@ pub enum Command {
     /// Manage admin users.
     #[command(subcommand)]
     User(UserCmd),
+    /// Personal API tokens (tgp_…) for the admin API.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Manage memberships of users in organizations.
     #[command(subcommand)]
     Member(MemberCmd),
@@ -59,7 +64,8 @@ pub enum Command {
     /// Manage an organization's usage limits.
     #[command(subcommand)]
     Limit(LimitCmd),
-    /// Show an organization's usage: totals, and a breakdown by model and operation.
+    /// Show an organization's usage (metered requests, tokens, cost): totals, and breakdowns by
+    /// provider, model, tool and user, from the daily rollups.
     Usage {
         /// The organization (id or name).
         #[arg(long)]
@@ -144,6 +150,29 @@ pub enum UserCmd {
     },
     /// List users.
     List,
+    /// Reset a user's password (read from stdin, or prompted for); their sessions end.
+    Password {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// `tollgate token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a personal API token acting as a user; it is printed once (`--json`: `token`).
+    Create {
+        /// The user the token acts as (email or id): it carries their rights, never more.
+        #[arg(long)]
+        user: String,
+        /// A label.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_days: Option<i64>,
+    },
 }
 
 /// `tollgate member …`
@@ -243,8 +272,6 @@ pub enum LimitCmd {
     },
 }
 
-const ACTOR: &str = "cli";
-
 /// Parses the arguments and runs the command.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -276,82 +303,111 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// An operation's error as one line: the option at fault first.
+fn cli_error(e: OpsError) -> anyhow::Error {
+    match e {
+        OpsError::Invalid { field, message } if !field.is_empty() => {
+            anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
+        }
+        e => anyhow::anyhow!("{e}"),
+    }
+}
+
 async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
+    let cx = Cx {
+        store: &store,
+        actor: Actor::cli(),
+        json,
+    };
     let result = match command {
         Command::Migrate => {
             output::line("migrations applied");
             Ok(())
         }
-        Command::Org(c) => org(&store, settings, c, json).await,
-        Command::Key(c) => key(&store, c, json).await,
-        Command::User(c) => user(&store, c, json).await,
-        Command::Member(c) => member(&store, c, json).await,
-        Command::Feature(c) => feature(&store, c, json).await,
-        Command::Limit(c) => limit(&store, c, json).await,
-        Command::Usage { org, from, to } => {
-            usage(&store, &org, from.as_deref(), to.as_deref(), json).await
-        }
-        Command::Events { org, limit } => events(&store, &org, limit, json).await,
+        Command::Org(c) => org(&cx, settings, c).await,
+        Command::Key(c) => key(&cx, c).await,
+        Command::User(c) => user(&cx, c).await,
+        Command::Token(c) => token(&cx, c).await,
+        Command::Member(c) => member(&cx, c).await,
+        Command::Feature(c) => feature(&cx, c).await,
+        Command::Limit(c) => limit(&cx, c).await,
+        Command::Usage { org, from, to } => usage(&cx, &org, from.as_deref(), to.as_deref()).await,
+        Command::Events { org, limit } => events(&cx, &org, limit).await,
         Command::Serve | Command::Gateway | Command::Admin => Ok(()),
     };
     store.close().await;
     result
 }
 
-async fn org(store: &Store, settings: &Settings, c: OrgCmd, json: bool) -> anyhow::Result<()> {
-    match c {
-        OrgCmd::Create { name } => {
-            let org = store
-                .create_org(&name, &settings.features_on)
-                .await
-                .map_err(|e| match e {
-                    store::StoreError::Conflict { .. } => {
-                        anyhow!("an organization named {:?} already exists", name.trim())
-                    }
-                    e => e.into(),
-                })?;
-            store
-                .audit(ACTOR, "org.create", Some(org.id), &org.name, "")
-                .await?;
-            print_orgs(&[org], json)
+/// What every management command needs.
+struct Cx<'a> {
+    store: &'a Store,
+    actor: Actor,
+    json: bool,
+}
+
+impl Cx<'_> {
+    /// Prints `value` as JSON, or the table `rows` makes of it.
+    fn print<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+        headers: &[&str],
+        rows: impl FnOnce() -> Vec<Vec<String>>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return output::json(value);
         }
-        OrgCmd::List => print_orgs(&store.list_orgs().await?, json),
+        output::table(headers, &rows());
+        Ok(())
+    }
+
+    fn done(&self, message: &str) -> anyhow::Result<()> {
+        if self.json {
+            return output::json(&serde_json::json!({ "ok": true, "message": message }));
+        }
+        output::line(message);
+        Ok(())
+    }
+}
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339()
+}
+
+async fn org(cx: &Cx<'_>, settings: &Settings, c: OrgCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
+    let orgs = match c {
+        OrgCmd::Create { name } => vec![ops::orgs::create(s, a, &name, &settings.features_on)
+            .await
+            .map_err(cli_error)?],
+        OrgCmd::List => ops::orgs::list(s, a).await.map_err(cli_error)?,
         OrgCmd::Delete { org } => {
-            let org = store.resolve_org(&org).await?;
-            store.delete_org(org.id).await?;
-            store
-                .audit(ACTOR, "org.delete", None, &org.name, "")
-                .await?;
-            done(
-                json,
-                &format!("deleted organization {} ({})", org.name, org.id),
-            )
+            let o = ops::orgs::delete(s, a, &org).await.map_err(cli_error)?;
+            return cx.done(&format!("deleted organization {} ({})", o.name, o.id));
         }
-    }
+    };
+    cx.print(
+        &orgs,
+        &["ID", "NAME", "MEMBERS", "MONTH_COST", "CREATED"],
+        || {
+            orgs.iter()
+                .map(|o| {
+                    vec![
+                        o.id.to_string(),
+                        o.name.clone(),
+                        o.members.to_string(),
+                        ops::parse::micros_to_dollars(o.month_cost_micros),
+                        time(o.created_at),
+                    ]
+                })
+                .collect()
+        },
+    )
 }
 
-fn print_orgs(orgs: &[store::Org], json: bool) -> anyhow::Result<()> {
-    if json {
-        return output::json(orgs);
-    }
-    let rows = orgs
-        .iter()
-        .map(|o| vec![o.id.to_string(), o.name.clone(), o.created_at.to_rfc3339()])
-        .collect::<Vec<_>>();
-    output::table(&["ID", "NAME", "CREATED"], &rows);
-    Ok(())
-}
-
-#[derive(Serialize)]
-struct CreatedKey<'a> {
-    #[serde(flatten)]
-    key: &'a store::ApiKey,
-    /// The plaintext key, shown once.
-    secret: &'a str,
-}
-
-async fn key(store: &Store, c: KeyCmd, json: bool) -> anyhow::Result<()> {
+async fn key(cx: &Cx<'_>, c: KeyCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
     match c {
         KeyCmd::Create {
             org,
@@ -359,74 +415,61 @@ async fn key(store: &Store, c: KeyCmd, json: bool) -> anyhow::Result<()> {
             name,
             user,
         } => {
-            let org = store.resolve_org(&org).await?;
-            let user_id = match user {
-                Some(u) => Some(store.resolve_user(&u).await?.id),
-                None => None,
+            let new = ops::keys::NewKey {
+                service,
+                name,
+                user,
             };
-            let kind = if service {
-                KeyKind::Service
-            } else {
-                KeyKind::App
-            };
-            let (row, secret) = store.create_key(org.id, kind, &name, user_id).await?;
-            store
-                .audit(
-                    ACTOR,
-                    "key.create",
-                    Some(org.id),
-                    &row.id.to_string(),
-                    &format!("{{\"prefix\":\"{}\"}}", row.prefix),
-                )
-                .await?;
-            if json {
-                return output::json(&CreatedKey {
-                    key: &row,
-                    secret: &secret,
-                });
+            let k = ops::keys::create(s, a, &org, &new)
+                .await
+                .map_err(cli_error)?;
+            if cx.json {
+                return output::json(&k);
             }
             output::line(&format!(
-                "created {kind} key {} for organization {}",
-                row.id, org.name
+                "created {} key {} for organization {org}",
+                k.key.kind, k.key.id
             ));
-            output::line(&format!("key: {secret}"));
+            output::line(&format!("key: {}", k.secret));
             output::line("store it now: it cannot be shown again");
             Ok(())
         }
         KeyCmd::List { org } => {
-            let org = store.resolve_org(&org).await?;
-            let keys = store.list_keys(org.id).await?;
-            if json {
-                return output::json(&keys);
-            }
-            let rows = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.id.to_string(),
-                        k.kind.to_string(),
-                        format!("{}…", k.prefix),
-                        k.name.clone(),
-                        k.created_at.to_rfc3339(),
-                        k.revoked_at.map_or_else(
-                            || "active".into(),
-                            |t| format!("revoked {}", t.to_rfc3339()),
-                        ),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            output::table(
-                &["ID", "KIND", "PREFIX", "NAME", "CREATED", "STATUS"],
-                &rows,
-            );
-            Ok(())
+            let keys = ops::keys::list(s, a, &org).await.map_err(cli_error)?;
+            cx.print(
+                &keys,
+                &[
+                    "ID",
+                    "KIND",
+                    "PREFIX",
+                    "NAME",
+                    "CREATED",
+                    "LAST_USED",
+                    "STATUS",
+                ],
+                || {
+                    keys.iter()
+                        .map(|k| {
+                            vec![
+                                k.id.to_string(),
+                                k.kind.to_string(),
+                                format!("{}…", k.prefix),
+                                k.name.clone(),
+                                time(k.created_at),
+                                k.last_used_at.map_or_else(|| "never".into(), time),
+                                k.revoked_at.map_or_else(
+                                    || "active".into(),
+                                    |t| format!("revoked {}", time(t)),
+                                ),
+                            ]
+                        })
+                        .collect()
+                },
+            )
         }
         KeyCmd::Revoke { id } => {
-            let k = store.revoke_key(id).await?;
-            store
-                .audit(ACTOR, "key.revoke", Some(k.org_id), &id.to_string(), "")
-                .await?;
-            if json {
+            let k = ops::keys::revoke_by_id(s, a, id).await.map_err(cli_error)?;
+            if cx.json {
                 return output::json(&k);
             }
             output::line(&format!("revoked key {id} ({}…)", k.prefix));
@@ -451,142 +494,102 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn user(store: &Store, c: UserCmd, json: bool) -> anyhow::Result<()> {
-    match c {
+async fn user(cx: &Cx<'_>, c: UserCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
+    let users = match c {
         UserCmd::Create { email, superuser } => {
             let password = read_password()?;
-            let u = store
-                .create_user(&email, &password, superuser)
+            vec![ops::users::create(s, a, &email, &password, superuser)
                 .await
-                .map_err(|e| match e {
-                    store::StoreError::Conflict { .. } => {
-                        anyhow!("a user with email {:?} already exists", email.trim())
-                    }
-                    e => e.into(),
-                })?;
-            store
-                .audit(
-                    ACTOR,
-                    "user.create",
-                    None,
-                    &u.email,
-                    &format!("{{\"superuser\":{superuser}}}"),
-                )
-                .await?;
-            print_users(&[u], json)
+                .map_err(cli_error)?]
         }
-        UserCmd::List => print_users(&store.list_users().await?, json),
-    }
-}
-
-fn print_users(users: &[store::User], json: bool) -> anyhow::Result<()> {
-    if json {
-        return output::json(users);
-    }
-    let rows = users
-        .iter()
-        .map(|u| {
-            vec![
-                u.id.to_string(),
-                u.email.clone(),
-                if u.is_superuser { "yes" } else { "no" }.into(),
-                u.created_at.to_rfc3339(),
-            ]
-        })
-        .collect::<Vec<_>>();
-    output::table(&["ID", "EMAIL", "SUPERUSER", "CREATED"], &rows);
-    Ok(())
-}
-
-async fn member(store: &Store, c: MemberCmd, json: bool) -> anyhow::Result<()> {
-    let m = match c {
-        MemberCmd::Add(a) => {
-            let (org, user, role) = member_args(store, &a).await?;
-            let m = store
-                .add_member(org.id, user.id, role)
+        UserCmd::List => ops::users::list(s, a).await.map_err(cli_error)?,
+        UserCmd::Password { email } => {
+            let password = read_password()?;
+            ops::users::set_password(s, a, &email, None, &password, None)
                 .await
-                .map_err(|e| match e {
-                    store::StoreError::Conflict { .. } => {
-                        anyhow!("{} is already a member of {}", user.email, org.name)
-                    }
-                    e => e.into(),
-                })?;
-            store
-                .audit(
-                    ACTOR,
-                    "member.add",
-                    Some(org.id),
-                    &user.email,
-                    &format!("{{\"role\":\"{role}\"}}"),
-                )
-                .await?;
-            m
-        }
-        MemberCmd::Role(a) => {
-            let (org, user, role) = member_args(store, &a).await?;
-            let m = store.set_role(org.id, user.id, role).await?;
-            store
-                .audit(
-                    ACTOR,
-                    "member.role",
-                    Some(org.id),
-                    &user.email,
-                    &format!("{{\"role\":\"{role}\"}}"),
-                )
-                .await?;
-            m
-        }
-        MemberCmd::Remove { org, user } => {
-            let org = store.resolve_org(&org).await?;
-            let user = store.resolve_user(&user).await?;
-            store.remove_member(org.id, user.id).await?;
-            store
-                .audit(ACTOR, "member.remove", Some(org.id), &user.email, "")
-                .await?;
-            return done(json, &format!("removed {} from {}", user.email, org.name));
-        }
-        MemberCmd::List { org } => {
-            let org = store.resolve_org(&org).await?;
-            return print_members(&store.list_members(org.id).await?, json);
+                .map_err(cli_error)?;
+            return cx.done(&format!(
+                "changed the password of {email}; their sessions ended"
+            ));
         }
     };
-    print_members(&[m], json)
+    cx.print(&users, &["ID", "EMAIL", "SUPERUSER", "CREATED"], || {
+        users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.id.to_string(),
+                    u.email.clone(),
+                    if u.superuser { "yes" } else { "no" }.into(),
+                    time(u.created_at),
+                ]
+            })
+            .collect()
+    })
 }
 
-async fn member_args(
-    store: &Store,
-    a: &MemberArgs,
-) -> anyhow::Result<(store::Org, store::User, Role)> {
-    let role: Role = a.role.parse()?;
-    let org = store.resolve_org(&a.org).await?;
-    let user = store.resolve_user(&a.user).await?;
-    Ok((org, user, role))
-}
-
-fn print_members(members: &[store::Membership], json: bool) -> anyhow::Result<()> {
-    if json {
-        return output::json(members);
+async fn token(cx: &Cx<'_>, c: TokenCmd) -> anyhow::Result<()> {
+    let TokenCmd::Create {
+        user,
+        name,
+        expires_days,
+    } = c;
+    let t = ops::tokens::create(cx.store, &cx.actor, Some(&user), &name, expires_days)
+        .await
+        .map_err(cli_error)?;
+    if cx.json {
+        return output::json(&t);
     }
-    let rows = members
-        .iter()
-        .map(|m| {
-            vec![
-                m.user_id.to_string(),
-                m.email.clone(),
-                m.role.to_string(),
-                m.created_at.to_rfc3339(),
-            ]
-        })
-        .collect::<Vec<_>>();
-    output::table(&["USER", "EMAIL", "ROLE", "SINCE"], &rows);
+    output::line(&format!("created API token {} for {user}", t.info.id));
+    output::line(&format!("token: {}", t.token));
+    output::line("store it now: it cannot be shown again");
     Ok(())
 }
 
-async fn feature(store: &Store, c: FeatureCmd, json: bool) -> anyhow::Result<()> {
+async fn member(cx: &Cx<'_>, c: MemberCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
+    let members = match c {
+        MemberCmd::Add(m) => {
+            let role = ops::members::role(&m.role).map_err(cli_error)?;
+            vec![ops::members::add(s, a, &m.org, &m.user, role)
+                .await
+                .map_err(cli_error)?]
+        }
+        MemberCmd::Role(m) => {
+            let role = ops::members::role(&m.role).map_err(cli_error)?;
+            vec![ops::members::set_role(s, a, &m.org, &m.user, role)
+                .await
+                .map_err(cli_error)?]
+        }
+        MemberCmd::Remove { org, user } => {
+            let m = ops::members::remove(s, a, &org, &user)
+                .await
+                .map_err(cli_error)?;
+            return cx.done(&format!("removed {} from {org}", m.email));
+        }
+        MemberCmd::List { org } => ops::members::list(s, a, &org).await.map_err(cli_error)?,
+    };
+    cx.print(&members, &["USER", "EMAIL", "ROLE", "SINCE"], || {
+        members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.user_id.to_string(),
+                    m.email.clone(),
+                    m.role.to_string(),
+                    time(m.joined_at),
+                ]
+            })
+            .collect()
+    })
+}
+
+async fn feature(cx: &Cx<'_>, c: FeatureCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
     let (org, flags) = match c {
         FeatureCmd::List { org } => {
-            let org = store.resolve_org(&org).await?;
-            let flags = store.list_features(org.id).await?;
+            let flags = ops::features::list(s, a, &org).await.map_err(cli_error)?;
             (org, flags)
         }
         FeatureCmd::Set {
@@ -594,96 +597,36 @@ async fn feature(store: &Store, c: FeatureCmd, json: bool) -> anyhow::Result<()>
             feature,
             state,
         } => {
-            let feature: Feature = feature.parse()?;
-            let enabled = match state.to_ascii_lowercase().as_str() {
-                "on" | "true" | "enable" | "enabled" => true,
-                "off" | "false" | "disable" | "disabled" => false,
-                other => bail!("feature state must be on or off, got {other:?}"),
-            };
-            let org = store.resolve_org(&org).await?;
-            let flag = store.set_feature(org.id, feature, enabled).await?;
-            store
-                .audit(
-                    ACTOR,
-                    "feature.set",
-                    Some(org.id),
-                    feature.as_str(),
-                    &format!("{{\"enabled\":{enabled}}}"),
-                )
-                .await?;
-            (org, vec![flag])
+            let f = ops::features::feature(&feature).map_err(cli_error)?;
+            let on = ops::parse::feature_state(&state).map_err(cli_error)?;
+            let all = ops::features::set(s, a, &org, &[(f, on)])
+                .await
+                .map_err(cli_error)?;
+            (
+                org,
+                all.into_iter()
+                    .filter(|v| v.feature == f.as_str())
+                    .collect(),
+            )
         }
     };
-    if json {
-        return output::json(&flags);
-    }
-    let rows = flags
-        .iter()
-        .map(|f| {
-            vec![
-                org.name.clone(),
-                f.feature.to_string(),
-                if f.enabled { "on" } else { "off" }.into(),
-            ]
-        })
-        .collect::<Vec<_>>();
-    output::table(&["ORG", "FEATURE", "STATE"], &rows);
-    Ok(())
+    cx.print(&flags, &["ORG", "FEATURE", "STATE", "GATES"], || {
+        flags
+            .iter()
+            .map(|f| {
+                vec![
+                    org.clone(),
+                    f.feature.clone(),
+                    if f.enabled { "on" } else { "off" }.into(),
+                    f.gates.into(),
+                ]
+            })
+            .collect()
+    })
 }
 
-/// Parses a limit value in the limit's unit: dollars (up to 6 decimals) for monthly_cost,
-/// a whole number otherwise. Returns the stored integer (micro-dollars for cost).
-pub fn parse_limit_value(limit_type: LimitType, raw: &str) -> anyhow::Result<i64> {
-    let raw = raw.trim();
-    let negative = || anyhow!("limit value must be 0 or more, got {raw}");
-    if limit_type != LimitType::MonthlyCost {
-        let v: i64 = raw
-            .parse()
-            .map_err(|_| anyhow!("limit value must be a whole number, got {raw:?}"))?;
-        if v < 0 {
-            return Err(negative());
-        }
-        return Ok(v);
-    }
-    let s = raw.strip_prefix('$').unwrap_or(raw);
-    if s.starts_with('-') {
-        return Err(negative());
-    }
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let bad = || {
-        anyhow!("a monthly_cost value is US dollars with up to 6 decimals (e.g. 25 or 12.50), got {raw:?}")
-    };
-    if whole.is_empty() && frac.is_empty()
-        || frac.len() > 6
-        || !frac.chars().all(|c| c.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let whole: i64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    let frac_micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(frac_micros))
-        .ok_or_else(bad)
-}
-
-/// Formats a limit value in its unit (dollars for cost).
-pub fn format_limit_value(limit_type: LimitType, value: i64) -> String {
-    match limit_type {
-        LimitType::MonthlyCost => format!("${}.{:06}", value / 1_000_000, value % 1_000_000),
-        _ => value.to_string(),
-    }
-}
-
-async fn limit(store: &Store, c: LimitCmd, json: bool) -> anyhow::Result<()> {
+async fn limit(cx: &Cx<'_>, c: LimitCmd) -> anyhow::Result<()> {
+    let (s, a) = (cx.store, &cx.actor);
     let (org, limits) = match c {
         LimitCmd::Set {
             org,
@@ -692,143 +635,70 @@ async fn limit(store: &Store, c: LimitCmd, json: bool) -> anyhow::Result<()> {
             alert,
             disabled,
         } => {
-            let limit_type: LimitType = limit_type.parse()?;
-            let value = parse_limit_value(limit_type, &value)?;
-            let alert_threshold = i32::try_from(alert)
-                .ok()
-                .filter(|a| (1..=100).contains(a))
-                .ok_or_else(|| {
-                    anyhow!("alert threshold must be a percent between 1 and 100, got {alert}")
-                })?;
-            let org = store.resolve_org(&org).await?;
-            let spec = LimitSpec {
-                limit_type,
-                value,
-                alert_threshold,
-                enabled: !disabled,
-            };
-            let l = store.set_limit(org.id, &spec).await?;
-            store
-                .audit(
-                    ACTOR,
-                    "limit.set",
-                    Some(org.id),
-                    limit_type.as_str(),
-                    &serde_json::to_string(&spec)?,
-                )
-                .await?;
+            let t = ops::limits::limit_type(&limit_type).map_err(cli_error)?;
+            let l = ops::limits::set(s, a, &org, t, &value, alert, !disabled)
+                .await
+                .map_err(cli_error)?;
             (org, vec![l])
         }
         LimitCmd::List { org } => {
-            let org = store.resolve_org(&org).await?;
-            let limits = store.list_limits(org.id).await?;
+            let limits = ops::limits::list(s, a, &org).await.map_err(cli_error)?;
             (org, limits)
         }
         LimitCmd::Remove { org, limit_type } => {
-            let limit_type: LimitType = limit_type.parse()?;
-            let org = store.resolve_org(&org).await?;
-            store.remove_limit(org.id, limit_type).await?;
-            store
-                .audit(ACTOR, "limit.remove", Some(org.id), limit_type.as_str(), "")
-                .await?;
-            return done(
-                json,
-                &format!("removed the {limit_type} limit of {}", org.name),
-            );
+            let t = ops::limits::limit_type(&limit_type).map_err(cli_error)?;
+            ops::limits::remove(s, a, &org, t)
+                .await
+                .map_err(cli_error)?;
+            return cx.done(&format!("removed the {t} limit of {org}"));
         }
     };
-    if json {
-        return output::json(&limits);
-    }
-    let rows = limits
-        .iter()
-        .map(|l| {
-            vec![
-                org.name.clone(),
-                l.limit_type.to_string(),
-                format_limit_value(l.limit_type, l.value),
-                format!("{}%", l.alert_threshold),
-                if l.enabled { "enabled" } else { "disabled" }.into(),
-            ]
-        })
-        .collect::<Vec<_>>();
-    output::table(&["ORG", "TYPE", "VALUE", "ALERT", "STATE"], &rows);
-    Ok(())
+    cx.print(
+        &limits,
+        &["ORG", "TYPE", "VALUE", "USED", "ALERT", "STATE", "RESETS"],
+        || {
+            limits
+                .iter()
+                .map(|l| {
+                    let t: store::LimitType = l
+                        .limit_type
+                        .parse()
+                        .unwrap_or(store::LimitType::DailyRequests);
+                    vec![
+                        org.clone(),
+                        l.limit_type.clone(),
+                        ops::parse::format_limit_value(t, l.raw_value),
+                        format!(
+                            "{} ({}%)",
+                            ops::parse::format_limit_value(t, l.raw_usage),
+                            l.percent
+                        ),
+                        format!("{}%", l.alert_threshold),
+                        if l.enabled { "enabled" } else { "disabled" }.into(),
+                        time(l.resets_at),
+                    ]
+                })
+                .collect()
+        },
+    )
 }
 
-fn parse_day(what: &str, v: &str) -> anyhow::Result<chrono::NaiveDate> {
-    chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
-        .map_err(|_| anyhow!("--{what} must be a date like 2026-11-28, got {v:?}"))
-}
-
-/// Formats micro-dollars as dollars.
-fn dollars(micros: i64) -> String {
-    format!("${}.{:06}", micros / 1_000_000, (micros % 1_000_000).abs())
-}
-
-#[derive(Serialize)]
-struct UsageReport {
-    org: String,
-    from: chrono::NaiveDate,
-    to: chrono::NaiveDate,
-    totals: store::UsageTotals,
-    by_model: Vec<store::UsageTotals>,
-    by_operation: Vec<store::UsageTotals>,
-}
-
-async fn usage(
-    store: &Store,
-    org: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    use chrono::{Datelike, Duration, Utc};
-    let today = Utc::now().date_naive();
-    let from = match from {
-        Some(v) => parse_day("from", v)?,
-        None => today.with_day(1).unwrap_or(today),
-    };
-    let to = match to {
-        Some(v) => parse_day("to", v)?,
-        None => today,
-    };
-    if to < from {
-        bail!("--to ({to}) is before --from ({from})");
-    }
-    let org = store.resolve_org(org).await?;
-    let start = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let end = (to + Duration::days(1))
-        .and_hms_opt(0, 0, 0)
-        .unwrap_or_default()
-        .and_utc();
-    let totals = store
-        .usage_totals(org.id, start, end, store::GroupBy::Nothing)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let by_model = store
-        .usage_totals(org.id, start, end, store::GroupBy::Model)
-        .await?;
-    let by_operation = store
-        .usage_totals(org.id, start, end, store::GroupBy::Operation)
-        .await?;
-    let report = UsageReport {
-        org: org.name.clone(),
-        from,
-        to,
-        totals,
-        by_model,
-        by_operation,
-    };
-    if json {
+async fn usage(cx: &Cx<'_>, org: &str, from: Option<&str>, to: Option<&str>) -> anyhow::Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    let w = ops::parse::window(today, None, from, to).map_err(cli_error)?;
+    let report = ops::usage::report(cx.store, &cx.actor, org, w)
+        .await
+        .map_err(cli_error)?;
+    if cx.json {
         return output::json(&report);
     }
-    output::line(&format!("usage of {} from {from} to {to} (UTC)", org.name));
-    let row = |name: &str, t: &store::UsageTotals| {
+    output::line(&format!(
+        "usage of {} from {} to {} (UTC days; requests are metered requests)",
+        report.org, w.from, w.to
+    ));
+    let row = |name: String, t: &ops::usage::Totals| {
         vec![
-            name.to_owned(),
+            name,
             t.requests.to_string(),
             t.input_tokens.to_string(),
             t.output_tokens.to_string(),
@@ -836,64 +706,47 @@ async fn usage(
             t.cached_tokens.to_string(),
             t.images.to_string(),
             t.video_seconds.to_string(),
-            dollars(t.cost_micros),
+            ops::parse::micros_to_dollars(t.cost_micros),
         ]
     };
     let headers = [
         "", "REQUESTS", "INPUT", "OUTPUT", "THINKING", "CACHED", "IMAGES", "VIDEO_S", "COST",
     ];
-    let mut rows = vec![row("total", &report.totals)];
-    rows.extend(
-        report
-            .by_model
-            .iter()
-            .map(|t| row(&format!("model {}", t.group_key), t)),
-    );
-    rows.extend(
-        report
-            .by_operation
-            .iter()
-            .map(|t| row(&format!("operation {}", t.group_key), t)),
-    );
+    let mut rows = vec![row("total".into(), &report.totals)];
+    for (label, group) in [
+        ("provider", &report.by_provider),
+        ("model", &report.by_model),
+        ("tool", &report.by_tool),
+        ("user", &report.by_user),
+    ] {
+        rows.extend(group.iter().map(|t| {
+            let key = if t.key.is_empty() { "(none)" } else { &t.key };
+            row(format!("{label} {key}"), t)
+        }));
+    }
     output::table(&headers, &rows);
     Ok(())
 }
 
-async fn events(store: &Store, org: &str, limit: i64, json: bool) -> anyhow::Result<()> {
+async fn events(cx: &Cx<'_>, org: &str, limit: i64) -> anyhow::Result<()> {
     if !(1..=10_000).contains(&limit) {
         bail!("--limit must be between 1 and 10000, got {limit}");
     }
-    let org = store.resolve_org(org).await?;
-    let events = store.recent_events(org.id, limit).await?;
-    if json {
-        return output::json(&events);
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    while (events.len() as i64) < limit {
+        let page_size = (limit - events.len() as i64).min(ops::usage::EVENTS_PAGE);
+        let page = ops::usage::events(cx.store, &cx.actor, org, cursor.as_deref(), Some(page_size))
+            .await
+            .map_err(cli_error)?;
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
     }
-    let rows = events
-        .iter()
-        .map(|e| {
-            vec![
-                e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                e.client_request_id
-                    .clone()
-                    .unwrap_or_else(|| e.request_id.clone()),
-                e.model.clone(),
-                e.operation.clone(),
-                e.status.to_string(),
-                e.input_tokens.to_string(),
-                (e.output_tokens + e.thinking_tokens).to_string(),
-                dollars(e.cost_micros),
-                [
-                    e.estimated.then_some("estimated"),
-                    (!e.priced).then_some("unpriced"),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(","),
-            ]
-        })
-        .collect::<Vec<_>>();
-    output::table(
+    cx.print(
+        &events,
         &[
             "TIME",
             "REQUEST",
@@ -905,46 +758,32 @@ async fn events(store: &Store, org: &str, limit: i64, json: bool) -> anyhow::Res
             "COST",
             "FLAGS",
         ],
-        &rows,
-    );
-    Ok(())
-}
-
-fn done(json: bool, message: &str) -> anyhow::Result<()> {
-    if json {
-        return output::json(&serde_json::json!({ "ok": true, "message": message }));
-    }
-    output::line(message);
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cost_values_are_dollars_stored_as_micros() {
-        let c = LimitType::MonthlyCost;
-        assert_eq!(parse_limit_value(c, "25").unwrap(), 25_000_000);
-        assert_eq!(parse_limit_value(c, "$12.5").unwrap(), 12_500_000);
-        assert_eq!(parse_limit_value(c, "0.000001").unwrap(), 1);
-        assert!(parse_limit_value(c, "-1").is_err());
-        assert!(
-            parse_limit_value(c, "1.0000001").is_err(),
-            "more than micro-dollar precision"
-        );
-        assert!(parse_limit_value(c, "abc").is_err());
-        assert_eq!(format_limit_value(c, 12_500_000), "$12.500000");
-    }
-
-    #[test]
-    fn counts_are_whole_non_negative_numbers() {
-        let t = LimitType::DailyRequests;
-        assert_eq!(parse_limit_value(t, "50").unwrap(), 50);
-        assert!(parse_limit_value(t, "-5")
-            .unwrap_err()
-            .to_string()
-            .contains("0 or more"));
-        assert!(parse_limit_value(t, "1.5").is_err());
-    }
+        || {
+            events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        e.client_request_id
+                            .clone()
+                            .unwrap_or_else(|| e.request_id.clone()),
+                        e.model.clone(),
+                        e.operation.clone(),
+                        e.status.to_string(),
+                        e.input_tokens.to_string(),
+                        (e.output_tokens + e.thinking_tokens).to_string(),
+                        ops::parse::micros_to_dollars(e.cost_micros),
+                        [
+                            e.estimated.then_some("estimated"),
+                            (!e.priced).then_some("unpriced"),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    ]
+                })
+                .collect()
+        },
+    )
 }

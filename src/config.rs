@@ -204,12 +204,29 @@ impl Default for GatewayConfig {
 pub struct AdminConfig {
     /// Address the admin service listens on.
     pub listen: String,
+    /// The admin service's public base URL (e.g. https://tollgate.example.com); when https, the
+    /// session cookie is marked Secure. Empty: http on `listen`.
+    pub public_url: String,
+    /// A console session ends after this many minutes without a request.
+    pub session_idle_mins: u64,
+    /// A console session ends this many hours after login, however active.
+    pub session_lifetime_hours: u64,
+    /// Failed logins allowed per account and per client address within `login_window_secs`;
+    /// the next attempt gets 429 with Retry-After.
+    pub login_max_failures: usize,
+    /// The window failed logins are counted in.
+    pub login_window_secs: u64,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".into(),
+            public_url: String::new(),
+            session_idle_mins: 30,
+            session_lifetime_hours: 12,
+            login_max_failures: 10,
+            login_window_secs: 900,
         }
     }
 }
@@ -423,6 +440,8 @@ pub struct Settings {
     pub gateway_listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// The admin service's session cookie is marked Secure (its public URL is https).
+    pub admin_secure_cookies: bool,
     /// Metrics listener.
     pub metrics_listen: SocketAddr,
     /// Gemini Developer API.
@@ -576,11 +595,33 @@ impl Config {
             },
             gateway_listen: parse_addr("gateway.listen", &g.listen)?,
             admin_listen: parse_addr("admin.listen", &self.admin.listen)?,
+            admin_secure_cookies: self.admin.validate()?,
             metrics_listen: parse_addr("metrics.listen", &self.metrics.listen)?,
             gemini: provider("providers.gemini", &self.providers.gemini, env)?,
             vertex: provider("providers.vertex", &self.providers.vertex, env)?,
             features_on,
         })
+    }
+}
+
+impl AdminConfig {
+    /// Checks the ranges; whether the session cookie is Secure.
+    fn validate(&self) -> Result<bool, ConfigError> {
+        let secure = match self.public_url.trim() {
+            "" => false,
+            u => parse_http_url("admin.public_url", u)?.scheme() == "https",
+        };
+        for (key, v) in [
+            ("admin.session_idle_mins", self.session_idle_mins),
+            ("admin.session_lifetime_hours", self.session_lifetime_hours),
+            ("admin.login_window_secs", self.login_window_secs),
+            ("admin.login_max_failures", self.login_max_failures as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "0", "a whole number of 1 or more"));
+            }
+        }
+        Ok(secure)
     }
 }
 

@@ -131,6 +131,22 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
     }
 }
 
+/// The admin service's settings from the validated configuration.
+pub fn admin_settings(s: &Settings) -> admin::AdminSettings {
+    let a = &s.raw.admin;
+    admin::AdminSettings {
+        listen: s.admin_listen,
+        session_idle: chrono::Duration::minutes(a.session_idle_mins.min(i32::MAX as u64) as i64),
+        session_lifetime: chrono::Duration::hours(
+            a.session_lifetime_hours.min(i32::MAX as u64) as i64
+        ),
+        secure_cookies: s.admin_secure_cookies,
+        features_on: s.features_on.clone(),
+        login_max_failures: a.login_max_failures,
+        login_window: Duration::from_secs(a.login_window_secs),
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -167,7 +183,7 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         Err(e) => return Err(e).context("cannot apply migrations"),
     }
     let admin = match services.admin {
-        true => Some(admin::start(settings.admin_listen, store.clone()).await?),
+        true => Some(admin::start(admin_settings(settings), store.clone()).await?),
         false => None,
     };
     let gateway = match services.gateway {

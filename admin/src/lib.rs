@@ -1,21 +1,23 @@
-//! Tollgate's admin service (axum): health endpoints now; the JSON API under `/api/v1` and the
-//! console grow here. It reads and writes through the `store` crate only and never depends on
-//! the gateway crate.
+//! Tollgate's admin service (axum): health endpoints, metrics, and the JSON API under
+//! `/api/v1` with logins, sessions and personal API tokens. Every decision about who may do
+//! what lives in [`ops`], which the CLI calls too. It reads and writes through the `store`
+//! crate only and never depends on the gateway crate.
+
+pub mod api;
+mod metrics;
+pub mod ops;
 
 use std::net::SocketAddr;
-
-mod metrics;
-
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 
 pub use metrics::AdminMetrics;
-use store::Store;
+use store::{Feature, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -35,6 +37,54 @@ pub enum StartError {
     },
 }
 
+/// What the admin service needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// A session ends after this long without a request.
+    pub session_idle: chrono::Duration,
+    /// A session ends this long after login, however active.
+    pub session_lifetime: chrono::Duration,
+    /// Mark the session cookie `Secure` (the console is served over https).
+    pub secure_cookies: bool,
+    /// Features a new organization gets switched on.
+    pub features_on: Vec<Feature>,
+    /// Failed logins allowed per account and per client address within `login_window`.
+    pub login_max_failures: usize,
+    /// The window failed logins are counted in.
+    pub login_window: std::time::Duration,
+}
+
+impl AdminSettings {
+    /// Defaults for tests: 30 minutes idle, 12 hours at most, 10 failures in 15 minutes.
+    pub fn new(listen: SocketAddr) -> AdminSettings {
+        AdminSettings {
+            listen,
+            session_idle: chrono::Duration::minutes(30),
+            session_lifetime: chrono::Duration::hours(12),
+            secure_cookies: false,
+            features_on: Feature::ALL.to_vec(),
+            login_max_failures: 10,
+            login_window: std::time::Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The service's metrics.
+    pub metrics: Arc<AdminMetrics>,
+    /// Configuration.
+    pub settings: AdminSettings,
+    /// Failed-login counts.
+    pub throttle: api::auth::LoginThrottle,
+    /// The OpenAPI document, built with the router.
+    pub openapi: OnceLock<utoipa::openapi::OpenApi>,
+}
+
 /// A running admin service.
 pub struct RunningAdmin {
     /// Where it listens.
@@ -52,7 +102,14 @@ impl RunningAdmin {
 }
 
 /// Builds the router (tests can drive it without a socket).
-pub fn router(store: Store, metrics: Arc<AdminMetrics>) -> Router {
+pub fn router(store: Store, metrics: Arc<AdminMetrics>, settings: AdminSettings) -> Router {
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        throttle: api::auth::LoginThrottle::new(settings.login_max_failures, settings.login_window),
+        settings,
+        openapi: OnceLock::new(),
+    });
     let scrape = {
         let metrics = metrics.clone();
         move || async move {
@@ -65,17 +122,28 @@ pub fn router(store: Store, metrics: Arc<AdminMetrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/api/v1/status", get(status))
         .with_state(store)
         .route("/metrics", get(scrape))
+        .merge(api::router(state))
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
 }
 
-/// Starts the admin service on `listen`.
-pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, StartError> {
+/// Unknown paths: the API's JSON error under `/api/`, plain text elsewhere.
+async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return api::ApiError(ops::OpsError::NotFound("no such API endpoint".into()))
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// Starts the admin service.
+pub async fn start(settings: AdminSettings, store: Store) -> Result<RunningAdmin, StartError> {
+    let listen = settings.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|reason| StartError::Listen {
@@ -85,14 +153,17 @@ pub async fn start(listen: SocketAddr, store: Store) -> Result<RunningAdmin, Sta
     let addr = listener.local_addr().unwrap_or(listen);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let metrics = Arc::new(AdminMetrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-    let app = router(store, metrics);
+    let app = router(store, metrics, settings);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
         {
             tracing::error!(error = %e, "admin listener failed");
         }
@@ -112,44 +183,5 @@ async fn ready(State(store): State<Store>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: store unreachable\n",
         ),
-    }
-}
-
-/// Gateways that reported in the last 10 minutes. One that is degraded (fail-open), or silent
-/// for 30 s (it cannot reach the database, or it stopped), sets `degraded` for the banner.
-async fn status(State(store): State<Store>) -> impl IntoResponse {
-    let now = chrono::Utc::now();
-    match store
-        .live_instances(now - chrono::Duration::minutes(10))
-        .await
-    {
-        Ok(gateways) => {
-            let list: Vec<serde_json::Value> = gateways
-                .iter()
-                .map(|g| {
-                    let stale = g.updated_at < now - chrono::Duration::seconds(30);
-                    serde_json::json!({ "instance_id": g.instance_id, "version": g.version, "degraded": g.degraded,
-                        "stale": stale, "last_sync": g.last_sync, "updated_at": g.updated_at })
-                })
-                .collect();
-            let degraded = list
-                .iter()
-                .any(|g| g["degraded"] == true || g["stale"] == true);
-            // Models billed with a fallback price in the last 30 days: the pricing alert.
-            let unpriced: Vec<serde_json::Value> = store
-                .unpriced_models(now - chrono::Duration::days(30))
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(model, events)| serde_json::json!({ "model": model, "events": events }))
-                .collect();
-            let body = serde_json::json!({ "degraded": degraded, "gateways": list, "unpriced_models": unpriced });
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error.kind = e.kind(), "status query failed");
-            let body = serde_json::json!({"error": {"code": "store_unavailable", "message": "the store is unreachable"}});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
     }
 }

@@ -1,5 +1,4 @@
-//! The admin service's metrics: HTTP requests by route and status, latency, and logins (the
-//! console's login lands with the console; the counters exist so dashboards can be built now).
+//! The admin service's metrics: HTTP requests by route and status, latency, and logins.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +15,7 @@ pub struct AdminMetrics {
     pub requests: IntCounterVec,
     /// `tollgate_admin_http_request_duration_seconds{route}`
     pub latency: HistogramVec,
-    /// `tollgate_admin_logins_total{result}` (succeeded, failed)
+    /// `tollgate_admin_logins_total{result}` (succeeded, failed, throttled)
     pub logins: IntCounterVec,
 }
 
@@ -45,14 +44,14 @@ impl AdminMetrics {
         let logins = IntCounterVec::new(
             Opts::new(
                 "tollgate_admin_logins_total",
-                "Console logins, by result (succeeded, failed).",
+                "Admin logins, by result (succeeded, failed, throttled).",
             ),
             &["result"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(logins.clone()))?;
-        for r in ["succeeded", "failed"] {
+        for r in ["succeeded", "failed", "throttled"] {
             logins.with_label_values(&[r]);
         }
         #[cfg(target_os = "linux")]

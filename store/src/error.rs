@@ -19,6 +19,9 @@ pub enum StoreError {
     /// A referenced row is missing or a check constraint failed.
     #[error("invalid reference or value ({0})")]
     Invalid(String),
+    /// The change would leave an organization without an owner.
+    #[error("an organization must keep at least one owner")]
+    LastOwner,
     /// Bad input caught before it reached the database.
     #[error("{0}")]
     Validation(String),
@@ -51,6 +54,7 @@ impl StoreError {
             StoreError::NotFound(_) => "not_found",
             StoreError::Conflict { .. } => "conflict",
             StoreError::Invalid(_) => "invalid",
+            StoreError::LastOwner => "last_owner",
             StoreError::Validation(_) => "validation",
             StoreError::InvalidUrl(_) => "invalid_url",
             StoreError::Io(_) => "io",

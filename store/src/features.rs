@@ -3,7 +3,8 @@
 
 use chrono::Utc;
 
-use crate::{with_pool, Feature, FeatureFlag, Result, Store};
+use crate::audit::audit_in;
+use crate::{with_pool, Audit, Feature, FeatureFlag, Result, Store};
 
 impl Store {
     /// All eleven flags of an org, in the order of [`Feature::ALL`].
@@ -46,6 +47,31 @@ impl Store {
             feature,
             enabled,
         })
+    }
+
+    /// Sets several flags of an org at once (enable all / disable all is one call), with the
+    /// audit row, in one transaction; returns all eleven flags after the change.
+    pub async fn set_features_audited(
+        &self,
+        org_id: i64,
+        changes: &[(Feature, bool)],
+        audit: &Audit,
+    ) -> Result<Vec<FeatureFlag>> {
+        self.get_org(org_id).await?;
+        let now = Utc::now();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (feature, enabled) in changes {
+                sqlx::query(
+                    "INSERT INTO feature_flags (org_id, feature, enabled, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (org_id, feature) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at")
+                    .bind(org_id).bind(feature.as_str()).bind(*enabled).bind(now)
+                    .execute(&mut *tx).await?;
+            }
+            audit_in!(tx, Some(audit), Some(org_id), org_id);
+            tx.commit().await?;
+        });
+        self.list_features(org_id).await
     }
 
     /// Every explicitly stored flag that is off, for the gateway's snapshot.

@@ -6,8 +6,9 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use crate::audit::audit_in;
 use crate::error::not_found;
-use crate::{with_pool, ApiKey, KeyKind, Result, Store, StoreError};
+use crate::{with_pool, ApiKey, Audit, KeyKind, Result, Store, StoreError};
 
 /// Every gateway key starts with this.
 pub const KEY_PREFIX: &str = "tg_";
@@ -50,13 +51,36 @@ impl Store {
     ) -> Result<(ApiKey, String)> {
         let key = generate_key();
         let row = self
-            .insert_key_hash(
+            .insert_key_in(
                 org_id,
                 kind,
                 name,
                 user_id,
-                &key_prefix(&key),
-                &hash_key(&key),
+                (&key_prefix(&key), &hash_key(&key)),
+                None,
+            )
+            .await?;
+        Ok((row, key))
+    }
+
+    /// [`Store::create_key`] with its audit row in the same transaction.
+    pub async fn create_key_audited(
+        &self,
+        org_id: i64,
+        kind: KeyKind,
+        name: &str,
+        user_id: Option<i64>,
+        audit: &Audit,
+    ) -> Result<(ApiKey, String)> {
+        let key = generate_key();
+        let row = self
+            .insert_key_in(
+                org_id,
+                kind,
+                name,
+                user_id,
+                (&key_prefix(&key), &hash_key(&key)),
+                Some(audit),
             )
             .await?;
         Ok((row, key))
@@ -72,16 +96,39 @@ impl Store {
         prefix: &str,
         key_hash: &str,
     ) -> Result<ApiKey> {
+        self.insert_key_in(org_id, kind, name, user_id, (prefix, key_hash), None)
+            .await
+    }
+
+    async fn insert_key_in(
+        &self,
+        org_id: i64,
+        kind: KeyKind,
+        name: &str,
+        user_id: Option<i64>,
+        (prefix, key_hash): (&str, &str),
+        audit: Option<&Audit>,
+    ) -> Result<ApiKey> {
+        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(StoreError::Validation(
+                "key name must be at most 100 characters, without control characters".into(),
+            ));
+        }
         let sql = format!(
             "INSERT INTO api_keys (org_id, user_id, kind, name, prefix, key_hash, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
         );
         let now = Utc::now();
-        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql)
-            .bind(org_id).bind(user_id).bind(kind.as_str()).bind(name)
-            .bind(prefix).bind(key_hash).bind(now)
-            .fetch_one(pool).await)
-        .map_err(StoreError::from)
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, ApiKey>(&sql)
+                .bind(org_id).bind(user_id).bind(kind.as_str()).bind(name.trim())
+                .bind(prefix).bind(key_hash).bind(now)
+                .fetch_one(&mut *tx).await?;
+            audit_in!(tx, audit, Some(org_id), row.id);
+            tx.commit().await?;
+            Ok(row)
+        })
     }
 
     /// One key by id.
@@ -116,14 +163,31 @@ impl Store {
 
     /// Revokes a key. Revoking a revoked key keeps its first revocation time.
     pub async fn revoke_key(&self, id: i64) -> Result<ApiKey> {
+        self.revoke_key_in(id, None).await
+    }
+
+    /// [`Store::revoke_key`] with its audit row in the same transaction.
+    pub async fn revoke_key_audited(&self, id: i64, audit: &Audit) -> Result<ApiKey> {
+        self.revoke_key_in(id, Some(audit)).await
+    }
+
+    async fn revoke_key_in(&self, id: i64, audit: Option<&Audit>) -> Result<ApiKey> {
         let sql = format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
              RETURNING {KEY_COLUMNS}"
         );
         let now = Utc::now();
-        with_pool!(self, pool => sqlx::query_as::<_, ApiKey>(&sql).bind(id).bind(now).fetch_one(pool).await)
-            .map_err(StoreError::from)
-            .map_err(not_found(format!("key {id}")))
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, ApiKey>(&sql).bind(id).bind(now)
+                .fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!("key {id}")));
+            };
+            audit_in!(tx, audit, Some(row.org_id), id);
+            tx.commit().await?;
+            Ok(row)
+        })
     }
 
     /// Deletes a key row for good (revoking is usually what you want). Its usage events stay,
@@ -135,6 +199,8 @@ impl Store {
             let n = sqlx::query("DELETE FROM api_keys WHERE id = $1")
                 .bind(id).execute(&mut *tx).await?.rows_affected();
             sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
+                .bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM key_last_used WHERE key_id = $1")
                 .bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
             n

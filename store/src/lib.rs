@@ -7,6 +7,7 @@
 //! query is written once with `$1` placeholders and runs on both. Nothing here is called on the
 //! gateway's request path: the gateway loads snapshots and writes event batches off the hot path.
 
+mod accounts;
 mod audit;
 mod error;
 mod features;
@@ -15,6 +16,7 @@ mod keys;
 mod limits;
 mod model;
 mod orgs;
+mod reports;
 mod resources;
 mod sqlite_events;
 mod usage;
@@ -28,12 +30,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use accounts::{PersonalToken, Session, TokenCheck, TOKEN_PREFIX};
+pub use audit::Audit;
 pub use error::StoreError;
 pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
 pub use model::*;
+pub use reports::{AuditQuery, EventCursor, EventPage, RollupGroup};
 pub use resources::{ResourceChange, ResourceOwner};
 pub use usage::{GroupBy, PeriodUsage};
-pub use users::verify_password;
+pub use users::{dummy_password_hash, verify_password};
 
 /// Result of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

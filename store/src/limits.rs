@@ -2,14 +2,34 @@
 
 use chrono::Utc;
 
+use crate::audit::audit_in;
 use crate::error::not_found;
-use crate::{with_pool, LimitSpec, LimitType, Result, Store, StoreError, UsageLimit};
+use crate::{with_pool, Audit, LimitSpec, LimitType, Result, Store, StoreError, UsageLimit};
 
 const LIMIT_COLUMNS: &str = "id, org_id, limit_type, value, alert_threshold, enabled, updated_at";
 
 impl Store {
     /// Creates or replaces the org's limit of this type.
     pub async fn set_limit(&self, org_id: i64, spec: &LimitSpec) -> Result<UsageLimit> {
+        self.set_limit_in(org_id, spec, None).await
+    }
+
+    /// [`Store::set_limit`] with its audit row in the same transaction.
+    pub async fn set_limit_audited(
+        &self,
+        org_id: i64,
+        spec: &LimitSpec,
+        audit: &Audit,
+    ) -> Result<UsageLimit> {
+        self.set_limit_in(org_id, spec, Some(audit)).await
+    }
+
+    async fn set_limit_in(
+        &self,
+        org_id: i64,
+        spec: &LimitSpec,
+        audit: Option<&Audit>,
+    ) -> Result<UsageLimit> {
         spec.validate()?;
         self.get_org(org_id).await?;
         let sql = format!(
@@ -20,11 +40,16 @@ impl Store {
              updated_at = excluded.updated_at RETURNING {LIMIT_COLUMNS}"
         );
         let now = Utc::now();
-        with_pool!(self, pool => sqlx::query_as::<_, UsageLimit>(&sql)
-            .bind(org_id).bind(spec.limit_type.as_str()).bind(spec.value)
-            .bind(spec.alert_threshold).bind(spec.enabled).bind(now)
-            .fetch_one(pool).await)
-        .map_err(StoreError::from)
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, UsageLimit>(&sql)
+                .bind(org_id).bind(spec.limit_type.as_str()).bind(spec.value)
+                .bind(spec.alert_threshold).bind(spec.enabled).bind(now)
+                .fetch_one(&mut *tx).await?;
+            audit_in!(tx, audit, Some(org_id), spec.limit_type);
+            tx.commit().await?;
+            Ok(row)
+        })
     }
 
     /// One limit of an org.
@@ -56,14 +81,37 @@ impl Store {
 
     /// Removes an org's limit of this type.
     pub async fn remove_limit(&self, org_id: i64, limit_type: LimitType) -> Result<()> {
-        let n = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM usage_limits WHERE org_id = $1 AND limit_type = $2")
-            .bind(org_id).bind(limit_type.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!(
-                "{limit_type} limit of organization {org_id}"
-            )));
-        }
-        Ok(())
+        self.remove_limit_in(org_id, limit_type, None).await
+    }
+
+    /// [`Store::remove_limit`] with its audit row in the same transaction.
+    pub async fn remove_limit_audited(
+        &self,
+        org_id: i64,
+        limit_type: LimitType,
+        audit: &Audit,
+    ) -> Result<()> {
+        self.remove_limit_in(org_id, limit_type, Some(audit)).await
+    }
+
+    async fn remove_limit_in(
+        &self,
+        org_id: i64,
+        limit_type: LimitType,
+        audit: Option<&Audit>,
+    ) -> Result<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM usage_limits WHERE org_id = $1 AND limit_type = $2")
+                .bind(org_id).bind(limit_type.as_str()).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "{limit_type} limit of organization {org_id}"
+                )));
+            }
+            audit_in!(tx, audit, Some(org_id), limit_type);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }

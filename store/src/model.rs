@@ -340,6 +340,8 @@ pub struct DailyRollup {
     pub model: String,
     /// The tool, empty when none was named.
     pub tool: String,
+    /// The user, empty when none was named.
+    pub user_ref: String,
     /// Requests.
     pub requests: i64,
     /// Prompt tokens.

@@ -2,24 +2,58 @@
 
 use chrono::Utc;
 
+use crate::audit::audit_in;
 use crate::error::not_found;
-use crate::{with_pool, Feature, Org, Result, Store, StoreError};
+use crate::{with_pool, Audit, Feature, Org, Result, Store, StoreError};
+
+/// Longest organization name accepted.
+const MAX_NAME_CHARS: usize = 100;
+
+/// A name as stored: trimmed, not empty, not all digits (orgs are named by id or by name on the
+/// command line, in headers and in API paths), at most 100 characters, no control characters.
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(StoreError::Validation(
+            "organization name must not be empty".into(),
+        ));
+    }
+    if name.parse::<i64>().is_ok() {
+        return Err(StoreError::Validation(format!(
+            "organization name {name:?} is a number, which would be mistaken for an id"
+        )));
+    }
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(StoreError::Validation(format!(
+            "organization name must be at most {MAX_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    Ok(name)
+}
 
 impl Store {
     /// Creates an organization with the given feature flags switched on (the rest off).
     pub async fn create_org(&self, name: &str, features_on: &[Feature]) -> Result<Org> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(StoreError::Validation(
-                "organization name must not be empty".into(),
-            ));
-        }
-        if name.parse::<i64>().is_ok() {
-            // Orgs are named by id or by name on the command line and in headers.
-            return Err(StoreError::Validation(format!(
-                "organization name {name:?} is a number, which would be mistaken for an id"
-            )));
-        }
+        self.create_org_in(name, features_on, None).await
+    }
+
+    /// [`Store::create_org`] with its audit row in the same transaction.
+    pub async fn create_org_audited(
+        &self,
+        name: &str,
+        features_on: &[Feature],
+        audit: &Audit,
+    ) -> Result<Org> {
+        self.create_org_in(name, features_on, Some(audit)).await
+    }
+
+    async fn create_org_in(
+        &self,
+        name: &str,
+        features_on: &[Feature],
+        audit: Option<&Audit>,
+    ) -> Result<Org> {
+        let name = check_name(name)?;
         let now = Utc::now();
         let org = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -37,6 +71,7 @@ impl Store {
                 .bind(org.id).bind(f.as_str()).bind(features_on.contains(f)).bind(now)
                 .execute(&mut *tx).await?;
             }
+            audit_in!(tx, audit, Some(org.id), &org.name);
             tx.commit().await?;
             Ok::<_, sqlx::Error>(org)
         })?;
@@ -79,11 +114,28 @@ impl Store {
 
     /// Renames an organization.
     pub async fn rename_org(&self, id: i64, name: &str) -> Result<Org> {
-        with_pool!(self, pool => sqlx::query_as::<_, Org>(
-            "UPDATE organizations SET name = $2 WHERE id = $1 RETURNING id, name, created_at")
-            .bind(id).bind(name.trim()).fetch_one(pool).await)
-        .map_err(StoreError::from)
-        .map_err(not_found(format!("organization {id}")))
+        self.rename_org_in(id, name, None).await
+    }
+
+    /// [`Store::rename_org`] with its audit row in the same transaction.
+    pub async fn rename_org_audited(&self, id: i64, name: &str, audit: &Audit) -> Result<Org> {
+        self.rename_org_in(id, name, Some(audit)).await
+    }
+
+    async fn rename_org_in(&self, id: i64, name: &str, audit: Option<&Audit>) -> Result<Org> {
+        let name = check_name(name)?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let org = sqlx::query_as::<_, Org>(
+                "UPDATE organizations SET name = $2 WHERE id = $1 RETURNING id, name, created_at")
+                .bind(id).bind(name).fetch_optional(&mut *tx).await?;
+            let Some(org) = org else {
+                return Err(StoreError::NotFound(format!("organization {id}")));
+            };
+            audit_in!(tx, audit, Some(id), &org.name);
+            tx.commit().await?;
+            Ok(org)
+        })
     }
 
     /// Deletes an organization and everything that belongs to it, its usage events included;
@@ -93,6 +145,16 @@ impl Store {
     /// being written either commits before the delete, and its events are deleted or cleared
     /// below, or waits for it and finds the org and keys gone.
     pub async fn delete_org(&self, id: i64) -> Result<()> {
+        self.delete_org_in(id, None).await
+    }
+
+    /// [`Store::delete_org`] with its audit row in the same transaction (the row keeps the id of
+    /// the org that no longer exists).
+    pub async fn delete_org_audited(&self, id: i64, audit: &Audit) -> Result<()> {
+        self.delete_org_in(id, Some(audit)).await
+    }
+
+    async fn delete_org_in(&self, id: i64, audit: Option<&Audit>) -> Result<()> {
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let keys: Vec<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE org_id = $1")
@@ -105,6 +167,12 @@ impl Store {
                 sqlx::query("UPDATE usage_events SET key_id = NULL WHERE key_id = $1")
                     .bind(key).execute(&mut *tx).await?;
             }
+            sqlx::query("DELETE FROM key_last_used WHERE key_id NOT IN (SELECT id FROM api_keys)")
+                .execute(&mut *tx).await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("organization {id}")));
+            }
+            audit_in!(tx, audit, Some(id), id);
             tx.commit().await?;
             n
         });

@@ -18,7 +18,8 @@ use chrono::SecondsFormat;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
 use crate::usage::{
-    insert_sql, referenced_ids, rollup_groups, rollup_sql, without_missing, ONE_ROW,
+    insert_sql, key_last_seen, referenced_ids, rollup_groups, rollup_sql, without_missing,
+    KEY_LAST_USED_SQL, ONE_ROW,
 };
 use crate::{Result, StoreError, UsageEvent};
 
@@ -154,13 +155,14 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
         let mut up = tx
             .prepare_cached(rollup_sql(true, ONE_ROW))
             .map_err(from_sqlite)?;
-        for ((day, org, provider, model, tool), t) in &groups {
+        for ((day, org, provider, model, tool, user), t) in &groups {
             up.execute(params![
                 day.format("%F").to_string(),
                 org,
                 provider,
                 model,
                 tool,
+                user,
                 t[0],
                 t[1],
                 t[2],
@@ -171,6 +173,14 @@ fn write(conn: &mut Connection, events: &[UsageEvent]) -> Result<u64> {
                 t[7],
                 t[8],
                 t[9],
+            ])
+            .map_err(from_sqlite)?;
+        }
+        let mut last = tx.prepare_cached(KEY_LAST_USED_SQL).map_err(from_sqlite)?;
+        for (key, at) in key_last_seen(events) {
+            last.execute(params![
+                key,
+                at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
             ])
             .map_err(from_sqlite)?;
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "request_id, client_request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
     model, operation, status, streamed, metered, input_tokens, output_tokens, thinking_tokens, \
     cached_tokens, tool_prompt_tokens, total_tokens, input_audio_tokens, output_image_tokens, \
@@ -24,7 +24,7 @@ const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 /// The index of the one-row size in [`CHUNK_SIZES`]: the SQLite event writer's statements.
 pub(crate) const ONE_ROW: usize = 4;
 const EVENT_BINDS: usize = 29;
-const ROLLUP_BINDS: usize = 15;
+const ROLLUP_BINDS: usize = 16;
 
 /// Cuts `items` into chunks of [`CHUNK_SIZES`], largest first.
 fn sized_chunks<T>(mut items: &[T]) -> impl Iterator<Item = (usize, &[T])> {
@@ -145,11 +145,11 @@ const INSERT_EVENTS_HEAD: &str =
     upstream_latency_ms, total_latency_ms, metered, client_request_id) ";
 
 const UPSERT_ROLLUPS_HEAD: &str = "INSERT INTO usage_rollups_daily (day, org_id, provider, model, \
-    tool, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
+    tool, user_ref, requests, input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, \
     images, videos, video_seconds, cost_micros) ";
 
 const UPSERT_ROLLUPS_TAIL: &str =
-    " ON CONFLICT (day, org_id, provider, model, tool) DO UPDATE SET \
+    " ON CONFLICT (day, org_id, provider, model, tool, user_ref) DO UPDATE SET \
     requests = usage_rollups_daily.requests + excluded.requests, \
     input_tokens = usage_rollups_daily.input_tokens + excluded.input_tokens, \
     output_tokens = usage_rollups_daily.output_tokens + excluded.output_tokens, \
@@ -202,8 +202,8 @@ pub(crate) fn without_missing<'a>(
     )
 }
 
-/// A rollup's key: (day, org, provider, model, tool).
-type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str);
+/// A rollup's key: (day, org, provider, model, tool, user).
+type RollupKey<'a> = (NaiveDate, i64, &'a str, &'a str, &'a str, &'a str);
 
 /// Sums the newly inserted, metered events of a batch per rollup key: requests, input, output,
 /// thinking, cached and total tokens, images, videos, video seconds, cost.
@@ -227,6 +227,7 @@ pub(crate) fn rollup_groups<'a>(
             e.provider.as_str(),
             e.model.as_str(),
             e.tool.as_deref().unwrap_or(""),
+            e.user_ref.as_deref().unwrap_or(""),
         );
         let g = groups.entry(key).or_insert([0; 10]);
         let add = [
@@ -246,6 +247,40 @@ pub(crate) fn rollup_groups<'a>(
         }
     }
     groups
+}
+
+/// Upserts when each key of a batch was last seen: newer times win, so replays of older events
+/// leave it alone. One statement text for both dialects.
+pub(crate) const KEY_LAST_USED_SQL: &str =
+    "INSERT INTO key_last_used (key_id, last_used_at) VALUES ($1, $2) \
+    ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at \
+    WHERE excluded.last_used_at > key_last_used.last_used_at";
+
+/// The latest event time per key named in a batch.
+pub(crate) fn key_last_seen(events: &[UsageEvent]) -> HashMap<i64, DateTime<Utc>> {
+    let mut seen: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    for e in events {
+        if let Some(k) = e.key_id {
+            let t = seen.entry(k).or_insert(e.occurred_at);
+            if e.occurred_at > *t {
+                *t = e.occurred_at;
+            }
+        }
+    }
+    seen
+}
+
+/// Runs [`KEY_LAST_USED_SQL`] for each key of a batch inside transaction `tx`.
+macro_rules! upsert_key_last_used {
+    ($tx:ident, $events:expr) => {{
+        for (key, at) in key_last_seen($events) {
+            sqlx::query(KEY_LAST_USED_SQL)
+                .bind(key)
+                .bind(at)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
 }
 
 /// A batch through SQLite's event connection, on tokio's blocking pool. The batch comes back
@@ -332,13 +367,14 @@ macro_rules! upsert_rollups {
         let groups: Vec<_> = $groups.into_iter().collect();
         for (size, chunk) in sized_chunks(&groups) {
             let mut q = sqlx::query(rollup_sql($sqlite, size));
-            for ((day, org, provider, model, tool), t) in chunk {
+            for ((day, org, provider, model, tool, user), t) in chunk {
                 q = q
                     .bind(*day)
                     .bind(*org)
                     .bind(*provider)
                     .bind(*model)
-                    .bind(*tool);
+                    .bind(*tool)
+                    .bind(*user);
                 for v in t {
                     q = q.bind(*v);
                 }
@@ -394,6 +430,7 @@ async fn insert_events_in_memory(pool: &sqlx::SqlitePool, events: &[UsageEvent])
     }
     if all_new {
         upsert_rollups!(tx, true, rollup_groups(&checked, |_| true));
+        upsert_key_last_used!(tx, &checked);
         tx.commit().await?;
         return Ok(checked.len() as u64);
     }
@@ -409,6 +446,7 @@ async fn insert_events_in_memory(pool: &sqlx::SqlitePool, events: &[UsageEvent])
         new_ids.extend(q.fetch_all(&mut *tx).await?);
     }
     upsert_rollups!(tx, true, rollup_groups(&checked, |id| new_ids.contains(id)));
+    upsert_key_last_used!(tx, &checked);
     tx.commit().await?;
     Ok(new_ids.len() as u64)
 }
@@ -511,6 +549,7 @@ async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<
         .rows_affected();
     if n == events.len() as u64 {
         upsert_rollups!(tx, false, rollup_groups(events, |_| true));
+        upsert_key_last_used!(tx, events);
         tx.commit().await?;
         return Ok(n);
     }
@@ -527,6 +566,7 @@ async fn insert_events_pg(pool: &sqlx::PgPool, events: &[UsageEvent]) -> Result<
         .map(|row| sqlx::Row::try_get::<String, _>(row, 0))
         .collect::<Result<_, sqlx::Error>>()?;
     upsert_rollups!(tx, false, rollup_groups(events, |id| new_ids.contains(id)));
+    upsert_key_last_used!(tx, events);
     tx.commit().await?;
     Ok(new_ids.len() as u64)
 }
@@ -622,10 +662,10 @@ impl Store {
         to: NaiveDate,
     ) -> Result<Vec<crate::DailyRollup>> {
         with_pool!(self, pool => sqlx::query_as::<_, crate::DailyRollup>(
-            "SELECT day, org_id, provider, model, tool, requests, input_tokens, output_tokens, \
+            "SELECT day, org_id, provider, model, tool, user_ref, requests, input_tokens, output_tokens, \
              thinking_tokens, cached_tokens, total_tokens, images, videos, video_seconds, cost_micros \
              FROM usage_rollups_daily WHERE org_id = $1 AND day >= $2 AND day <= $3 \
-             ORDER BY day, provider, model, tool")
+             ORDER BY day, provider, model, tool, user_ref")
             .bind(org_id).bind(from).bind(to).fetch_all(pool).await)
         .map_err(StoreError::from)
     }

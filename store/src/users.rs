@@ -6,8 +6,9 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use chrono::Utc;
 
+use crate::audit::audit_in;
 use crate::error::not_found;
-use crate::{with_pool, Membership, Result, Role, Store, StoreError, User};
+use crate::{with_pool, Audit, Membership, Result, Role, Store, StoreError, User};
 
 /// Shortest password accepted.
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -23,6 +24,19 @@ fn hash_password(password: &str) -> Result<String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| StoreError::Validation(format!("cannot hash password: {e}")))
+}
+
+/// A valid argon2id hash of a random password, computed once: a login for an unknown email is
+/// checked against it, so that it costs the same time as a wrong password.
+pub fn dummy_password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(salt.as_str().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Checks a password against a stored argon2 hash (constant-time inside argon2).
@@ -57,6 +71,28 @@ const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.email, m.role, m.crea
 impl Store {
     /// Creates a user; the password is stored as an argon2id hash.
     pub async fn create_user(&self, email: &str, password: &str, superuser: bool) -> Result<User> {
+        self.create_user_in(email, password, superuser, None).await
+    }
+
+    /// [`Store::create_user`] with its audit row in the same transaction.
+    pub async fn create_user_audited(
+        &self,
+        email: &str,
+        password: &str,
+        superuser: bool,
+        audit: &Audit,
+    ) -> Result<User> {
+        self.create_user_in(email, password, superuser, Some(audit))
+            .await
+    }
+
+    async fn create_user_in(
+        &self,
+        email: &str,
+        password: &str,
+        superuser: bool,
+        audit: Option<&Audit>,
+    ) -> Result<User> {
         let email = check_email(email)?.to_lowercase();
         let hash = hash_password(password)?;
         let sql = format!(
@@ -64,9 +100,27 @@ impl Store {
              VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
         );
         let now = Utc::now();
-        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql)
-            .bind(&email).bind(&hash).bind(superuser).bind(now).fetch_one(pool).await)
-        .map_err(StoreError::from)
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let user = sqlx::query_as::<_, User>(&sql)
+                .bind(&email).bind(&hash).bind(superuser).bind(now).fetch_one(&mut *tx).await?;
+            audit_in!(tx, audit, None::<i64>, &user.email);
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
+    /// A user and their password hash, for a login check done by the caller off the async
+    /// threads (argon2 is deliberately slow).
+    pub async fn login_record(&self, email: &str) -> Result<Option<(User, String)>> {
+        let email = email.trim().to_lowercase();
+        let row: Option<(i64, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, password_hash FROM users WHERE email = $1")
+            .bind(&email).fetch_optional(pool).await)?;
+        let Some((id, hash)) = row else {
+            return Ok(None);
+        };
+        Ok(Some((self.get_user(id).await?, hash)))
     }
 
     /// One user by id.
@@ -118,40 +172,137 @@ impl Store {
 
     /// Grants or removes superuser rights.
     pub async fn set_superuser(&self, id: i64, superuser: bool) -> Result<User> {
+        self.set_superuser_in(id, superuser, None).await
+    }
+
+    /// [`Store::set_superuser`] with its audit row in the same transaction.
+    pub async fn set_superuser_audited(
+        &self,
+        id: i64,
+        superuser: bool,
+        audit: &Audit,
+    ) -> Result<User> {
+        self.set_superuser_in(id, superuser, Some(audit)).await
+    }
+
+    async fn set_superuser_in(
+        &self,
+        id: i64,
+        superuser: bool,
+        audit: Option<&Audit>,
+    ) -> Result<User> {
         let sql =
             format!("UPDATE users SET is_superuser = $2 WHERE id = $1 RETURNING {USER_COLUMNS}");
-        with_pool!(self, pool => sqlx::query_as::<_, User>(&sql).bind(id).bind(superuser).fetch_one(pool).await)
-            .map_err(StoreError::from)
-            .map_err(not_found(format!("user {id}")))
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let user = sqlx::query_as::<_, User>(&sql).bind(id).bind(superuser)
+                .fetch_optional(&mut *tx).await?;
+            let Some(user) = user else {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            };
+            audit_in!(tx, audit, None::<i64>, &user.email);
+            tx.commit().await?;
+            Ok(user)
+        })
     }
 
     /// Replaces a user's password.
     pub async fn set_password(&self, id: i64, password: &str) -> Result<()> {
+        self.set_password_in(id, password, None, None).await
+    }
+
+    /// Replaces a user's password and ends their sessions but `keep_session` (the one that
+    /// asked, by its hash), with the audit row, in one transaction.
+    pub async fn set_password_audited(
+        &self,
+        id: i64,
+        password: &str,
+        keep_session: Option<&str>,
+        audit: &Audit,
+    ) -> Result<()> {
+        self.set_password_in(id, password, keep_session, Some(audit))
+            .await
+    }
+
+    async fn set_password_in(
+        &self,
+        id: i64,
+        password: &str,
+        keep_session: Option<&str>,
+        audit: Option<&Audit>,
+    ) -> Result<()> {
         let hash = hash_password(password)?;
-        let n = with_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-            .bind(id).bind(&hash).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("user {id}")));
-        }
-        Ok(())
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(id).bind(&hash).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)")
+                .bind(id).bind(keep_session).execute(&mut *tx).await?;
+            audit_in!(tx, audit, None::<i64>, id);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Deletes a user and their memberships.
     pub async fn delete_user(&self, id: i64) -> Result<()> {
-        let n = with_pool!(self, pool => sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("user {id}")));
-        }
-        Ok(())
+        self.delete_user_in(id, None).await
+    }
+
+    /// [`Store::delete_user`] with its audit row in the same transaction.
+    pub async fn delete_user_audited(&self, id: i64, audit: &Audit) -> Result<()> {
+        self.delete_user_in(id, Some(audit)).await
+    }
+
+    async fn delete_user_in(&self, id: i64, audit: Option<&Audit>) -> Result<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(id).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            audit_in!(tx, audit, None::<i64>, id);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Makes a user a member of an org with a role.
     pub async fn add_member(&self, org_id: i64, user_id: i64, role: Role) -> Result<Membership> {
+        self.add_member_in(org_id, user_id, role, None).await
+    }
+
+    /// [`Store::add_member`] with its audit row in the same transaction.
+    pub async fn add_member_audited(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: &Audit,
+    ) -> Result<Membership> {
+        self.add_member_in(org_id, user_id, role, Some(audit)).await
+    }
+
+    async fn add_member_in(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: Option<&Audit>,
+    ) -> Result<Membership> {
         let now = Utc::now();
-        with_pool!(self, pool => sqlx::query(
-            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(org_id).bind(user_id).bind(role.as_str()).bind(now).execute(pool).await.map(drop))?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(org_id).bind(user_id).bind(role.as_str()).bind(now).execute(&mut *tx).await?;
+            audit_in!(tx, audit, Some(org_id), user_id);
+            tx.commit().await?;
+        });
         self.get_membership(org_id, user_id).await
     }
 
@@ -167,29 +318,92 @@ impl Store {
     }
 
     /// Changes a member's role.
+    /// Refused with [`StoreError::LastOwner`] when it would leave an org that has owners
+    /// without one.
     pub async fn set_role(&self, org_id: i64, user_id: i64, role: Role) -> Result<Membership> {
-        let n = with_pool!(self, pool => sqlx::query(
-            "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id).bind(user_id).bind(role.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!(
-                "membership of user {user_id} in organization {org_id}"
-            )));
-        }
+        self.change_member(org_id, user_id, Some(role), None)
+            .await?;
         self.get_membership(org_id, user_id).await
     }
 
-    /// Removes a user from an org.
+    /// [`Store::set_role`] with its audit row in the same transaction.
+    pub async fn set_role_audited(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        role: Role,
+        audit: &Audit,
+    ) -> Result<Membership> {
+        self.change_member(org_id, user_id, Some(role), Some(audit))
+            .await?;
+        self.get_membership(org_id, user_id).await
+    }
+
+    /// Removes a user from an org; refused with [`StoreError::LastOwner`] for its last owner.
     pub async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<()> {
-        let n = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(org_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!(
+        self.change_member(org_id, user_id, None, None).await
+    }
+
+    /// [`Store::remove_member`] with its audit row in the same transaction.
+    pub async fn remove_member_audited(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        audit: &Audit,
+    ) -> Result<()> {
+        self.change_member(org_id, user_id, None, Some(audit)).await
+    }
+
+    /// Sets a member's role (`Some`) or removes them (`None`). The org's row is locked first on
+    /// PostgreSQL (SQLite writes one at a time), so two concurrent demotions cannot both see
+    /// another owner left.
+    async fn change_member(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        role: Option<Role>,
+        audit: Option<&Audit>,
+    ) -> Result<()> {
+        let missing = || {
+            StoreError::NotFound(format!(
                 "membership of user {user_id} in organization {org_id}"
-            )));
-        }
-        Ok(())
+            ))
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if matches!(self, Store::Postgres(_)) {
+                sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
+                    .bind(org_id).execute(&mut *tx).await?;
+            } else {
+                // Take SQLite's write lock now, so the count below is what the write sees.
+                sqlx::query("UPDATE organizations SET id = id WHERE id = -1")
+                    .execute(&mut *tx).await?;
+            }
+            let current: Option<Role> = sqlx::query_scalar(
+                "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+                .bind(org_id).bind(user_id).fetch_optional(&mut *tx).await?;
+            let Some(current) = current else {
+                return Err(missing());
+            };
+            match role {
+                Some(role) => sqlx::query(
+                    "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id).bind(user_id).bind(role.as_str()).execute(&mut *tx).await?,
+                None => sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+                    .bind(org_id).bind(user_id).execute(&mut *tx).await?,
+            };
+            if current == Role::Owner && role != Some(Role::Owner) {
+                let owners: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
+                    .bind(org_id).bind(Role::Owner.as_str()).fetch_one(&mut *tx).await?;
+                if owners == 0 {
+                    return Err(StoreError::LastOwner);
+                }
+            }
+            audit_in!(tx, audit, Some(org_id), user_id);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// An org's members, by user id.

@@ -1,0 +1,184 @@
+//! Reads for the dashboard and the admin API: usage totals and breakdowns from the daily
+//! rollups (never from the events, so they stay fast at millions of events), recent events
+//! paged by a cursor, key last-use times, and the audit log paged newest first.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::{with_pool, AuditEntry, Result, Store, StoreError, UsageEvent, UsageTotals};
+
+/// How a rollup report groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupGroup {
+    /// One row: the grand total.
+    Nothing,
+    /// By provider (`gemini`, `vertex`).
+    Provider,
+    /// By model.
+    Model,
+    /// By tool (`x-tollgate-tool`; empty when none was named).
+    Tool,
+    /// By user (`x-tollgate-user` or the key's user; empty when none).
+    User,
+    /// By UTC day (`YYYY-MM-DD`), oldest first.
+    Day,
+    /// By organization name (cross-org reports).
+    Org,
+}
+
+impl RollupGroup {
+    fn column(self) -> &'static str {
+        match self {
+            RollupGroup::Nothing => "''",
+            RollupGroup::Provider => "r.provider",
+            RollupGroup::Model => "r.model",
+            RollupGroup::Tool => "r.tool",
+            RollupGroup::User => "r.user_ref",
+            RollupGroup::Day => "CAST(r.day AS TEXT)",
+            RollupGroup::Org => "o.name",
+        }
+    }
+}
+
+/// Sums of the rollup columns; "requests" is what `daily_requests` counts: metered requests.
+const ROLLUP_TOTALS: &str = "CAST(COALESCE(SUM(r.requests), 0) AS BIGINT) AS requests, \
+    CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
+    CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
+    CAST(COALESCE(SUM(r.thinking_tokens), 0) AS BIGINT) AS thinking_tokens, \
+    CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+    CAST(COALESCE(SUM(r.total_tokens), 0) AS BIGINT) AS total_tokens, \
+    CAST(COALESCE(SUM(r.images), 0) AS BIGINT) AS images, \
+    CAST(COALESCE(SUM(r.videos), 0) AS BIGINT) AS videos, \
+    CAST(COALESCE(SUM(r.video_seconds), 0) AS BIGINT) AS video_seconds, \
+    CAST(COALESCE(SUM(r.cost_micros), 0) AS BIGINT) AS cost_micros";
+
+/// A position in the recent-events list: the last row of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    /// Its time.
+    pub occurred_at: DateTime<Utc>,
+    /// Its row id (ties on time are broken by id).
+    pub id: i64,
+}
+
+/// One page of events with the cursor of its last row.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// Newest first.
+    pub events: Vec<UsageEvent>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<EventCursor>,
+}
+
+/// Audit entries newest first, filtered.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this org's entries (else every entry).
+    pub org_id: Option<i64>,
+    /// Entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Entries before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Entries with an id below this (the previous page's last id).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+impl Store {
+    /// Usage in the UTC days `[from, to]` from the daily rollups, of one org or (with `None`)
+    /// of every org, grouped as asked. Grouped rows come by cost, largest first (by day: oldest
+    /// first); the total is one row, zero when nothing was used.
+    pub async fn rollup_usage(
+        &self,
+        org_id: Option<i64>,
+        from: NaiveDate,
+        to: NaiveDate,
+        group: RollupGroup,
+    ) -> Result<Vec<UsageTotals>> {
+        let col = group.column();
+        let tail = match group {
+            RollupGroup::Nothing => String::new(),
+            RollupGroup::Day => format!("GROUP BY {col} ORDER BY group_key"),
+            _ => format!("GROUP BY {col} ORDER BY cost_micros DESC, group_key"),
+        };
+        let join = match group {
+            RollupGroup::Org => "JOIN organizations o ON o.id = r.org_id",
+            _ => "",
+        };
+        let sql = format!(
+            "SELECT {col} AS group_key, {ROLLUP_TOTALS} FROM usage_rollups_daily r {join} \
+             WHERE ($1 IS NULL OR r.org_id = $1) AND r.day >= $2 AND r.day <= $3 {tail}"
+        );
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, UsageTotals>(&sql)
+            .bind(org_id).bind(from).bind(to).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// An org's events newest first, `limit` of them, after `cursor` when given. Each event
+    /// comes with its row id (for the next cursor).
+    pub async fn event_page(
+        &self,
+        org_id: i64,
+        cursor: Option<&EventCursor>,
+        limit: i64,
+    ) -> Result<EventPage> {
+        let sql = format!(
+            "SELECT id, {cols} FROM usage_events WHERE org_id = $1 \
+             AND ($2 IS NULL OR occurred_at < $2 OR (occurred_at = $2 AND id < $3)) \
+             ORDER BY occurred_at DESC, id DESC LIMIT $4",
+            cols = crate::usage::EVENT_COLUMNS
+        );
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            #[sqlx(flatten)]
+            event: UsageEvent,
+        }
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as::<_, Row>(&sql)
+            .bind(org_id)
+            .bind(cursor.map(|c| c.occurred_at))
+            .bind(cursor.map_or(i64::MAX, |c| c.id))
+            .bind(limit)
+            .fetch_all(pool).await)?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last())
+            .flatten()
+            .map(|r| EventCursor {
+                occurred_at: r.event.occurred_at,
+                id: r.id,
+            });
+        Ok(EventPage {
+            events: rows.into_iter().map(|r| r.event).collect(),
+            next,
+        })
+    }
+
+    /// When each of an org's keys last appeared in a stored event.
+    pub async fn keys_last_used(&self, org_id: i64) -> Result<Vec<(i64, DateTime<Utc>)>> {
+        with_pool!(self, pool => sqlx::query_as::<_, (i64, DateTime<Utc>)>(
+            "SELECT u.key_id, u.last_used_at FROM key_last_used u \
+             JOIN api_keys k ON k.id = u.key_id WHERE k.org_id = $1")
+            .bind(org_id).fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// Audit entries newest first, as filtered.
+    pub async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        with_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, occurred_at, actor, action, org_id, target, detail FROM audit_log \
+             WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR occurred_at >= $2) \
+             AND ($3 IS NULL OR occurred_at < $3) AND ($4 IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5")
+            .bind(q.org_id).bind(q.since).bind(q.until).bind(q.before_id).bind(q.limit)
+            .fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+
+    /// Members per org, for the org list.
+    pub async fn member_counts(&self) -> Result<Vec<(i64, i64)>> {
+        with_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT org_id, COUNT(*) FROM memberships GROUP BY org_id")
+            .fetch_all(pool).await)
+        .map_err(StoreError::from)
+    }
+}
