@@ -73,6 +73,10 @@ conformance!(
     events_naming_what_no_longer_exists_are_kept_without_it,
     limit_alerts_fire_once_per_period,
     audit_log,
+    audited_changes_write_their_row_in_the_same_transaction,
+    sessions_expire_and_end,
+    personal_tokens,
+    rollup_reports_by_user_and_key_last_use,
     gateway_heartbeats,
     config_version_moves_with_every_change_gateways_load,
     resource_owners_first_claim_wins_and_loads_incrementally,
@@ -252,12 +256,30 @@ async fn memberships(s: Store) {
     ));
     assert_eq!(s.list_members(org.id).await.unwrap().len(), 1);
     assert_eq!(s.memberships_of(u.id).await.unwrap()[0].org_id, org.id);
+    // The last owner stays: neither removed nor demoted.
+    assert!(matches!(
+        s.remove_member(org.id, u.id).await,
+        Err(StoreError::LastOwner)
+    ));
+    assert!(matches!(
+        s.set_role(org.id, u.id, Role::Member).await,
+        Err(StoreError::LastOwner)
+    ));
+    let other = s
+        .create_user("b@example.com", "correct horse", false)
+        .await
+        .unwrap();
+    s.add_member(org.id, other.id, Role::Owner).await.unwrap();
     s.remove_member(org.id, u.id).await.unwrap();
-    assert!(s.list_members(org.id).await.unwrap().is_empty());
+    assert_eq!(s.list_members(org.id).await.unwrap().len(), 1);
     assert!(matches!(
         s.remove_member(org.id, u.id).await,
         Err(StoreError::NotFound(_))
     ));
+    // An org without owners (made by the CLI) may lose members freely.
+    let bare = s.create_org("bare", Feature::ALL).await.unwrap();
+    s.add_member(bare.id, u.id, Role::Member).await.unwrap();
+    s.remove_member(bare.id, u.id).await.unwrap();
     assert!("boss".parse::<Role>().is_err());
 }
 
@@ -626,6 +648,279 @@ async fn audit_log(s: Store) {
     let mine = s.list_audit(Some(org.id), 10).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].action, "org.create");
+}
+
+async fn audited_changes_write_their_row_in_the_same_transaction(s: Store) {
+    let a = |action| Audit::new("ada@example.com", action);
+    let org = s
+        .create_org_audited("acme", Feature::ALL, &a("org.create"))
+        .await
+        .unwrap();
+    // A refused change leaves no audit row.
+    assert!(s
+        .create_org_audited("acme", Feature::ALL, &a("org.create"))
+        .await
+        .is_err());
+    let spec = LimitSpec {
+        limit_type: LimitType::DailyRequests,
+        value: 5,
+        alert_threshold: 80,
+        enabled: true,
+    };
+    s.set_limit_audited(org.id, &spec, &a("limit.set"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.remove_limit_audited(org.id, LimitType::MonthlyCost, &a("limit.remove"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let (key, _) = s
+        .create_key_audited(org.id, KeyKind::App, "k", None, &a("key.create"))
+        .await
+        .unwrap();
+    s.revoke_key_audited(key.id, &a("key.revoke"))
+        .await
+        .unwrap();
+    let flags = s
+        .set_features_audited(
+            org.id,
+            &[(Feature::Streaming, false), (Feature::VertexAi, false)],
+            &a("feature.set"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(flags.iter().filter(|f| !f.enabled).count(), 2);
+    let log = s.list_audit(None, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "org.create",
+            "limit.set",
+            "key.create",
+            "key.revoke",
+            "feature.set"
+        ],
+        "one row per change that happened, none for those refused"
+    );
+    assert!(log
+        .iter()
+        .all(|e| e.org_id == Some(org.id) && e.actor == "ada@example.com"));
+    assert_eq!(
+        log[2].target,
+        key.id.to_string(),
+        "a created row's id is the target"
+    );
+    let page = s
+        .audit_page(&AuditQuery {
+            org_id: Some(org.id),
+            before_id: Some(log[1].id),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![log[2].id, log[3].id]
+    );
+}
+
+async fn sessions_expire_and_end(s: Store) {
+    let u = s
+        .create_user("a@example.com", "correct horse", false)
+        .await
+        .unwrap();
+    let (secret, session) = s.create_session(u.id, Duration::hours(1)).await.unwrap();
+    assert_ne!(secret, session.id_hash, "only the digest is stored");
+    let (found, user) = s
+        .session_user(&secret, Duration::minutes(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.csrf_token.as_str(), user.id),
+        (session.csrf_token.as_str(), u.id)
+    );
+    assert!(s
+        .session_user("nope", Duration::minutes(30))
+        .await
+        .unwrap()
+        .is_none());
+    let (expired, _) = s.create_session(u.id, Duration::seconds(-1)).await.unwrap();
+    assert!(s
+        .session_user(&expired, Duration::minutes(30))
+        .await
+        .unwrap()
+        .is_none());
+    // A password change ends every session but the one kept.
+    let (other, _) = s.create_session(u.id, Duration::hours(1)).await.unwrap();
+    s.set_password_audited(
+        u.id,
+        "battery staple",
+        Some(&session.id_hash),
+        &Audit::new("a", "user.password"),
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .session_user(&secret, Duration::minutes(30))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .session_user(&other, Duration::minutes(30))
+        .await
+        .unwrap()
+        .is_none());
+    s.delete_session(&session.id_hash).await.unwrap();
+    assert!(s
+        .session_user(&secret, Duration::minutes(30))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn personal_tokens(s: Store) {
+    let u = s
+        .create_user("a@example.com", "correct horse", false)
+        .await
+        .unwrap();
+    let v = s
+        .create_user("b@example.com", "correct horse", false)
+        .await
+        .unwrap();
+    let a = Audit::new("a@example.com", "token.create");
+    let (row, token) = s.create_token_audited(u.id, "ci", None, &a).await.unwrap();
+    assert!(token.starts_with(TOKEN_PREFIX) && token.starts_with(&row.prefix));
+    assert_eq!(
+        s.token_user(&token).await.unwrap(),
+        TokenCheck::Valid(s.get_user(u.id).await.unwrap())
+    );
+    assert_eq!(
+        s.token_user("tgp_unknown").await.unwrap(),
+        TokenCheck::Unknown
+    );
+    let (_, old) = s
+        .create_token_audited(u.id, "old", Some(Utc::now() - Duration::seconds(1)), &a)
+        .await
+        .unwrap();
+    assert_eq!(s.token_user(&old).await.unwrap(), TokenCheck::Expired);
+    assert!(
+        matches!(
+            s.revoke_token_audited(v.id, row.id, &a).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "another user's token is not found"
+    );
+    s.revoke_token_audited(u.id, row.id, &a).await.unwrap();
+    assert_eq!(s.token_user(&token).await.unwrap(), TokenCheck::Revoked);
+    let listed = s.list_tokens(u.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed.iter().any(|t| t.last_used_at.is_some()),
+        "use is recorded"
+    );
+}
+
+async fn rollup_reports_by_user_and_key_last_use(s: Store) {
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    let (key, _) = s.create_key(org.id, KeyKind::App, "k", None).await.unwrap();
+    let t = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+    let mut a = event("r1", Some(org.id), t, "gemini-2.5-flash");
+    a.key_id = Some(key.id);
+    let mut b = event(
+        "r2",
+        Some(org.id),
+        t + Duration::minutes(5),
+        "gemini-2.5-flash",
+    );
+    b.key_id = Some(key.id);
+    b.user_ref = Some("u2".into());
+    let mut c = event("r3", Some(org.id), t + Duration::days(1), "gemini-2.5-pro");
+    c.user_ref = None;
+    s.insert_events(&[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    let day = t.date_naive();
+    let by_user = s
+        .rollup_usage(
+            Some(org.id),
+            day,
+            day + Duration::days(1),
+            RollupGroup::User,
+        )
+        .await
+        .unwrap();
+    let mut users: Vec<(String, i64)> = by_user
+        .iter()
+        .map(|r| (r.group_key.clone(), r.requests))
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        vec![("".into(), 1), ("u1".into(), 1), ("u2".into(), 1)]
+    );
+    let by_day = s
+        .rollup_usage(Some(org.id), day, day + Duration::days(1), RollupGroup::Day)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_day
+            .iter()
+            .map(|r| (r.group_key.as_str(), r.requests))
+            .collect::<Vec<_>>(),
+        vec![("2026-11-28", 2), ("2026-11-29", 1)]
+    );
+    let one_day = s
+        .rollup_usage(Some(org.id), day, day, RollupGroup::Nothing)
+        .await
+        .unwrap();
+    assert_eq!(one_day[0].requests, 2);
+    let cross = s
+        .rollup_usage(None, day, day + Duration::days(1), RollupGroup::Org)
+        .await
+        .unwrap();
+    assert_eq!(
+        (cross[0].group_key.as_str(), cross[0].requests),
+        ("acme", 3)
+    );
+    let used = s.keys_last_used(org.id).await.unwrap();
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].0, key.id);
+    assert_eq!(
+        used[0].1.timestamp_micros(),
+        b.occurred_at.timestamp_micros(),
+        "the newest use"
+    );
+    // A replay of the older event leaves the last use alone.
+    s.insert_events(&[a]).await.unwrap();
+    assert_eq!(
+        s.keys_last_used(org.id).await.unwrap()[0]
+            .1
+            .timestamp_micros(),
+        b.occurred_at.timestamp_micros()
+    );
+    // Paging the events by cursor visits each once, newest first.
+    let first = s.event_page(org.id, None, 2).await.unwrap();
+    assert_eq!(
+        first
+            .events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r3", "r2"]
+    );
+    let rest = s.event_page(org.id, first.next.as_ref(), 2).await.unwrap();
+    assert_eq!(
+        rest.events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r1"]
+    );
+    assert!(rest.next.is_none());
 }
 
 async fn gateway_heartbeats(s: Store) {

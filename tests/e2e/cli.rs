@@ -166,15 +166,18 @@ fn orgs_keys_limits_and_features_round_trip() {
     };
     assert_eq!(
         (
-            by_type("daily_requests")["value"].as_i64(),
+            by_type("daily_requests")["raw_value"].as_i64(),
             by_type("daily_requests")["alert_threshold"].as_i64()
         ),
         (Some(50), Some(90))
     );
     assert_eq!(
-        by_type("monthly_cost")["value"],
-        12_500_000,
-        "dollars are stored as micro-dollars"
+        (
+            by_type("monthly_cost")["raw_value"].clone(),
+            by_type("monthly_cost")["value"].clone()
+        ),
+        (serde_json::json!(12_500_000), serde_json::json!(12.5)),
+        "dollars are stored as micro-dollars and shown as dollars"
     );
     assert_eq!(by_type("monthly_cost")["enabled"], false);
     let table = cli.ok(&["limit", "list", "--org", "acme"]);
@@ -306,7 +309,7 @@ fn users_and_members() {
     );
     let user: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (user[0]["email"].as_str(), user[0]["is_superuser"].as_bool()),
+        (user[0]["email"].as_str(), user[0]["superuser"].as_bool()),
         (Some("ada@example.com"), Some(true))
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("correct horse"));
@@ -354,21 +357,91 @@ fn users_and_members() {
         "boss",
     ]);
     assert!(e.contains("boss"), "{e}");
-    cli.ok(&[
+    let remove_ada = [
         "member",
         "remove",
         "--org",
         "acme",
         "--user",
         "ada@example.com",
-    ]);
-    assert_eq!(
-        cli.json(&["member", "list", "--org", "acme"])
-            .as_array()
-            .unwrap()
-            .len(),
-        0
+    ];
+    let e = cli.fails(&remove_ada);
+    assert!(
+        e.contains("at least one owner"),
+        "the last owner stays: {e}"
     );
+    let out = cli.run_with_stdin(
+        &["user", "create", "--email", "bob@example.com"],
+        "another horse
+",
+    );
+    assert!(out.status.success());
+    cli.ok(&[
+        "member",
+        "add",
+        "--org",
+        "acme",
+        "--user",
+        "bob@example.com",
+        "--role",
+        "owner",
+    ]);
+    cli.ok(&remove_ada);
+    let members = cli.json(&["member", "list", "--org", "acme"]);
+    assert_eq!(members.as_array().unwrap().len(), 1);
+    assert_eq!(members[0]["email"], "bob@example.com");
+}
+
+#[test]
+fn tokens_and_password_resets() {
+    let cli = Cli::new();
+    let out = cli.run_with_stdin(
+        &["user", "create", "--email", "ada@example.com"],
+        "correct horse
+",
+    );
+    assert!(out.status.success());
+    let t = cli.json(&[
+        "token",
+        "create",
+        "--user",
+        "ada@example.com",
+        "--name",
+        "ci",
+        "--expires-days",
+        "30",
+    ]);
+    let token = t["token"].as_str().unwrap();
+    assert!(token.starts_with("tgp_") && token.len() > 30, "{token}");
+    assert_eq!(t["name"], "ci");
+    assert!(t["expires_at"].is_string(), "{t}");
+    let e = cli.fails(&[
+        "token",
+        "create",
+        "--user",
+        "ada@example.com",
+        "--expires-days",
+        "0",
+    ]);
+    assert!(e.contains("--expires-days"), "{e}");
+    let e = cli.fails(&["token", "create", "--user", "nobody@example.com"]);
+    assert!(e.contains("not found"), "{e}");
+    let out = cli.run_with_stdin(
+        &["user", "password", "--email", "ada@example.com"],
+        "battery staple
+",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli.run_with_stdin(
+        &["user", "password", "--email", "ada@example.com"],
+        "short
+",
+    );
+    assert!(!out.status.success(), "a short password is refused");
 }
 
 #[test]

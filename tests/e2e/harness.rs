@@ -185,6 +185,36 @@ impl TestEnv {
         String::from_utf8(stdout_of(&mut cmd, "").await).unwrap()
     }
 
+    /// A personal API token of a new superuser (one per call).
+    pub async fn superuser_token(&self) -> String {
+        let email = format!("root{}@example.com", free_port());
+        let u = self
+            .store
+            .create_user(&email, "root password", true)
+            .await
+            .unwrap();
+        let audit = store::Audit::new("test", "token.create");
+        self.store
+            .create_token_audited(u.id, "test", None, &audit)
+            .await
+            .unwrap()
+            .1
+    }
+
+    /// GETs an admin API path as a new superuser; the body as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let token = self.superuser_token().await;
+        client()
+            .get(format!("{}{path}", self.admin_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Asserts the fake saw nothing it should not have.
     pub fn assert_clean_upstream(&self) {
         let v = self.fake.violations();
@@ -228,18 +258,6 @@ pub async fn get_text(url: &str) -> String {
         .await
         .unwrap()
         .text()
-        .await
-        .unwrap()
-}
-
-/// GETs a URL; the body as JSON.
-pub async fn get_json(url: &str) -> serde_json::Value {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap()
 }

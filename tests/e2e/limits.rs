@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 use store::{Feature, KeyKind, LimitSpec, LimitType};
 use tokio::sync::Notify;
 
-use crate::harness::{
-    client, eventually, get_json, postgres_url, stdout_of, unique_schema, Opts, TestEnv,
-};
+use crate::harness::{client, eventually, postgres_url, stdout_of, unique_schema, Opts, TestEnv};
 use crate::metering::event;
 use crate::outage::CuttableProxy;
 use crate::sdk::python;
@@ -487,7 +485,7 @@ async fn with_the_database_down_at_start_up_requests_flow_and_limits_return() {
     // The heartbeat the admin service shows for its banner: this gateway, no longer degraded.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = get_json(&format!("{}/api/v1/status", env.admin_url)).await;
+        let status = env.admin_json("/api/v1/status").await;
         let gws = status["gateways"].as_array().cloned().unwrap_or_default();
         if gws
             .iter()

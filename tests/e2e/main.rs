@@ -4,6 +4,7 @@
 // Tests may unwrap and panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_api;
 mod cli;
 mod fake_google;
 mod harness;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use store::UsageEvent;
 
-use crate::harness::{client, get_json, TestEnv};
+use crate::harness::{client, TestEnv};
 
 /// Waits until the ledger has stored the event of a request.
 pub async fn event(env: &TestEnv, request_id: &str) -> UsageEvent {
@@ -314,7 +314,7 @@ async fn every_response_shape_is_metered_and_priced() {
     let e = event(&env, "m-unknown").await;
     assert!(!e.priced && e.cost_micros > 0, "{e:?}");
     // The admin service lists it as a pricing alert.
-    let status = get_json(&format!("{}/api/v1/status", env.admin_url)).await;
+    let status = env.admin_json("/api/v1/status").await;
     assert_eq!(
         status["unpriced_models"][0]["model"], "gemini-99-flash",
         "{status}"
@@ -593,7 +593,7 @@ async fn the_cli_reports_usage_and_events() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["group_key"].as_str().unwrap())
+        .map(|m| m["key"].as_str().unwrap())
         .collect();
     assert_eq!(
         models,
@@ -602,7 +602,7 @@ async fn the_cli_reports_usage_and_events() {
     );
     let table = env.cli(&["usage", "--org", "acme"]).await;
     assert!(
-        table.contains("$0.080096") && table.contains("operation predict"),
+        table.contains("$0.080096") && table.contains("model imagen-4.0-generate-001"),
         "{table}"
     );
     let events: Value = serde_json::from_str(

@@ -148,13 +148,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// Failed logins per account and per client address, in a sliding window. In memory: a
-/// restart forgets them, and each admin instance counts its own.
+/// Failed logins per account and per client address, in a sliding window. An address may fail
+/// [`ADDRESS_FACTOR`] times as often as an account (many people may share one address behind a
+/// NAT). In memory: a restart forgets them, and each admin instance counts its own.
 pub struct LoginThrottle {
     max_failures: usize,
     window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
+
+/// How many more failures an address may have than an account.
+pub const ADDRESS_FACTOR: usize = 10;
 
 /// Most keys (accounts and addresses) remembered; past it, entries whose failures all left the
 /// window are dropped first.
@@ -170,10 +174,10 @@ impl LoginThrottle {
         }
     }
 
-    fn keys(email: &str, addr: IpAddr) -> [String; 2] {
+    fn keys(email: &str, addr: IpAddr) -> [(String, usize); 2] {
         [
-            format!("account:{}", email.trim().to_lowercase()),
-            format!("addr:{addr}"),
+            (format!("account:{}", email.trim().to_lowercase()), 1),
+            (format!("addr:{addr}"), ADDRESS_FACTOR),
         ]
     }
 
@@ -182,7 +186,7 @@ impl LoginThrottle {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = Duration::ZERO;
-        for key in Self::keys(email, addr) {
+        for (key, factor) in Self::keys(email, addr) {
             if let Some(q) = map.get_mut(&key) {
                 while q
                     .front()
@@ -190,7 +194,7 @@ impl LoginThrottle {
                 {
                     q.pop_front();
                 }
-                if q.len() >= self.max_failures {
+                if q.len() >= self.max_failures * factor {
                     if let Some(oldest) = q.front() {
                         wait = wait.max(self.window.saturating_sub(now.duration_since(*oldest)));
                     }
@@ -212,10 +216,10 @@ impl LoginThrottle {
             let window = self.window;
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
-        for key in Self::keys(email, addr) {
+        for (key, factor) in Self::keys(email, addr) {
             let q = map.entry(key).or_default();
             q.push_back(now);
-            if q.len() > self.max_failures {
+            if q.len() > self.max_failures * factor {
                 q.pop_front();
             }
         }
@@ -224,7 +228,7 @@ impl LoginThrottle {
     /// A successful login clears the account's failures (not the address's).
     pub fn succeeded(&self, email: &str, addr: IpAddr) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let [account, _] = Self::keys(email, addr);
+        let [(account, _), _] = Self::keys(email, addr);
         map.remove(&account);
     }
 }
@@ -247,6 +251,13 @@ mod tests {
             (1..=900).contains(&wait),
             "the account is throttled from anywhere: {wait}"
         );
+        assert!(
+            t.check("other@y.z", a).is_ok(),
+            "another account from the same address"
+        );
+        for i in 0..3 * ADDRESS_FACTOR - 3 {
+            t.failed(&format!("user{i}@y.z"), a);
+        }
         assert!(
             t.check("other@y.z", a).is_err(),
             "the address is throttled for any account"

@@ -129,8 +129,10 @@ pub enum RangeName {
     /// From the first of this month to today.
     ThisMonth,
     /// Today and the 6 days before.
+    #[serde(rename = "last_7_days")]
     Last7Days,
     /// Today and the 29 days before.
+    #[serde(rename = "last_30_days")]
     Last30Days,
 }
 

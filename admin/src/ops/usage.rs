@@ -231,17 +231,23 @@ pub struct EventsPage {
 /// Default and largest page of events.
 pub const EVENTS_PAGE: i64 = 100;
 
+/// The cursor keeps the time to the nanosecond: SQLite compares the stored text, which has
+/// every digit the gateway recorded.
 fn cursor_text(c: &EventCursor) -> String {
-    format!("{}_{}", c.occurred_at.timestamp_micros(), c.id)
+    let nanos = c
+        .occurred_at
+        .timestamp_nanos_opt()
+        .unwrap_or(c.occurred_at.timestamp_micros().saturating_mul(1000));
+    format!("{nanos}_{}", c.id)
 }
 
 /// Parses a cursor handed out by [`events`].
 pub fn parse_cursor(raw: &str) -> Result<EventCursor, OpsError> {
     let bad = || OpsError::invalid("cursor", "not a cursor this API handed out");
     let (t, id) = raw.split_once('_').ok_or_else(bad)?;
-    let micros: i64 = t.parse().map_err(|_| bad())?;
+    let nanos: i64 = t.parse().map_err(|_| bad())?;
     let id: i64 = id.parse().map_err(|_| bad())?;
-    let occurred_at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
+    let occurred_at = Utc.timestamp_nanos(nanos);
     Ok(EventCursor { occurred_at, id })
 }
 
