@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin_api;
+mod admin_gateway;
 mod cli;
 mod fake_google;
 mod harness;
