@@ -1432,3 +1432,83 @@ async fn usage_reads_come_from_the_rollups_by_window(db: Db) {
     );
     w.a.stop().await;
 }
+
+/// schemathesis (PyPI, installed into `.venv` by `make test`) generates requests from
+/// `/api/v1/openapi.json` and checks every answer: no 5xx, and every body as documented. Token
+/// revocation is left out: it would revoke the token the run uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    let Some(python) = crate::sdk::python() else {
+        return;
+    };
+    let schemathesis = python.with_file_name("schemathesis");
+    if !schemathesis.exists() {
+        let reason = format!(
+            "no schemathesis at {} (run `make test`)",
+            schemathesis.display()
+        );
+        if std::env::var("TOLLGATE_TEST_REQUIRE_SDK").is_ok_and(|v| v == "1") {
+            panic!("{reason}");
+        }
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let Some(w) = world(Db::Sqlite).await else {
+        return;
+    };
+    let Caller::Token(_, token) = &w.root else {
+        unreachable!()
+    };
+    // Something behind the resources: a key and a limit.
+    let (s, _) = w
+        .root
+        .call(
+            Method::POST,
+            "/api/v1/orgs/acme/keys",
+            Some(json!({"name": "k"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = w
+        .root
+        .call(
+            Method::PUT,
+            "/api/v1/orgs/acme/limits/monthly_cost",
+            Some(json!({"value": 5})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let out = tokio::process::Command::new(&schemathesis)
+        .args([
+            "run",
+            &format!("{}/api/v1/openapi.json", w.a.url),
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "15",
+            "--exclude-path",
+            "/api/v1/tokens/{id}",
+            "--workers",
+            "2",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
+    assert!(report.contains("passed"), "{report}");
+    w.a.stop().await;
+}

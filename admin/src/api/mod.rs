@@ -134,7 +134,7 @@ impl Modify for Security {
     ),
     modifiers(&Security),
     security(("token" = []), ("session" = [])),
-    components(schemas(ErrorBody, ErrorDetail))
+    components(schemas(ErrorBody, ErrorDetail, orgs::LimitTypeName))
 )]
 struct ApiDoc;
 

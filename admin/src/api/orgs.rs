@@ -315,6 +315,21 @@ pub async fn list_limits(
     Ok(Json(ops::limits::list(&s.store, &auth.actor, &org).await?))
 }
 
+/// The four limit types (documentation of the path parameter).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum LimitTypeName {
+    /// All tokens in the UTC month.
+    MonthlyTokens,
+    /// Cost in the UTC month, in dollars.
+    MonthlyCost,
+    /// Images and videos generated in the UTC day.
+    DailyAds,
+    /// Metered requests in the UTC day.
+    DailyRequests,
+}
+
 /// A limit value: a number, or a string such as "12.50" (dollars for monthly_cost).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -351,7 +366,7 @@ fn yes() -> bool {
 /// Creates or replaces the limit of a type.
 #[utoipa::path(put, path = "/api/v1/orgs/{org}/limits/{limit_type}", tag = "limits", request_body = LimitChange,
     params(("org" = String, Path, description = "The organization's id or name"),
-        ("limit_type" = String, Path, description = "monthly_tokens, monthly_cost, daily_ads or daily_requests")),
+        ("limit_type" = LimitTypeName, Path, description = "Which limit")),
     responses((status = 200, description = "The limit", body = ops::limits::LimitView),
         (status = "default", description = "An error", body = super::ErrorBody)))]
 pub async fn set_limit(
@@ -382,7 +397,7 @@ pub async fn set_limit(
 /// Removes the limit of a type.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/limits/{limit_type}", tag = "limits",
     params(("org" = String, Path, description = "The organization's id or name"),
-        ("limit_type" = String, Path, description = "monthly_tokens, monthly_cost, daily_ads or daily_requests")),
+        ("limit_type" = LimitTypeName, Path, description = "Which limit")),
     responses((status = 204, description = "Removed"),
         (status = "default", description = "An error", body = super::ErrorBody)))]
 pub async fn remove_limit(

@@ -21,11 +21,13 @@ use crate::AppState;
 #[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     /// this_month, last_7_days or last_30_days.
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub range: Option<RangeName>,
     /// First day included, YYYY-MM-DD (UTC).
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last day included, YYYY-MM-DD (UTC).
+    #[param(format = Date)]
     pub to: Option<String>,
 }
 
