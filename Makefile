@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs sdk promtool bench-load bench-tune bench-memory bench-compare bench-baseline
+.PHONY: run test prereqs sdk promtool chromium bench-load bench-tune bench-memory bench-compare bench-baseline
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -18,7 +18,7 @@ prereqs:
 ## Google's Python SDK for the end-to-end tests, in a local virtualenv.
 sdk: $(VENV)/.installed
 $(VENV)/.installed: tests/sdk/requirements.txt
-	@echo "tollgate: installing google-genai into $(VENV) for the SDK tests"
+	@echo "tollgate: installing google-genai, schemathesis and Playwright into $(VENV) for the tests"
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r tests/sdk/requirements.txt
 	@touch $@
@@ -34,9 +34,16 @@ promtool:
 		$(SUDO) apt-get install -y -q prometheus >/dev/null 2>&1 \
 		|| echo "tollgate: promtool unavailable; its check will be skipped with a printed reason"; }
 
+## Debian's chromium for the console's browser tests (Playwright drives it; it never downloads one).
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+		echo "tollgate: installing chromium (Debian's) for the console's browser tests"; \
+		$(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } \
+		|| { echo "tollgate: could not install chromium" >&2; exit 1; }; }
+
 ## Runs every test: unit, store conformance (SQLite; PostgreSQL when TOLLGATE_TEST_POSTGRES is
 ## set), CLI and gateway end-to-end, and Google's own SDK against the gateway.
-test: prereqs sdk promtool
+test: prereqs sdk promtool chromium
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 		TOLLGATE_TEST_REQUIRE_SDK=1 cargo nextest run --workspace --locked --no-fail-fast; \
 	else \

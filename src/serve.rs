@@ -144,6 +144,10 @@ pub fn admin_settings(s: &Settings) -> admin::AdminSettings {
         features_on: s.features_on.clone(),
         login_max_failures: a.login_max_failures,
         login_window: Duration::from_secs(a.login_window_secs),
+        gateway_url: match s.raw.gateway.public_url.trim() {
+            "" => format!("http://{}", s.gateway_listen),
+            u => u.trim_end_matches('/').to_owned(),
+        },
     }
 }
 

@@ -1,9 +1,10 @@
-//! Tollgate's admin service (axum): health endpoints, metrics, and the JSON API under
-//! `/api/v1` with logins, sessions and personal API tokens. Every decision about who may do
+//! Tollgate's admin service (axum): health endpoints, metrics, the JSON API under `/api/v1`
+//! with logins, sessions and personal API tokens, and the web console over the same API. Every decision about who may do
 //! what lives in [`ops`], which the CLI calls too. It reads and writes through the `store`
 //! crate only and never depends on the gateway crate.
 
 pub mod api;
+pub mod console;
 mod metrics;
 pub mod ops;
 
@@ -54,6 +55,8 @@ pub struct AdminSettings {
     pub login_max_failures: usize,
     /// The window failed logins are counted in.
     pub login_window: std::time::Duration,
+    /// The gateway's base URL, for the console's SDK snippet.
+    pub gateway_url: String,
 }
 
 impl AdminSettings {
@@ -67,6 +70,7 @@ impl AdminSettings {
             features_on: Feature::ALL.to_vec(),
             login_max_failures: 10,
             login_window: std::time::Duration::from_secs(15 * 60),
+            gateway_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -124,7 +128,8 @@ pub fn router(store: Store, metrics: Arc<AdminMetrics>, settings: AdminSettings)
         .route("/readyz", get(ready))
         .with_state(store)
         .route("/metrics", get(scrape))
-        .merge(api::router(state))
+        .merge(api::router(state.clone()))
+        .merge(console::router(state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             metrics,

@@ -37,7 +37,7 @@ pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
 pub use model::*;
 pub use reports::{AuditQuery, EventCursor, EventPage, RollupGroup};
 pub use resources::{ResourceChange, ResourceOwner};
-pub use usage::{GroupBy, PeriodUsage};
+pub use usage::PeriodUsage;
 pub use users::{dummy_password_hash, verify_password};
 
 /// Result of every store call.

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent, UsageTotals};
+use crate::{with_pool, LimitAlert, LimitType, Result, Store, StoreError, UsageEvent};
 
 pub(crate) const EVENT_COLUMNS: &str =
     "request_id, client_request_id, occurred_at, org_id, key_id, user_ref, tool, provider, \
@@ -312,40 +312,6 @@ fn writer_gone(e: tokio::task::JoinError) -> StoreError {
     }
 }
 
-const TOTALS: &str = "COUNT(*) AS requests, \
-    CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
-    CAST(COALESCE(SUM(thinking_tokens), 0) AS BIGINT) AS thinking_tokens, CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
-    CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, CAST(COALESCE(SUM(images), 0) AS BIGINT) AS images, \
-    CAST(COALESCE(SUM(videos), 0) AS BIGINT) AS videos, CAST(COALESCE(SUM(video_seconds), 0) AS BIGINT) AS video_seconds, \
-    CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
-
-/// How [`Store::usage_totals`] groups its rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    /// One row: the grand total.
-    Nothing,
-    /// One row per model.
-    Model,
-    /// One row per operation.
-    Operation,
-    /// One row per provider.
-    Provider,
-    /// One row per tool.
-    Tool,
-}
-
-impl GroupBy {
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Nothing => "''",
-            GroupBy::Model => "model",
-            GroupBy::Operation => "operation",
-            GroupBy::Provider => "provider",
-            GroupBy::Tool => "COALESCE(tool, '')",
-        }
-    }
-}
-
 /// An org's usage in the current periods, summed from the rollups.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct PeriodUsage {
@@ -627,31 +593,6 @@ impl Store {
             "SELECT COUNT(*) FROM usage_events WHERE org_id = $1")
             .bind(org_id).fetch_one(pool).await)?;
         Ok(n)
-    }
-
-    /// An org's usage in `[from, to)`, exact (from the events), grouped as asked.
-    pub async fn usage_totals(
-        &self,
-        org_id: i64,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        group: GroupBy,
-    ) -> Result<Vec<UsageTotals>> {
-        let col = group.column();
-        let group_clause = match group {
-            GroupBy::Nothing => String::new(),
-            _ => format!("GROUP BY {col} ORDER BY cost_micros DESC, group_key"),
-        };
-        let sql = format!(
-            "SELECT {col} AS group_key, {TOTALS} FROM usage_events \
-             WHERE org_id = $1 AND occurred_at >= $2 AND occurred_at < $3 {group_clause}"
-        );
-        let mut rows: Vec<UsageTotals> = with_pool!(self, pool => sqlx::query_as::<_, UsageTotals>(&sql)
-            .bind(org_id).bind(from).bind(to).fetch_all(pool).await)?;
-        if group != GroupBy::Nothing {
-            rows.retain(|r| r.requests > 0);
-        }
-        Ok(rows)
     }
 
     /// The daily rollups of an org in `[from, to]`, by day.

@@ -148,21 +148,6 @@ impl Store {
         }
     }
 
-    /// Checks a login: the user when the email exists and the password matches.
-    pub async fn authenticate(&self, email: &str, password: &str) -> Result<Option<User>> {
-        let email = email.trim().to_lowercase();
-        let row: Option<(i64, String)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, password_hash FROM users WHERE email = $1")
-            .bind(&email).fetch_optional(pool).await)?;
-        let Some((id, hash)) = row else {
-            return Ok(None);
-        };
-        if !verify_password(password, &hash) {
-            return Ok(None);
-        }
-        self.get_user(id).await.map(Some)
-    }
-
     /// Every user, by id.
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");

@@ -7,6 +7,7 @@
 mod admin_api;
 mod admin_gateway;
 mod cli;
+mod console;
 mod fake_google;
 mod harness;
 mod isolation;

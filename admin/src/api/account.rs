@@ -48,18 +48,39 @@ pub async fn login(
     ClientAddr(addr): ClientAddr,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
-    let metrics = &state.metrics.logins;
-    if let Err(secs) = state.throttle.check(&req.email, addr) {
-        metrics.with_label_values(&["throttled"]).inc();
-        return Err(OpsError::TooManyAttempts(secs).into());
-    }
-    let Some(user) = ops::users::verify_login(&state.store, &req.email, &req.password).await?
-    else {
-        state.throttle.failed(&req.email, addr);
-        metrics.with_label_values(&["failed"]).inc();
-        return Err(OpsError::Unauthenticated("wrong email or password".into()).into());
+    let (cookie, (user, session)) = start_session(&state, addr, &req.email, &req.password).await?;
+    let body = LoginResponse {
+        user: user.into(),
+        csrf_token: session.csrf_token,
+        expires_at: session.expires_at,
     };
-    state.throttle.succeeded(&req.email, addr);
+    let mut resp = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// Checks a login (throttled per account and address, counted in
+/// `tollgate_admin_logins_total`) and starts a session: the `Set-Cookie` value, the user and the
+/// session. Shared by the API and the console's login form.
+pub async fn start_session(
+    state: &AppState,
+    addr: std::net::IpAddr,
+    email: &str,
+    password: &str,
+) -> Result<(String, (store::User, store::Session)), OpsError> {
+    let metrics = &state.metrics.logins;
+    if let Err(secs) = state.throttle.check(email, addr) {
+        metrics.with_label_values(&["throttled"]).inc();
+        return Err(OpsError::TooManyAttempts(secs));
+    }
+    let Some(user) = ops::users::verify_login(&state.store, email, password).await? else {
+        state.throttle.failed(email, addr);
+        metrics.with_label_values(&["failed"]).inc();
+        return Err(OpsError::Unauthenticated("wrong email or password".into()));
+    };
+    state.throttle.succeeded(email, addr);
     metrics.with_label_values(&["succeeded"]).inc();
     let lifetime = state.settings.session_lifetime;
     let (secret, session) = state.store.create_session(user.id, lifetime).await?;
@@ -72,16 +93,7 @@ pub async fn login(
             ""
         }
     );
-    let body = LoginResponse {
-        user: user.into(),
-        csrf_token: session.csrf_token,
-        expires_at: session.expires_at,
-    };
-    let mut resp = Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    Ok(resp)
+    Ok((cookie, (user, session)))
 }
 
 /// Logs out: ends the session and clears the cookie (with a token: nothing to end).
@@ -280,75 +292,17 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(u)))
 }
 
-/// One gateway's heartbeat.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GatewayStatus {
-    /// Unique per running process.
-    pub instance_id: String,
-    /// Its version.
-    pub version: String,
-    /// Enforcing in fail-open mode.
-    pub degraded: bool,
-    /// Silent for more than 30 s.
-    pub stale: bool,
-    /// When it last synced counters.
-    pub last_sync: Option<DateTime<Utc>>,
-    /// When it last reported.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A model billed with a fallback price.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UnpricedModel {
-    /// The model.
-    pub model: String,
-    /// Events priced with the fallback in the last 30 days.
-    pub events: i64,
-}
-
-/// The fleet's state, for the console's banner.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
-    /// A gateway is degraded (fail-open) or silent.
-    pub degraded: bool,
-    /// Gateways that reported in the last 10 minutes.
-    pub gateways: Vec<GatewayStatus>,
-    /// Models without a price seen in the last 30 days.
-    pub unpriced_models: Vec<UnpricedModel>,
-}
-
 /// Gateways that reported in the last 10 minutes; one degraded (fail-open) or silent for 30 s
 /// sets `degraded`. Unpriced models seen in the last 30 days.
 #[utoipa::path(get, path = "/api/v1/status", tag = "status",
     responses(
-        (status = 200, description = "Status", body = Status),
+        (status = 200, description = "Status", body = ops::usage::Status),
         (status = "default", description = "An error", body = super::ErrorBody)))]
-pub async fn status(State(state): State<Arc<AppState>>, _auth: Authed) -> ApiResult<Json<Status>> {
-    let now = Utc::now();
-    let gateways: Vec<GatewayStatus> = state
-        .store
-        .live_instances(now - chrono::Duration::minutes(10))
-        .await?
-        .into_iter()
-        .map(|g| GatewayStatus {
-            stale: g.updated_at < now - chrono::Duration::seconds(30),
-            instance_id: g.instance_id,
-            version: g.version,
-            degraded: g.degraded,
-            last_sync: g.last_sync,
-            updated_at: g.updated_at,
-        })
-        .collect();
-    let unpriced_models = state
-        .store
-        .unpriced_models(now - chrono::Duration::days(30))
-        .await?
-        .into_iter()
-        .map(|(model, events)| UnpricedModel { model, events })
-        .collect();
-    Ok(Json(Status {
-        degraded: gateways.iter().any(|g| g.degraded || g.stale),
-        gateways,
-        unpriced_models,
-    }))
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    auth: Authed,
+) -> ApiResult<Json<ops::usage::Status>> {
+    Ok(Json(
+        ops::usage::fleet_status(&state.store, &auth.actor).await?,
+    ))
 }

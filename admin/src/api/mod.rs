@@ -2,7 +2,7 @@
 //! [`crate::ops`], and map the result to JSON. The OpenAPI 3.1 document is built from the same
 //! annotations as the routes and served at `/api/v1/openapi.json`.
 
-mod account;
+pub mod account;
 pub mod auth;
 mod extract;
 mod orgs;

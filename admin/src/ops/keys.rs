@@ -95,12 +95,17 @@ pub async fn create(
     let user_id = match new.user.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(u) => {
+            // A key is attributed to a member of its org (a superuser may name anyone), so an
+            // org's admins cannot probe other orgs' accounts through it.
+            let not_member =
+                || OpsError::invalid("user", format!("{u:?} is not a member of {}", org.name));
             let user = store.resolve_user(u).await.map_err(|e| match e {
-                store::StoreError::NotFound(_) => {
-                    OpsError::invalid("user", format!("no user {u:?}"))
-                }
+                store::StoreError::NotFound(_) => not_member(),
                 e => e.into(),
             })?;
+            if !actor.superuser && store.get_membership(org.id, user.id).await.is_err() {
+                return Err(not_member());
+            }
             Some(user.id)
         }
     };

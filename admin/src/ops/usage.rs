@@ -411,3 +411,71 @@ pub async fn audit(
         .map(AuditView::from)
         .collect())
 }
+
+/// One gateway's heartbeat.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GatewayStatus {
+    /// Unique per running process.
+    pub instance_id: String,
+    /// Its version.
+    pub version: String,
+    /// Enforcing in fail-open mode.
+    pub degraded: bool,
+    /// Silent for more than 30 s.
+    pub stale: bool,
+    /// When it last synced counters.
+    pub last_sync: Option<DateTime<Utc>>,
+    /// When it last reported.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A model billed with a fallback price.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnpricedModel {
+    /// The model.
+    pub model: String,
+    /// Events priced with the fallback in the last 30 days.
+    pub events: i64,
+}
+
+/// The fleet's state, for the console's banner.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Status {
+    /// A gateway is degraded (fail-open) or silent.
+    pub degraded: bool,
+    /// Gateways that reported in the last 10 minutes.
+    pub gateways: Vec<GatewayStatus>,
+    /// Models without a price seen in the last 30 days.
+    pub unpriced_models: Vec<UnpricedModel>,
+}
+
+/// The fleet's state for any logged-in user: gateways that reported in the last 10 minutes (one
+/// degraded, i.e. fail-open, or silent for 30 s sets `degraded`) and models billed with a
+/// fallback price in the last 30 days.
+pub async fn fleet_status(store: &Store, _actor: &Actor) -> Result<Status, OpsError> {
+    let now = Utc::now();
+    let gateways: Vec<GatewayStatus> = store
+        .live_instances(now - chrono::Duration::minutes(10))
+        .await?
+        .into_iter()
+        .map(|g| GatewayStatus {
+            stale: g.updated_at < now - chrono::Duration::seconds(30),
+            instance_id: g.instance_id,
+            version: g.version,
+            degraded: g.degraded,
+            last_sync: g.last_sync,
+            updated_at: g.updated_at,
+        })
+        .collect();
+    let unpriced_models = store
+        .unpriced_models(now - chrono::Duration::days(30))
+        .await?
+        .into_iter()
+        .map(|(model, events)| UnpricedModel { model, events })
+        .collect();
+    Ok(Status {
+        degraded: gateways.iter().any(|g| g.degraded || g.stale),
+        gateways,
+        unpriced_models,
+    })
+}
