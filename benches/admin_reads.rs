@@ -1,6 +1,6 @@
 //! The admin API's reads over an org with many events: usage for a window (totals and the five
-//! breakdowns), the cross-org comparison, the newest page of events and the limits with usage,
-//! each a real HTTP request to a real admin server over SQLite and (with
+//! breakdowns), the cross-org comparison, the newest page of events, the limits with usage and
+//! the console's dashboard page, each a real HTTP request to a real admin server over SQLite and (with
 //! `TOLLGATE_BENCH_POSTGRES` or `TOLLGATE_TEST_POSTGRES`) PostgreSQL.
 //!
 //! Run: `cargo bench --bench admin_reads` (TOLLGATE_BENCH_EVENTS sets the event count, default
@@ -19,6 +19,7 @@ use store::{ConnectOptions, Feature, Store, UsageEvent};
 struct Seeded {
     url: String,
     token: String,
+    cookie: String,
     _admin: admin::RunningAdmin,
     _dir: Option<tempfile::TempDir>,
 }
@@ -102,6 +103,7 @@ async fn seed(store: Store, dir: Option<tempfile::TempDir>, events: usize) -> Se
         )
         .await
         .unwrap();
+    let (secret, _) = store.create_session(u.id, Duration::hours(12)).await.unwrap();
     let admin = admin::start(
         admin::AdminSettings::new("127.0.0.1:0".parse().unwrap()),
         store,
@@ -111,6 +113,7 @@ async fn seed(store: Store, dir: Option<tempfile::TempDir>, events: usize) -> Se
     Seeded {
         url: format!("http://{}", admin.addr),
         token,
+        cookie: format!("tg_session={secret}"),
         _admin: admin,
         _dir: dir,
     }
@@ -170,6 +173,8 @@ fn reads(c: &mut Criterion) {
             ("cross_org_30_days", "/api/v1/usage/orgs?range=last_30_days"),
             ("events_newest_100", "/api/v1/orgs/big/events"),
             ("limits_with_usage", "/api/v1/orgs/big/limits"),
+            ("console_dashboard_this_month", "/orgs/big/dashboard?range=this_month"),
+            ("console_dashboard_30_days", "/orgs/big/dashboard?range=last_30_days"),
         ] {
             // The 90-day line names a window explicitly (range and from together are refused).
             let path = if label == "usage_last_90_days" {
@@ -191,8 +196,7 @@ fn reads(c: &mut Criterion) {
             group.bench_function(label, |b| {
                 b.iter(|| {
                     rt.block_on(async {
-                        http.get(&url)
-                            .bearer_auth(&seeded.token)
+                        get()
                             .send()
                             .await
                             .unwrap()

@@ -56,7 +56,7 @@ def test_the_dashboard_shows_the_traffic_as_the_api_counts_it(page):
             assert name == (want["key"] or "(none)")
             assert numbers(cells[0]) == str(want["requests"])
             assert numbers(cells[1]) == str(want["total_tokens"])
-    assert page.locator("svg.chart rect.bar").count() >= 1
+    assert page.locator("svg.chart rect.day").count() >= 1
     events = page.locator("#table-events tbody tr").count()
     assert events == len(api("/api/v1/orgs/acme/events")["events"])
     axe_check(page)

@@ -82,7 +82,7 @@ pub fn svg(days: &[Day]) -> String {
         let h = plot_h * d.cost_micros as f64 / max_cost;
         let _ = write!(
             s,
-            r#"<rect class="bar" x="{:.1}" y="{:.1}" width="{bar:.1}" height="{h:.1}"><title>{}: {}, {} tokens</title></rect>"#,
+            r#"<rect class="day" x="{:.1}" y="{:.1}" width="{bar:.1}" height="{h:.1}"><title>{}: {}, {} tokens</title></rect>"#,
             x + (slot - bar) / 2.0,
             H - PAD_B - h,
             d.day,
@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(days[2].cost_micros, 2_000_000);
         assert_eq!(days[0].tokens, 0);
         let svg = svg(&days);
-        assert_eq!(svg.matches("<rect class=\"bar\"").count(), 5);
+        assert_eq!(svg.matches("<rect class=\"day\"").count(), 5);
         assert!(svg.contains("2026-11-30: $2.00, 500 tokens"), "{svg}");
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("role=\"img\""), "labelled for screen readers");
