@@ -222,8 +222,8 @@ async fn render(
         true => {
             let mut c = usage::cross_org(s, a, w).await?;
             match q.sort.as_deref() {
-                Some("tokens") => c.sort_by(|x, y| y.total_tokens.cmp(&x.total_tokens)),
-                Some("requests") => c.sort_by(|x, y| y.requests.cmp(&x.requests)),
+                Some("tokens") => c.sort_by_key(|x| std::cmp::Reverse(x.total_tokens)),
+                Some("requests") => c.sort_by_key(|x| std::cmp::Reverse(x.requests)),
                 _ => {}
             }
             Some(rows(&c))

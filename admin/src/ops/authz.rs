@@ -191,7 +191,8 @@ mod tests {
         let me = 10;
         let them = 20;
         // (who, target, current, new, allowed)
-        let cases: Vec<(&str, &Actor, i64, Option<Role>, Option<Role>, bool)> = vec![
+        type Case<'a> = (&'a str, &'a Actor, i64, Option<Role>, Option<Role>, bool);
+        let cases: Vec<Case> = vec![
             (
                 "admin promotes member to admin",
                 &admin,
