@@ -34,11 +34,13 @@ CREATE TABLE key_last_used (
 );
 
 -- The daily rollups gain the user dimension (x-tollgate-user or the key's user) for the
--- by-user breakdown. They are rebuilt from the events, which they sum exactly.
+-- by-user breakdown. They are rebuilt from the events, which they sum exactly. The key starts
+-- with the org and the day, so a dashboard's window of one org is one index range.
 ALTER TABLE usage_rollups_daily ADD COLUMN user_ref TEXT NOT NULL DEFAULT '';
 DELETE FROM usage_rollups_daily;
 ALTER TABLE usage_rollups_daily DROP CONSTRAINT usage_rollups_daily_pkey;
-ALTER TABLE usage_rollups_daily ADD PRIMARY KEY (day, org_id, provider, model, tool, user_ref);
+ALTER TABLE usage_rollups_daily ADD PRIMARY KEY (org_id, day, provider, model, tool, user_ref);
+DROP INDEX IF EXISTS usage_rollups_org_day;
 INSERT INTO usage_rollups_daily (day, org_id, provider, model, tool, user_ref, requests,
     input_tokens, output_tokens, thinking_tokens, cached_tokens, total_tokens, images, videos,
     video_seconds, cost_micros)
@@ -50,6 +52,9 @@ FROM usage_events
 WHERE metered AND org_id IN (SELECT id FROM organizations)
 GROUP BY 1, 2, 3, 4, 5, 6;
 CREATE INDEX usage_rollups_day ON usage_rollups_daily(day);
+
+-- The console's banner looks for events priced with a fallback; few are, so the index is small.
+CREATE INDEX usage_events_unpriced ON usage_events(occurred_at) WHERE priced = FALSE;
 
 -- The audit log is paged newest first and filtered by org.
 CREATE INDEX audit_log_time ON audit_log(occurred_at);

@@ -105,12 +105,17 @@ impl Store {
             RollupGroup::Org => "JOIN organizations o ON o.id = r.org_id",
             _ => "",
         };
+        // Two statement texts rather than `($1 IS NULL OR org_id = $1)`, which no index serves.
+        let which = match org_id {
+            Some(_) => "r.org_id = $1",
+            None => "CAST($1 AS BIGINT) = 0",
+        };
         let sql = format!(
             "SELECT {col} AS group_key, {ROLLUP_TOTALS} FROM usage_rollups_daily r {join} \
-             WHERE ($1 IS NULL OR r.org_id = $1) AND r.day >= $2 AND r.day <= $3 {tail}"
+             WHERE {which} AND r.day >= $2 AND r.day <= $3 {tail}"
         );
         let rows = with_pool!(self, pool => sqlx::query_as::<_, UsageTotals>(&sql)
-            .bind(org_id).bind(from).bind(to).fetch_all(pool).await)?;
+            .bind(org_id.unwrap_or(0)).bind(from).bind(to).fetch_all(pool).await)?;
         Ok(rows)
     }
 

@@ -656,9 +656,11 @@ impl Store {
     /// with how many events each: what the console shows as a pricing alert.
     pub async fn unpriced_models(&self, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
         with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
-            "SELECT model, COUNT(*) FROM usage_events WHERE priced = $1 AND occurred_at >= $2 \
+            // `priced = FALSE` as written in the partial index usage_events_unpriced, which
+            // serves it (a bound parameter would not).
+            "SELECT model, COUNT(*) FROM usage_events WHERE priced = FALSE AND occurred_at >= $1 \
              GROUP BY model ORDER BY COUNT(*) DESC, model")
-            .bind(false).bind(since).fetch_all(pool).await)
+            .bind(since).fetch_all(pool).await)
         .map_err(StoreError::from)
     }
 

@@ -10,11 +10,10 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Form;
 use serde::Deserialize;
 use store::{LimitType, Role};
 
-use super::{fmt, path_part, Nav, Page, Viewer};
+use super::{csrf_field, fmt, path_part, Nav, Page, Posted, Viewer};
 use crate::ops::authz::{member_change, Action};
 use crate::ops::{self, OpsError};
 use crate::AppState;
@@ -413,13 +412,9 @@ pub struct NameForm {
 /// `POST /orgs/{org}/admin/orgs/create`
 pub async fn create_org(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<NameForm>,
+    Posted { viewer, form: f }: Posted<NameForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     match ops::orgs::create(
         &state.store,
         &viewer.actor,
@@ -436,13 +431,9 @@ pub async fn create_org(
 /// `POST /orgs/{org}/admin/orgs/rename`
 pub async fn rename_org(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<NameForm>,
+    Posted { viewer, form: f }: Posted<NameForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     match ops::orgs::rename(&state.store, &viewer.actor, &org, &f.name).await {
         Ok(o) => back(&o.name, "orgs", "saved"),
         Err(e) => failed(&state, &viewer, &org, "orgs", e).await,
@@ -464,13 +455,9 @@ pub struct MemberForm {
 /// `POST /orgs/{org}/admin/users/add`
 pub async fn add_member(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<MemberForm>,
+    Posted { viewer, form: f }: Posted<MemberForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let result = async {
         let role = ops::members::role(&f.role)?;
         ops::members::add(&state.store, &viewer.actor, &org, &f.email, role).await
@@ -495,13 +482,9 @@ pub async fn add_member(
 /// `POST /orgs/{org}/admin/users/role`
 pub async fn set_role(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<MemberForm>,
+    Posted { viewer, form: f }: Posted<MemberForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let result = async {
         let role = ops::members::role(&f.role)?;
         ops::members::set_role(&state.store, &viewer.actor, &org, &f.user, role).await
@@ -516,13 +499,9 @@ pub async fn set_role(
 /// `POST /orgs/{org}/admin/users/remove`
 pub async fn remove_member(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<MemberForm>,
+    Posted { viewer, form: f }: Posted<MemberForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     match ops::members::remove(&state.store, &viewer.actor, &org, &f.user).await {
         Ok(_) => back(&org, "users", "removed"),
         Err(e) => failed(&state, &viewer, &org, "users", e).await,
@@ -591,13 +570,9 @@ pub struct LimitForm {
 /// `POST /orgs/{org}/admin/limits/save`: save or remove one limit type.
 pub async fn set_limit(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<LimitForm>,
+    Posted { viewer, form: f }: Posted<LimitForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let (s, a) = (&state.store, &viewer.actor);
     let result = async {
         let t = ops::limits::limit_type(&f.limit_type)?;
@@ -658,13 +633,9 @@ pub struct KeyForm {
 /// `POST /orgs/{org}/admin/keys/create`: the new key is shown on this answer only (not a redirect).
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<KeyForm>,
+    Posted { viewer, form: f }: Posted<KeyForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let new = ops::keys::NewKey {
         service: f.kind == "service",
         name: f.name.clone(),
@@ -693,13 +664,9 @@ pub async fn create_key(
 /// `POST /orgs/{org}/admin/keys/revoke`
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
     Path(org): Path<String>,
-    Form(f): Form<KeyForm>,
+    Posted { viewer, form: f }: Posted<KeyForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let result = async {
         let id: i64 =
             f.id.trim()
@@ -713,6 +680,15 @@ pub async fn revoke_key(
         Err(e) => failed(&state, &viewer, &org, "keys", e).await,
     }
 }
+
+csrf_field!(
+    NameForm,
+    MemberForm,
+    LimitForm,
+    KeyForm,
+    PasswordForm,
+    TokenForm
+);
 
 /// A token row.
 pub struct TokenRow {
@@ -790,12 +766,8 @@ pub struct PasswordForm {
 /// `POST /account/password`: other sessions end; this one stays.
 pub async fn change_password(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
-    Form(f): Form<PasswordForm>,
+    Posted { viewer, form: f }: Posted<PasswordForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let me = viewer.actor.user_id.unwrap_or_default().to_string();
     match ops::users::set_password(
         &state.store,
@@ -837,12 +809,8 @@ pub struct TokenForm {
 /// `POST /account/tokens`: the token is shown on this answer only.
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
-    Form(f): Form<TokenForm>,
+    Posted { viewer, form: f }: Posted<TokenForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let result = async {
         let days = match f.expires_days.trim() {
             "" => None,
@@ -881,12 +849,8 @@ pub async fn create_token(
 /// `POST /account/tokens/revoke`
 pub async fn revoke_token(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
-    Form(f): Form<TokenForm>,
+    Posted { viewer, form: f }: Posted<TokenForm>,
 ) -> Page {
-    if let Err(p) = viewer.check_csrf(&f.csrf_token) {
-        return p;
-    }
     let result = async {
         let id: i64 =
             f.id.trim()

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::api::auth::{constant_time_eq, ClientAddr, SESSION_COOKIE};
+use crate::api::auth::{constant_time_eq, cookie, ClientAddr, SESSION_COOKIE};
 use crate::ops::{self, Actor, OpsError};
 use crate::AppState;
 
@@ -110,16 +110,7 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
             };
             Redirect::to(&target).into_response()
         };
-        let Some(secret) = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == SESSION_COOKIE)
-            .map(|(_, v)| v.trim().to_owned())
-        else {
+        let Some(secret) = cookie(parts, SESSION_COOKIE).map(str::to_owned) else {
             return Err(login());
         };
         let found = state
@@ -140,6 +131,56 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         })
     }
 }
+
+/// A form that carries the session's CSRF token.
+pub trait CsrfField {
+    /// The token the form sent.
+    fn csrf(&self) -> &str;
+}
+
+/// A form posted by a logged-in viewer whose CSRF token is the session's: what every console
+/// form handler takes, so none of them can forget the check.
+pub struct Posted<T> {
+    /// Who posted it.
+    pub viewer: Viewer,
+    /// The form.
+    pub form: T,
+}
+
+impl<T> axum::extract::FromRequest<Arc<AppState>> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let Form(form) = Form::<T>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        viewer
+            .check_csrf(form.csrf())
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted { viewer, form })
+    }
+}
+
+/// Implements [`CsrfField`] for forms with a `csrf_token` field.
+macro_rules! csrf_field {
+    ($($t:ty),+) => {$(
+        impl $crate::console::CsrfField for $t {
+            fn csrf(&self) -> &str {
+                &self.csrf_token
+            }
+        }
+    )+};
+}
+pub(crate) use csrf_field;
 
 #[derive(Template)]
 #[template(path = "message.html")]
