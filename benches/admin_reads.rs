@@ -205,6 +205,20 @@ fn reads(c: &mut Criterion) {
             });
         }
         group.finish();
+        drop(seeded);
+    }
+    // The PostgreSQL schema holds a million events: dropped, not left in the test database.
+    if let Ok(pg) = std::env::var("TOLLGATE_BENCH_POSTGRES")
+        .or_else(|_| std::env::var("TOLLGATE_TEST_POSTGRES"))
+    {
+        rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&pg).await.unwrap();
+            let ddl = format!(
+                "DROP SCHEMA IF EXISTS tg_bench_{} CASCADE",
+                std::process::id()
+            );
+            sqlx::query(&ddl).execute(&pool).await.unwrap();
+        });
     }
 }
 

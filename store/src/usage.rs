@@ -595,7 +595,8 @@ impl Store {
         Ok(n)
     }
 
-    /// The daily rollups of an org in `[from, to]`, by day.
+    /// The daily rollups of an org in `[from, to]`, in key order (by day, provider, model,
+    /// tool, user): one range of the rollups' primary key, read without a sort.
     pub async fn daily_rollups(
         &self,
         org_id: i64,
@@ -606,7 +607,7 @@ impl Store {
             "SELECT day, org_id, provider, model, tool, user_ref, requests, input_tokens, output_tokens, \
              thinking_tokens, cached_tokens, total_tokens, images, videos, video_seconds, cost_micros \
              FROM usage_rollups_daily WHERE org_id = $1 AND day >= $2 AND day <= $3 \
-             ORDER BY day, provider, model, tool, user_ref")
+             ORDER BY org_id, day, provider, model, tool, user_ref")
             .bind(org_id).bind(from).bind(to).fetch_all(pool).await)
         .map_err(StoreError::from)
     }
