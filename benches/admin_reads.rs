@@ -205,6 +205,7 @@ fn reads(c: &mut Criterion) {
             });
         }
         group.finish();
+        browser_figure(name, &seeded);
         drop(seeded);
     }
     // The PostgreSQL schema holds a million events: dropped, not left in the test database.
@@ -219,6 +220,37 @@ fn reads(c: &mut Criterion) {
             );
             sqlx::query(&ddl).execute(&pool).await.unwrap();
         });
+    }
+}
+
+/// The dashboard in Debian's chromium (tests/console/measure_dashboard.py), when the test
+/// Python has Playwright: navigation start to the load event, median of five, printed.
+fn browser_figure(backend: &str, seeded: &Seeded) {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if !std::path::Path::new(python).exists() || !std::path::Path::new("/usr/bin/chromium").exists()
+    {
+        eprintln!("browser figure skipped: no .venv with Playwright or no /usr/bin/chromium");
+        return;
+    }
+    let secret = seeded.cookie.trim_start_matches("tg_session=");
+    let url = format!("{}/orgs/big/dashboard?range=last_30_days", seeded.url);
+    let out = std::process::Command::new(python)
+        .args([
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/console/measure_dashboard.py"
+            ),
+            &url,
+            secret,
+        ])
+        .output();
+    match out {
+        Ok(o) => eprintln!(
+            "browser {backend} dashboard_30_days: {}{}",
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("browser figure failed: {e}"),
     }
 }
 

@@ -35,7 +35,7 @@ pub use audit::Audit;
 pub use error::StoreError;
 pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
 pub use model::*;
-pub use reports::{AuditQuery, EventCursor, EventPage, RollupGroup};
+pub use reports::{AuditQuery, Breakdowns, EventCursor, EventPage, RollupGroup};
 pub use resources::{ResourceChange, ResourceOwner};
 pub use usage::PeriodUsage;
 pub use users::{dummy_password_hash, verify_password};

@@ -3,8 +3,6 @@
 //! audit log. "Requests" everywhere means metered requests, what `daily_requests` counts:
 //! refusals, token counts, polls, listings and file calls are not requests here.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use store::{AuditEntry, EventCursor, RollupGroup, Store, UsageEvent, UsageTotals};
@@ -104,9 +102,7 @@ async fn grouped(
         .collect())
 }
 
-/// An org's usage over a window of UTC days: the window's rollup rows are read once, in their
-/// stored order (one range of the org's key), and summed here by each dimension; six grouped
-/// queries each sorted the same rows again.
+/// An org's usage over a window of UTC days, from the rollups.
 pub async fn report(
     store: &Store,
     actor: &Actor,
@@ -115,58 +111,19 @@ pub async fn report(
 ) -> Result<UsageReport, OpsError> {
     let org = visible_org(store, actor, org).await?;
     check(actor, Some(org.id), Action::Read)?;
-    let rows = store.daily_rollups(org.id, w.from, w.to).await?;
-    let mut total = UsageTotals::default();
-    let mut groups: [HashMap<String, UsageTotals>; 5] = Default::default();
-    for r in &rows {
-        let day = r.day.to_string();
-        let keys = [&r.provider, &r.model, &r.tool, &r.user_ref, &day];
-        add(&mut total, r);
-        for (g, key) in groups.iter_mut().zip(keys) {
-            let t = g.entry(key.clone()).or_insert_with(|| UsageTotals {
-                group_key: key.clone(),
-                ..UsageTotals::default()
-            });
-            add(t, r);
-        }
-    }
-    let all = total.cost_micros;
-    let [by_provider, by_model, by_tool, by_user, by_day] = groups.map(|g| {
-        let mut v: Vec<UsageTotals> = g.into_values().collect();
-        v.sort_by(|a, b| {
-            b.cost_micros
-                .cmp(&a.cost_micros)
-                .then_with(|| a.group_key.cmp(&b.group_key))
-        });
-        v
-    });
-    let mut by_day = by_day;
-    by_day.sort_by(|a, b| a.group_key.cmp(&b.group_key));
+    let b = store.usage_breakdowns(org.id, w.from, w.to).await?;
+    let all = b.total.cost_micros;
     let list = |v: Vec<UsageTotals>| v.into_iter().map(|t| totals(t, all)).collect();
     Ok(UsageReport {
         org: org.name.clone(),
         window: w,
-        totals: totals(total, all),
-        by_provider: list(by_provider),
-        by_model: list(by_model),
-        by_tool: list(by_tool),
-        by_user: list(by_user),
-        by_day: list(by_day),
+        totals: totals(b.total, all),
+        by_provider: list(b.by_provider),
+        by_model: list(b.by_model),
+        by_tool: list(b.by_tool),
+        by_user: list(b.by_user),
+        by_day: list(b.by_day),
     })
-}
-
-/// Adds a rollup row to a sum.
-fn add(t: &mut UsageTotals, r: &store::DailyRollup) {
-    t.requests += r.requests;
-    t.input_tokens += r.input_tokens;
-    t.output_tokens += r.output_tokens;
-    t.thinking_tokens += r.thinking_tokens;
-    t.cached_tokens += r.cached_tokens;
-    t.total_tokens += r.total_tokens;
-    t.images += r.images;
-    t.videos += r.videos;
-    t.video_seconds += r.video_seconds;
-    t.cost_micros += r.cost_micros;
 }
 
 /// Every org's usage over a window, costliest first (superuser).
