@@ -69,58 +69,63 @@ pub struct Breakdowns {
     pub by_day: Vec<UsageTotals>,
 }
 
-/// Adds a rollup row to a sum.
-fn add(t: &mut UsageTotals, r: &crate::DailyRollup) {
-    t.requests += r.requests;
-    t.input_tokens += r.input_tokens;
-    t.output_tokens += r.output_tokens;
-    t.thinking_tokens += r.thinking_tokens;
-    t.cached_tokens += r.cached_tokens;
-    t.total_tokens += r.total_tokens;
-    t.images += r.images;
-    t.videos += r.videos;
-    t.video_seconds += r.video_seconds;
-    t.cost_micros += r.cost_micros;
-}
-
-/// Sums rollup rows by each dimension.
-fn breakdowns_of(rows: &[crate::DailyRollup]) -> Breakdowns {
-    use std::collections::HashMap;
-    let mut total = UsageTotals::default();
-    let mut groups: [HashMap<String, UsageTotals>; 5] = Default::default();
-    for r in rows {
-        let day = r.day.to_string();
-        add(&mut total, r);
-        for (g, key) in groups
-            .iter_mut()
-            .zip([&r.provider, &r.model, &r.tool, &r.user_ref, &day])
-        {
-            let t = g.entry(key.clone()).or_insert_with(|| UsageTotals {
-                group_key: key.clone(),
-                ..UsageTotals::default()
-            });
-            add(t, r);
-        }
+/// [`Store::usage_breakdowns`] on PostgreSQL: one scan of the window's rollup rows, summed by
+/// every dimension at once; `GROUPING(…)` says which dimension a row belongs to.
+async fn breakdowns_pg(
+    pool: &sqlx::PgPool,
+    org_id: i64,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Breakdowns> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        dimension: i32,
+        #[sqlx(flatten)]
+        totals: UsageTotals,
     }
-    let [by_provider, by_model, by_tool, by_user, by_day] = groups.map(|g| {
-        let mut v: Vec<UsageTotals> = g.into_values().collect();
-        v.sort_by(|a, b| {
-            b.cost_micros
-                .cmp(&a.cost_micros)
-                .then_with(|| a.group_key.cmp(&b.group_key))
+    let sql = format!(
+        "SELECT CAST(GROUPING(r.provider, r.model, r.tool, r.user_ref, r.day) AS INT4) AS dimension, \
+         COALESCE(r.provider, r.model, r.tool, r.user_ref, CAST(r.day AS TEXT), '') AS group_key, \
+         {ROLLUP_TOTALS} FROM usage_rollups_daily r \
+         WHERE r.org_id = $1 AND r.day >= $2 AND r.day <= $3 \
+         GROUP BY GROUPING SETS ((r.provider), (r.model), (r.tool), (r.user_ref), (r.day), ())"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(org_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
+    let mut b = Breakdowns::default();
+    for row in rows {
+        // GROUPING's bits, provider first: a 0 bit is the dimension the row is grouped by.
+        let list = match row.dimension {
+            0b01111 => &mut b.by_provider,
+            0b10111 => &mut b.by_model,
+            0b11011 => &mut b.by_tool,
+            0b11101 => &mut b.by_user,
+            0b11110 => &mut b.by_day,
+            _ => {
+                b.total = row.totals;
+                continue;
+            }
+        };
+        list.push(row.totals);
+    }
+    for list in [
+        &mut b.by_provider,
+        &mut b.by_model,
+        &mut b.by_tool,
+        &mut b.by_user,
+    ] {
+        list.sort_by(|x, y| {
+            y.cost_micros
+                .cmp(&x.cost_micros)
+                .then_with(|| x.group_key.cmp(&y.group_key))
         });
-        v
-    });
-    let mut by_day = by_day;
-    by_day.sort_by(|a, b| a.group_key.cmp(&b.group_key));
-    Breakdowns {
-        total,
-        by_provider,
-        by_model,
-        by_tool,
-        by_user,
-        by_day,
     }
+    b.by_day.sort_by(|x, y| x.group_key.cmp(&y.group_key));
+    Ok(b)
 }
 
 /// A position in the recent-events list: the last row of the previous page.
@@ -191,34 +196,36 @@ impl Store {
         Ok(rows)
     }
 
-    /// An org's usage over the UTC days `[from, to]` by every dimension, from the rollups. Each
-    /// database gets the plan that is faster on it (measured with 1,000,000 events, see the
-    /// README): SQLite groups in SQL, once per dimension (its rows reach us slowly through the
-    /// driver); PostgreSQL reads the window's rows once, in key order, and they are summed here
-    /// (six grouped scans of the same heap rows cost twice as much).
+    /// An org's usage over the UTC days `[from, to]` by every dimension, from the rollups, with
+    /// the plan that is fastest on each database (measured with 1,000,000 events, see
+    /// docs/admin-api.md): PostgreSQL aggregates every dimension in one scan (GROUPING SETS);
+    /// SQLite, which has no grouping sets, runs one grouped query per dimension, concurrently on
+    /// the pool's connections (WAL lets them read at once).
     pub async fn usage_breakdowns(
         &self,
         org_id: i64,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Breakdowns> {
-        if let Store::Postgres(_) = self {
-            return Ok(breakdowns_of(&self.daily_rollups(org_id, from, to).await?));
+        if let Store::Postgres(pool) = self {
+            return breakdowns_pg(pool, org_id, from, to).await;
         }
         let o = Some(org_id);
+        let (total, by_provider, by_model, by_tool, by_user, by_day) = tokio::try_join!(
+            self.rollup_usage(o, from, to, RollupGroup::Nothing),
+            self.rollup_usage(o, from, to, RollupGroup::Provider),
+            self.rollup_usage(o, from, to, RollupGroup::Model),
+            self.rollup_usage(o, from, to, RollupGroup::Tool),
+            self.rollup_usage(o, from, to, RollupGroup::User),
+            self.rollup_usage(o, from, to, RollupGroup::Day),
+        )?;
         Ok(Breakdowns {
-            total: self
-                .rollup_usage(o, from, to, RollupGroup::Nothing)
-                .await?
-                .pop()
-                .unwrap_or_default(),
-            by_provider: self
-                .rollup_usage(o, from, to, RollupGroup::Provider)
-                .await?,
-            by_model: self.rollup_usage(o, from, to, RollupGroup::Model).await?,
-            by_tool: self.rollup_usage(o, from, to, RollupGroup::Tool).await?,
-            by_user: self.rollup_usage(o, from, to, RollupGroup::User).await?,
-            by_day: self.rollup_usage(o, from, to, RollupGroup::Day).await?,
+            total: total.into_iter().next().unwrap_or_default(),
+            by_provider,
+            by_model,
+            by_tool,
+            by_user,
+            by_day,
         })
     }
 
