@@ -195,10 +195,21 @@ async fn render(
     let found = ops::visible_org(s, a, org).await?;
     let (w, range) = q.window()?;
     let org = found.name.clone();
-    let report = usage::report(s, a, &org, w).await?;
-    let limits = ops::limits::list(s, a, &org).await?;
-    let events = usage::events(s, a, &org, q.cursor.as_deref(), None).await?;
-    let status = usage::fleet_status(s, a).await?;
+    // The page's reads are independent: they run at once, on the pool's connections.
+    let cross_org = async {
+        match a.superuser {
+            true => usage::cross_org(s, a, w).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (report, limits, events, status, cross, nav) = tokio::try_join!(
+        usage::report(s, a, &org, w),
+        ops::limits::list(s, a, &org),
+        usage::events(s, a, &org, q.cursor.as_deref(), None),
+        usage::fleet_status(s, a),
+        cross_org,
+        async { Ok(viewer.nav(state, Some(&found), "dashboard").await) },
+    )?;
     let mut banners = Vec::new();
     if status.degraded {
         banners.push(
@@ -217,18 +228,14 @@ async fn render(
             names.join(", ")
         ));
     }
-    let cross = match a.superuser {
-        false => None,
-        true => {
-            let mut c = usage::cross_org(s, a, w).await?;
-            match q.sort.as_deref() {
-                Some("tokens") => c.sort_by_key(|x| std::cmp::Reverse(x.total_tokens)),
-                Some("requests") => c.sort_by_key(|x| std::cmp::Reverse(x.requests)),
-                _ => {}
-            }
-            Some(rows(&c))
+    let cross = cross.map(|mut c| {
+        match q.sort.as_deref() {
+            Some("tokens") => c.sort_by_key(|x| std::cmp::Reverse(x.total_tokens)),
+            Some("requests") => c.sort_by_key(|x| std::cmp::Reverse(x.requests)),
+            _ => {}
         }
-    };
+        rows(&c)
+    });
     let days: Vec<Day> = report
         .by_day
         .iter()
@@ -243,7 +250,7 @@ async fn render(
     let t = &report.totals;
     let page = DashboardPage {
         title: format!("{org} usage"),
-        nav: Some(viewer.nav(state, Some(&found), "dashboard").await),
+        nav: Some(nav),
         range,
         ranges: vec![
             ("this_month", "This month"),
