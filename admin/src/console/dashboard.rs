@@ -352,6 +352,13 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Appends one CSV line.
+fn push_row(out: &mut String, fields: &[String]) {
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&line.join(","));
+    out.push('\n');
+}
+
 /// `GET /orgs/{org}/export/{provider|model|tool|user|day|events}.csv`: the table's rows, in
 /// plain numbers (cost in dollars with up to six decimals).
 pub async fn export(
@@ -411,14 +418,7 @@ async fn csv(
                 fmt::dollars_plain(e.cost_micros),
                 e.latency_ms.to_string(),
             ];
-            out.push_str(
-                &fields
-                    .iter()
-                    .map(|f| csv_field(f))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push('\n');
+            push_row(&mut out, &fields);
         }
         return Ok((format!("{}-events.csv", found.name), out));
     }
@@ -448,14 +448,7 @@ async fn csv(
             fmt::dollars_plain(r.cost_micros),
             r.cost_share.to_string(),
         ];
-        out.push_str(
-            &fields
-                .iter()
-                .map(|f| csv_field(f))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
+        push_row(&mut out, &fields);
     }
     Ok((
         format!("{}-by-{table}-{}-{}.csv", found.name, w.from, w.to),
