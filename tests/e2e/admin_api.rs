@@ -1478,7 +1478,10 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         )
         .await;
     assert_eq!(s, 200);
+    // schemathesis keeps a cache in its working directory: a scratch one, not the checkout.
+    let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(&schemathesis)
+        .current_dir(scratch.path())
         .args([
             "run",
             &format!("{}/api/v1/openapi.json", w.a.url),
