@@ -10,7 +10,8 @@ use crate::{with_pool, Audit, Feature, Org, Result, Store, StoreError};
 const MAX_NAME_CHARS: usize = 100;
 
 /// A name as stored: trimmed, not empty, not all digits (orgs are named by id or by name on the
-/// command line, in headers and in API paths), at most 100 characters, no control characters.
+/// command line, in headers and in API paths), at most 100 characters, no control characters and
+/// none of `/ \ ? # %`.
 fn check_name(name: &str) -> Result<&str> {
     let name = name.trim();
     if name.is_empty() {
@@ -26,6 +27,15 @@ fn check_name(name: &str) -> Result<&str> {
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(StoreError::Validation(format!(
             "organization name must be at most {MAX_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    // Names are path segments of the API and the console (`/api/v1/orgs/{org}`).
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | '?' | '#' | '%'))
+    {
+        return Err(StoreError::Validation(format!(
+            "organization name {name:?} contains {c:?}; names are used in URLs and may not contain / \\ ? # or %"
         )));
     }
     Ok(name)

@@ -129,6 +129,15 @@ async fn migrations_rerun_harmlessly(s: Store) {
 }
 
 async fn organizations(s: Store) {
+    for bad in ["a/b", "what?", "50%", "x#y"] {
+        assert!(
+            matches!(
+                s.create_org(bad, Feature::ALL).await,
+                Err(StoreError::Validation(_))
+            ),
+            "{bad:?} cannot be a path segment"
+        );
+    }
     let a = s.create_org("acme", Feature::ALL).await.unwrap();
     let b = s.create_org("  globex ", Feature::ALL).await.unwrap();
     assert_eq!(b.name, "globex", "names are trimmed");
