@@ -306,37 +306,43 @@ impl Store {
     /// Refused with [`StoreError::LastOwner`] when it would leave an org that has owners
     /// without one.
     pub async fn set_role(&self, org_id: i64, user_id: i64, role: Role) -> Result<Membership> {
-        self.change_member(org_id, user_id, Some(role), None)
+        self.change_member(org_id, user_id, Some(role), None, None)
             .await?;
         self.get_membership(org_id, user_id).await
     }
 
-    /// [`Store::set_role`] with its audit row in the same transaction.
+    /// [`Store::set_role`] with its audit row in the same transaction, refused with
+    /// [`StoreError::Conflict`] when the member's role is no longer `expected` (what the caller
+    /// authorized the change against).
     pub async fn set_role_audited(
         &self,
         org_id: i64,
         user_id: i64,
         role: Role,
+        expected: Role,
         audit: &Audit,
     ) -> Result<Membership> {
-        self.change_member(org_id, user_id, Some(role), Some(audit))
+        self.change_member(org_id, user_id, Some(role), Some(expected), Some(audit))
             .await?;
         self.get_membership(org_id, user_id).await
     }
 
     /// Removes a user from an org; refused with [`StoreError::LastOwner`] for its last owner.
     pub async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<()> {
-        self.change_member(org_id, user_id, None, None).await
+        self.change_member(org_id, user_id, None, None, None).await
     }
 
-    /// [`Store::remove_member`] with its audit row in the same transaction.
+    /// [`Store::remove_member`] with its audit row in the same transaction, refused like
+    /// [`Store::set_role_audited`] when the role is no longer `expected`.
     pub async fn remove_member_audited(
         &self,
         org_id: i64,
         user_id: i64,
+        expected: Role,
         audit: &Audit,
     ) -> Result<()> {
-        self.change_member(org_id, user_id, None, Some(audit)).await
+        self.change_member(org_id, user_id, None, Some(expected), Some(audit))
+            .await
     }
 
     /// Sets a member's role (`Some`) or removes them (`None`). The org's row is locked first on
@@ -347,6 +353,7 @@ impl Store {
         org_id: i64,
         user_id: i64,
         role: Option<Role>,
+        expected: Option<Role>,
         audit: Option<&Audit>,
     ) -> Result<()> {
         let missing = || {
@@ -370,6 +377,11 @@ impl Store {
             let Some(current) = current else {
                 return Err(missing());
             };
+            if expected.is_some_and(|e| e != current) {
+                return Err(StoreError::Conflict {
+                    constraint: "the member's role changed meanwhile".into(),
+                });
+            }
             match role {
                 Some(role) => sqlx::query(
                     "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2")

@@ -280,6 +280,22 @@ async fn memberships(s: Store) {
         s.remove_member(org.id, u.id).await,
         Err(StoreError::NotFound(_))
     ));
+    // A change authorized against a role that has changed meanwhile is refused.
+    let a = Audit::new("x", "member.role");
+    assert!(matches!(
+        s.set_role_audited(org.id, other.id, Role::Admin, Role::Member, &a)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.remove_member_audited(org.id, other.id, Role::Admin, &a)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        s.get_membership(org.id, other.id).await.unwrap().role,
+        Role::Owner
+    );
     // An org without owners (made by the CLI) may lose members freely.
     let bare = s.create_org("bare", Feature::ALL).await.unwrap();
     s.add_member(bare.id, u.id, Role::Member).await.unwrap();

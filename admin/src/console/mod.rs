@@ -395,9 +395,16 @@ struct LoginForm {
     next: String,
 }
 
-/// Only paths on this origin are followed after login.
+/// Only paths on this origin are followed after login: one leading `/`, then neither `/` nor
+/// `\`, and no whitespace or control character anywhere (browsers drop tabs and newlines from
+/// URLs, so `/\t/evil.example` would become `//evil.example`).
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let mut chars = next.chars();
+    let local = chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    if local {
         next
     } else {
         "/"
@@ -439,6 +446,34 @@ async fn login(
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        for ok in [
+            "/",
+            "/orgs/acme/dashboard",
+            "/orgs/acme/dashboard?range=last_7_days",
+        ] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "/ok\\..",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
         }
     }
 }

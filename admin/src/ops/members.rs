@@ -114,6 +114,17 @@ async fn membership(
     Ok((u, m))
 }
 
+/// The rules were checked against the role read before the change; if it changed meanwhile,
+/// the change is refused rather than judged on stale facts.
+fn changed_meanwhile(e: store::StoreError) -> OpsError {
+    match e {
+        store::StoreError::Conflict { .. } => {
+            OpsError::Conflict("the member's role changed meanwhile; reload and try again".into())
+        }
+        e => e.into(),
+    }
+}
+
 /// Changes a member's role.
 pub async fn set_role(
     store: &Store,
@@ -131,8 +142,9 @@ pub async fn set_role(
         .target(u.email.clone())
         .detail(serde_json::json!({ "from": m.role, "to": role }));
     Ok(store
-        .set_role_audited(org.id, u.id, role, &audit)
-        .await?
+        .set_role_audited(org.id, u.id, role, m.role, &audit)
+        .await
+        .map_err(changed_meanwhile)?
         .into())
 }
 
@@ -151,6 +163,9 @@ pub async fn remove(
         .audit("member.remove")
         .target(u.email.clone())
         .detail(serde_json::json!({ "role": m.role }));
-    store.remove_member_audited(org.id, u.id, &audit).await?;
+    store
+        .remove_member_audited(org.id, u.id, m.role, &audit)
+        .await
+        .map_err(changed_meanwhile)?;
     Ok(m.into())
 }
