@@ -80,7 +80,8 @@ macro_rules! audit_in {
 pub(crate) use audit_in;
 
 impl Store {
-    /// Appends one entry on its own (for events that change nothing else, such as a login).
+    /// Appends one entry on its own, outside any change (the admin's changes use the `*_audited`
+    /// store calls, which write theirs in the change's transaction).
     /// `detail` is free text (JSON by convention) and must never hold a secret.
     pub async fn audit(
         &self,

@@ -70,10 +70,9 @@ impl Viewer {
         org: Option<&store::Org>,
         section: &'static str,
     ) -> Nav {
-        let orgs: Vec<String> = match ops::orgs::list(&state.store, &self.actor).await {
-            Ok(v) => v.into_iter().map(|o| o.name).collect(),
-            Err(_) => Vec::new(),
-        };
+        let orgs = ops::orgs::names(&state.store, &self.actor)
+            .await
+            .unwrap_or_default();
         Nav {
             email: self.actor.name.clone(),
             superuser: self.actor.superuser,
@@ -334,10 +333,10 @@ async fn home(State(state): State<Arc<AppState>>, viewer: Result<Viewer, Respons
     let Ok(viewer) = viewer else {
         return Redirect::to("/login").into_response();
     };
-    match ops::orgs::list(&state.store, &viewer.actor).await {
+    match ops::orgs::names(&state.store, &viewer.actor).await {
         Ok(orgs) => match orgs.first() {
-            Some(o) => {
-                Redirect::to(&format!("/orgs/{}/dashboard", path_part(&o.name))).into_response()
+            Some(name) => {
+                Redirect::to(&format!("/orgs/{}/dashboard", path_part(name))).into_response()
             }
             None => Redirect::to("/account").into_response(),
         },

@@ -38,6 +38,23 @@ fn view(org: &Org, actor: &Actor, members: i64, month_cost_micros: i64) -> OrgVi
     }
 }
 
+/// Whether the actor may see an org at all (the rule `visible_org` applies to one org).
+fn visible(actor: &Actor, org: &Org) -> bool {
+    actor.superuser || actor.role_in(org.id).is_some()
+}
+
+/// The names of the orgs the actor may see, by id: what a navigation needs, without the
+/// member counts and costs of [`list`].
+pub async fn names(store: &Store, actor: &Actor) -> Result<Vec<String>, OpsError> {
+    Ok(store
+        .list_orgs()
+        .await?
+        .into_iter()
+        .filter(|o| visible(actor, o))
+        .map(|o| o.name)
+        .collect())
+}
+
 /// The orgs the actor may see, with member counts and month-to-date cost.
 pub async fn list(store: &Store, actor: &Actor) -> Result<Vec<OrgView>, OpsError> {
     let counts: std::collections::HashMap<i64, i64> =
@@ -54,7 +71,7 @@ pub async fn list(store: &Store, actor: &Actor) -> Result<Vec<OrgView>, OpsError
         .list_orgs()
         .await?
         .iter()
-        .filter(|o| actor.superuser || actor.role_in(o.id).is_some())
+        .filter(|o| visible(actor, o))
         .map(|o| {
             view(
                 o,
