@@ -310,6 +310,10 @@ pub struct LedgerConfig {
     pub batch_size: usize,
     /// How often queued events are written, in milliseconds.
     pub flush_ms: u64,
+    /// How often the event journal is flushed to the disk, in milliseconds: on power loss (not
+    /// on a crash, which loses nothing) at most this much of the last answered requests' events
+    /// can be lost. 0 leaves it to the operating system.
+    pub fsync_ms: u64,
 }
 
 impl Default for LedgerConfig {
@@ -319,6 +323,7 @@ impl Default for LedgerConfig {
             queue_capacity: 10_000,
             batch_size: 500,
             flush_ms: 200,
+            fsync_ms: 1000,
         }
     }
 }

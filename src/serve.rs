@@ -91,6 +91,8 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
             queue_capacity: s.raw.ledger.queue_capacity,
             batch_size: s.raw.ledger.batch_size,
             flush_interval: Duration::from_millis(s.raw.ledger.flush_ms),
+            fsync_interval: (s.raw.ledger.fsync_ms > 0)
+                .then(|| Duration::from_millis(s.raw.ledger.fsync_ms)),
         },
         pricing_path: s.raw.pricing.path.clone().into(),
         pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),

@@ -1,11 +1,13 @@
 //! The ledger: usage events leave the request path through a bounded queue and are written to
-//! the store in batches by a background task. Nothing is lost: when the queue is full, or the
-//! store cannot be written, events are appended to a spool file (JSON lines) and replayed when
-//! the store is back; replays are harmless because the store ignores request ids it already has.
-//! Shutdown drains the queue.
+//! the store in batches by a background task. Nothing is lost: each event is first written to
+//! the [`journal`](crate::journal) (replayed on the next start if the process dies); when the
+//! queue is full, or the store cannot be written, events are appended to a spool file (JSON
+//! lines) and replayed when the store is back; replays are harmless because the store ignores
+//! request ids it already has. Shutdown drains the queue.
 //!
-//! The request path only calls [`Ledger::record`]: a `try_send`, or on overflow one small
-//! synchronous append to the spool file (no lock held across an await).
+//! The request path only calls [`Ledger::record`]: one positioned write to the journal and a
+//! `try_send`, or on overflow one small synchronous append to the spool file (no lock held
+//! across an await).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use store::{Store, StoreError, UsageEvent};
 use tokio::sync::{mpsc, watch};
 
+use crate::journal::{self, Journal, Sealed, Segment};
 use crate::limits::counters::Counters;
 use crate::limits::Amounts;
 use crate::metrics::Metrics;
@@ -30,6 +33,8 @@ pub struct LedgerSettings {
     pub batch_size: usize,
     /// How often the writer wakes to write what has queued.
     pub flush_interval: Duration,
+    /// How often the journal is flushed to the disk (`None`: left to the OS).
+    pub fsync_interval: Option<Duration>,
 }
 
 /// The append-only spool.
@@ -108,7 +113,8 @@ impl Spool {
         Ok(files)
     }
 
-    fn replay_path(&self, stamp: &str) -> PathBuf {
+    /// The name of a file waiting for replay.
+    pub fn replay_path(&self, stamp: &str) -> PathBuf {
         let name = self
             .path
             .file_name()
@@ -142,26 +148,51 @@ impl Spool {
 /// The handle the proxy records events with.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<UsageEvent>,
+    tx: mpsc::Sender<Queued>,
+    journal: Arc<Journal>,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
 }
 
+/// An event on its way to the store, with the journal segment that holds it.
+type Queued = (Arc<Segment>, UsageEvent);
+
+/// Where an event was journaled (its place in the journal until it is stored).
+pub struct Journaled(Arc<Segment>);
+
 impl Ledger {
-    /// Hands an event to the writer; never waits. When the queue is full the event goes to the
-    /// spool; only if that fails too is it counted as dropped (and logged).
+    /// Journals an event and hands it to the writer; never waits.
     pub fn record(&self, event: UsageEvent) {
-        let event = match self.tx.try_send(event) {
+        let seg = self.journal(&event);
+        self.queue(seg, event);
+    }
+
+    /// Writes an event to the journal; the segment goes with it to [`Ledger::queue`]. For an
+    /// event made before the answer's last byte (so a crash right after cannot lose it).
+    pub fn journal(&self, event: &UsageEvent) -> Journaled {
+        let (seg, written) = self.journal.append(event);
+        if let Err(err) = written {
+            self.metrics.journal_failures.inc();
+            tracing::error!(request_id = %event.request_id, error = %err, "usage event not journaled: it would not survive a crash");
+        }
+        Journaled(seg)
+    }
+
+    /// Hands a journaled event to the writer; never waits. When the queue is full the event
+    /// goes to the spool; only if that fails too is it counted as dropped (and logged).
+    pub fn queue(&self, journaled: Journaled, event: UsageEvent) {
+        let (seg, event) = match self.tx.try_send((journaled.0, event)) {
             Ok(()) => {
                 self.metrics.ledger_queue_depth.inc();
                 return;
             }
-            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
+            Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) => q,
         };
         if let Err(err) = self.spool.append(std::slice::from_ref(&event)) {
             self.metrics.events_dropped.inc();
             tracing::error!(request_id = %event.request_id, error = %err, "usage event lost: queue full and spool unwritable");
         }
+        seg.done();
     }
 }
 
@@ -195,17 +226,27 @@ pub fn new_request_id(at: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// Starts the ledger: the handle for the proxy and the writer task (on the current runtime).
+/// Journal segments an earlier process left become spool files, replayed first.
 pub fn start(
     settings: LedgerSettings,
     store: Store,
     metrics: Arc<Metrics>,
     counters: Option<Arc<Counters>>,
-) -> (Ledger, LedgerWriter) {
+) -> std::io::Result<(Ledger, LedgerWriter)> {
     let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
     let spool = Arc::new(Spool::new(settings.spool_path.clone(), metrics.clone()));
+    let (journal, recovered) = Journal::open(&settings.spool_path, |tail| spool.replay_path(tail))?;
+    if recovered > 0 {
+        tracing::warn!(
+            segments = recovered,
+            "the last run stopped without storing every usage event; replaying its journal"
+        );
+    }
+    let journal = Arc::new(journal);
     metrics.spool_bytes.set(spool.bytes() as i64);
     let ledger = Ledger {
         tx,
+        journal: journal.clone(),
         spool: spool.clone(),
         metrics: metrics.clone(),
     };
@@ -219,13 +260,15 @@ pub fn start(
         store_ok: true,
         counters,
         started: chrono::Utc::now(),
+        journal,
+        sealed: Sealed::default(),
     };
     let task = tokio::spawn(writer.run(stop_rx));
-    (ledger, LedgerWriter { stop_tx, task })
+    Ok((ledger, LedgerWriter { stop_tx, task }))
 }
 
 struct Writer {
-    rx: mpsc::Receiver<UsageEvent>,
+    rx: mpsc::Receiver<Queued>,
     store: Store,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
@@ -235,6 +278,9 @@ struct Writer {
     counters: Option<Arc<Counters>>,
     /// Events older than this process were never in its counters.
     started: chrono::DateTime<chrono::Utc>,
+    journal: Arc<Journal>,
+    /// Journal segments no longer written, kept until their events are stored.
+    sealed: Sealed,
 }
 
 impl Writer {
@@ -242,6 +288,7 @@ impl Writer {
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_replay_try = Instant::now() - Duration::from_secs(3600);
+        let mut last_sync = Instant::now();
         loop {
             let stopping = tokio::select! {
                 _ = tick.tick() => false,
@@ -258,7 +305,28 @@ impl Writer {
             }
             self.metrics.spool_bytes.set(self.spool.bytes() as i64);
             if stopping {
+                self.sealed.close(&self.journal);
                 return;
+            }
+            match self.journal.rotate_if_full() {
+                Ok(Some(old)) => self.sealed.push(old),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a new journal segment; the current one grows")
+                }
+            }
+            self.sealed.delete_finished();
+            if self
+                .settings
+                .fsync_interval
+                .is_some_and(|every| last_sync.elapsed() >= every)
+            {
+                last_sync = Instant::now();
+                let seg = self.journal.current();
+                let synced = tokio::task::spawn_blocking(move || journal::sync(&seg)).await;
+                if let Ok(Err(e)) = synced {
+                    tracing::warn!(error = %e, "cannot flush the journal to the disk");
+                }
             }
         }
     }
@@ -266,11 +334,17 @@ impl Writer {
     /// Writes everything queued now, in batches.
     async fn write_queued(&mut self) {
         let mut batch = Vec::with_capacity(self.settings.batch_size);
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(self.settings.batch_size);
         loop {
             batch.clear();
+            // The journal segments of the last batch: its events are stored or spooled now.
+            segments.drain(..).for_each(|s| s.done());
             while batch.len() < self.settings.batch_size {
                 match self.rx.try_recv() {
-                    Ok(e) => batch.push(e),
+                    Ok((seg, e)) => {
+                        segments.push(seg);
+                        batch.push(e);
+                    }
                     Err(_) => break,
                 }
             }
@@ -384,10 +458,12 @@ fn read_events(path: &Path) -> std::io::Result<Vec<UsageEvent>> {
     let mut out = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
-        if line.trim().is_empty() {
+        // A journal range reserved by a writer that was killed before writing it reads as NULs.
+        let line = line.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        if line.is_empty() {
             continue;
         }
-        match serde_json::from_str::<UsageEvent>(&line) {
+        match serde_json::from_str::<UsageEvent>(line) {
             Ok(e) => out.push(e),
             // A torn last line (crash mid-append) is skipped; everything before it is kept.
             Err(e) => {

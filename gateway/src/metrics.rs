@@ -85,6 +85,8 @@ pub struct Metrics {
     pub events_replayed: IntCounter,
     /// `tollgate_events_dropped_total` (must stay 0)
     pub events_dropped: IntCounter,
+    /// `tollgate_journal_failures_total` (must stay 0)
+    pub journal_failures: IntCounter,
     /// `tollgate_spool_bytes`
     pub spool_bytes: IntGauge,
     /// `tollgate_limit_refusals_total{limit}`
@@ -202,6 +204,7 @@ impl Metrics {
             events_spooled: counter(&r, "tollgate_events_spooled_total", "Usage events appended to the spool file (queue full or store unwritable).")?,
             events_replayed: counter(&r, "tollgate_events_replayed_total", "Spooled usage events written to the store after it came back.")?,
             events_dropped: counter(&r, "tollgate_events_dropped_total", "Usage events lost because neither the store nor the spool could take them. Must stay 0.")?,
+            journal_failures: counter(&r, "tollgate_journal_failures_total", "Usage events that could not be written to the journal (they are still stored, but would not survive a crash). Must stay 0.")?,
             spool_bytes: gauge(&r, "tollgate_spool_bytes", "Bytes of usage events waiting in spool files.")?,
             limit_refusals: counter_vec(&r, "tollgate_limit_refusals_total", "Requests refused with 429 because an org reached a usage limit, by limit type.", &["limit"])?,
             alerts_fired: counter_vec(&r, "tollgate_alerts_fired_total", "Limit alerts fired (threshold or 100 % crossed, once per limit and period), by limit type.", &["limit"])?,

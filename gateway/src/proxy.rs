@@ -225,6 +225,10 @@ pub struct Ctx {
     upload_final: bool,
     /// The status Google answered an upload chunk with.
     upload_status: u16,
+    /// The status of the response passed on to the client.
+    status: u16,
+    /// The event, made and journaled as the response's last bytes passed (queued by `logging`).
+    journaled: Option<(crate::ledger::Journaled, store::UsageEvent)>,
 }
 
 impl Proxy {
@@ -726,54 +730,77 @@ impl Proxy {
 impl Proxy {
     /// The one usage event of a request: refused, failed or served.
     async fn usage_event(&self, ctx: &mut Ctx, status: u16) -> store::UsageEvent {
-        let forwarded = ctx.refused.is_none();
-        let settled = match &ctx.route {
-            Some(route) => {
-                let prices = self.prices.load_full();
-                let success = forwarded && (200..300).contains(&status);
-                let s = if metering::needs_exact_count(
-                    route,
-                    &ctx.request_meter,
-                    &ctx.response_meter,
-                ) {
-                    // The exact tokenizer costs ~2 ms per 4 KB: keep it off the proxy's workers.
-                    let (route, rq, rs) = (
-                        route.clone(),
-                        std::mem::take(&mut ctx.request_meter),
-                        std::mem::take(&mut ctx.response_meter),
-                    );
-                    tokio::task::spawn_blocking(move || {
-                        metering::settle(&route, success, &rq, &rs, &prices)
-                    })
-                    .await
-                    .unwrap_or_default()
-                } else {
-                    metering::settle(
-                        route,
-                        success,
-                        &ctx.request_meter,
-                        &ctx.response_meter,
-                        &prices,
-                    )
+        let settled = match self.settle_now(ctx, status) {
+            Some(s) => s,
+            None => {
+                // The exact tokenizer costs ~2 ms per 4 KB: keep it off the proxy's workers.
+                let Some(route) = ctx.route.clone() else {
+                    return self.event_of(ctx, status, metering::Settled::default());
                 };
-                if !s.priced {
-                    self.metrics.unpriced_events.inc();
-                    let model = route.model.as_deref().unwrap_or("");
-                    // Warn once per model; the set is capped so made-up names cannot grow it forever.
-                    if self.unpriced_warned.len() < MAX_UNPRICED_WARNINGS
-                        && !self.unpriced_warned.contains_key(model)
-                    {
-                        self.unpriced_warned.insert(model.to_owned(), ());
-                        tracing::warn!(model, "no price for this model: billed with the fallback price (add it to the price file)");
-                    }
-                }
-                s
+                let success = ctx.refused.is_none() && (200..300).contains(&status);
+                let prices = self.prices.load_full();
+                let (rq, rs) = (
+                    std::mem::take(&mut ctx.request_meter),
+                    std::mem::take(&mut ctx.response_meter),
+                );
+                tokio::task::spawn_blocking(move || {
+                    metering::settle(&route, success, &rq, &rs, &prices)
+                })
+                .await
+                .unwrap_or_default()
             }
-            None => metering::Settled {
+        };
+        self.note_unpriced(ctx, &settled);
+        self.event_of(ctx, status, settled)
+    }
+
+    /// The event's settlement when it needs no exact token count (else `None`).
+    fn settle_now(&self, ctx: &Ctx, status: u16) -> Option<metering::Settled> {
+        let Some(route) = &ctx.route else {
+            return Some(metering::Settled {
                 priced: true,
                 ..Default::default()
-            },
+            });
         };
+        if metering::needs_exact_count(route, &ctx.request_meter, &ctx.response_meter) {
+            return None;
+        }
+        let success = ctx.refused.is_none() && (200..300).contains(&status);
+        Some(metering::settle(
+            route,
+            success,
+            &ctx.request_meter,
+            &ctx.response_meter,
+            &self.prices.load(),
+        ))
+    }
+
+    fn note_unpriced(&self, ctx: &Ctx, settled: &metering::Settled) {
+        if settled.priced {
+            return;
+        }
+        self.metrics.unpriced_events.inc();
+        let model = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.model.as_deref())
+            .unwrap_or("");
+        // Warn once per model; the set is capped so made-up names cannot grow it forever.
+        if self.unpriced_warned.len() < MAX_UNPRICED_WARNINGS
+            && !self.unpriced_warned.contains_key(model)
+        {
+            self.unpriced_warned.insert(model.to_owned(), ());
+            tracing::warn!(model, "no price for this model: billed with the fallback price (add it to the price file)");
+        }
+    }
+
+    /// The event from its settlement and the request's state.
+    fn event_of(
+        &self,
+        ctx: &mut Ctx,
+        status: u16,
+        settled: metering::Settled,
+    ) -> store::UsageEvent {
         ctx.model_label = settled.model_label.clone();
         let t = &settled.metered.tokens;
         let id = ctx.identity.as_ref();
@@ -915,6 +942,8 @@ impl ProxyHttp for Proxy {
             upload: None,
             upload_final: false,
             upload_status: 0,
+            status: 0,
+            journaled: None,
         })
     }
 
@@ -1017,6 +1046,14 @@ impl ProxyHttp for Proxy {
             // Before the client has the whole answer: its next chunk may come at once, on
             // another connection.
             self.end_upload_chunk(ctx, ctx.upload_status);
+            // The event is journaled before the client has the last byte: a process killed
+            // once the answer is out cannot lose it. (One that needs the exact tokenizer is
+            // made in `logging`, off the proxy's workers.)
+            if let Some(settled) = self.settle_now(ctx, ctx.status) {
+                self.note_unpriced(ctx, &settled);
+                let event = self.event_of(ctx, ctx.status, settled);
+                ctx.journaled = Some((self.ledger.journal(&event), event));
+            }
         }
         Ok(None)
     }
@@ -1057,6 +1094,7 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
+        ctx.status = resp.status.as_u16();
         if ctx.upload.is_some() {
             ctx.upload_status = resp.status.as_u16();
             ctx.upload_final = resp
@@ -1223,7 +1261,13 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let event = self.usage_event(ctx, status).await;
+        let (journaled, event) = match ctx.journaled.take() {
+            Some((j, mut event)) => {
+                event.total_latency_ms = ctx.started.elapsed().as_millis() as i64;
+                (Some(j), event)
+            }
+            None => (None, self.usage_event(ctx, status).await),
+        };
         self.end_upload_chunk(ctx, status);
         self.record_metrics(ctx, status, &event);
         let id = ctx.identity.as_ref();
@@ -1257,7 +1301,10 @@ impl ProxyHttp for Proxy {
                     .check(id.org_id, &id.org_name, &ctx.limits, usage, &self.counters);
             }
         }
-        self.ledger.record(event);
+        match journaled {
+            Some(j) => self.ledger.queue(j, event),
+            None => self.ledger.record(event),
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Box<Ctx>, error: &Error) -> bool {

@@ -15,6 +15,7 @@
 //! are written to the store in the background and other gateways' claims loaded from it.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
@@ -300,9 +301,11 @@ pub fn claimed_names(body: &[u8]) -> Vec<String> {
     out
 }
 
-/// Which org owns each resource, in memory; changes not yet stored wait in `pending`.
+/// Which org owns each resource, in memory; changes not yet stored wait in `pending`, and in
+/// the claims journal when there is one (so a killed process does not forget them).
 #[derive(Debug, Default)]
 pub struct Owners {
+    journal: Option<ClaimsJournal>,
     /// Resource → (org, when recorded, Unix seconds).
     map: DashMap<Box<str>, (i64, i64)>,
     /// When owners past their retention were last forgotten.
@@ -358,8 +361,45 @@ impl Owners {
 
     fn push(&self, change: ResourceChange) {
         if let Ok(mut p) = self.pending.lock() {
+            if let Some(j) = &self.journal {
+                j.append(&change);
+            }
             p.push(change);
         }
+    }
+
+    /// Owners with a journal of their unstored changes at `path`; changes an earlier process
+    /// journaled but did not store are applied and wait to be stored again.
+    pub fn with_journal(path: PathBuf) -> std::io::Result<Owners> {
+        let (journal, left) = ClaimsJournal::open(path)?;
+        let owners = Owners {
+            journal: Some(journal),
+            ..Owners::default()
+        };
+        let now = now_secs();
+        for change in &left {
+            match change {
+                ResourceChange::Claim(r, org) => {
+                    owners.map.entry(r.as_str().into()).or_insert((*org, now));
+                }
+                ResourceChange::TakeOver(r, org) => {
+                    owners.map.insert(r.as_str().into(), (*org, now));
+                }
+                ResourceChange::Release(r, org) => {
+                    owners.map.remove_if(r.as_str(), |_, o| o.0 == *org);
+                }
+            }
+        }
+        if !left.is_empty() {
+            tracing::warn!(
+                changes = left.len(),
+                "the last run stopped before storing some resource ownerships; storing them now"
+            );
+        }
+        if let Ok(mut p) = owners.pending.lock() {
+            *p = left;
+        }
+        Ok(owners)
     }
 
     /// Changes waiting to be written to the store.
@@ -379,8 +419,11 @@ impl Owners {
 
     /// Writes pending changes to the store, in order (kept for the next try if it fails).
     pub async fn flush(&self, store: &Store) -> Result<(), store::StoreError> {
-        let batch = match self.pending.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
+        let (batch, journaled) = match self.pending.lock() {
+            Ok(mut p) => (
+                std::mem::take(&mut *p),
+                self.journal.as_ref().and_then(ClaimsJournal::seal),
+            ),
             Err(_) => return Ok(()),
         };
         if batch.is_empty() {
@@ -392,6 +435,9 @@ impl Owners {
                 p.extend(newer);
             }
             return Err(e);
+        }
+        if let (Some(j), Some(upto)) = (&self.journal, journaled) {
+            j.stored(upto);
         }
         Ok(())
     }
@@ -462,6 +508,141 @@ impl Owners {
 
 fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// The journal of ownership changes not yet stored: one JSON line each, appended to `path`
+/// (under the pending list's lock; changes are rare, a create or a delete). A flush seals the
+/// file (renamed `<path>.<seq>`); once the store has the changes, every sealed file up to it is
+/// deleted. A start reads what is left, oldest first.
+#[derive(Debug)]
+struct ClaimsJournal {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl ClaimsJournal {
+    fn open(path: PathBuf) -> std::io::Result<(ClaimsJournal, Vec<ResourceChange>)> {
+        let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut sealed = Self::sealed_files(&path)?;
+        sealed.sort();
+        let next_seq = sealed.last().map_or(0, |(seq, _)| seq + 1);
+        let mut left = Vec::new();
+        for file in sealed.iter().map(|(_, p)| p).chain([&path]) {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // A torn last line (a crash mid-append) is skipped.
+            left.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<ResourceChange>(l).ok()),
+            );
+        }
+        let journal = ClaimsJournal {
+            path,
+            file: Mutex::new(None),
+            next_seq: next_seq.into(),
+        };
+        // What was left becomes the current file, in order, before the older files go.
+        if left.is_empty() {
+            match std::fs::remove_file(&journal.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        } else {
+            let mut text = Vec::new();
+            for change in &left {
+                serde_json::to_writer(&mut text, change).map_err(std::io::Error::other)?;
+                text.push(b'\n');
+            }
+            let tmp = journal.path.with_extension("rewrite");
+            std::fs::write(&tmp, &text)?;
+            std::fs::rename(&tmp, &journal.path)?;
+        }
+        for (_, p) in &sealed {
+            std::fs::remove_file(p)?;
+        }
+        Ok((journal, left))
+    }
+
+    fn sealed_files(path: &std::path::Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+        let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let f = p.file_name()?.to_string_lossy().into_owned();
+                let seq = f.strip_prefix(&format!("{name}."))?.parse::<u64>().ok()?;
+                Some((seq, p))
+            })
+            .collect())
+    }
+
+    fn append(&self, change: &ResourceChange) {
+        let written = (|| -> std::io::Result<()> {
+            let mut line = serde_json::to_vec(change).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let mut guard = self
+                .file
+                .lock()
+                .map_err(|_| std::io::Error::other("claims journal lock poisoned"))?;
+            if guard.is_none() {
+                *guard = Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)?,
+                );
+            }
+            let file = guard
+                .as_mut()
+                .ok_or_else(|| std::io::Error::other("claims journal not open"))?;
+            std::io::Write::write_all(file, &line)
+        })();
+        if let Err(e) = written {
+            tracing::error!(error = %e, file = %self.path.display(), "resource ownership not journaled: it would not survive a crash");
+        }
+    }
+
+    /// Closes the current file under a sealed name; returns its number (none if it is empty).
+    fn seal(&self) -> Option<u64> {
+        let mut guard = self.file.lock().ok()?;
+        if guard.take().is_none() && !self.path.exists() {
+            return None;
+        }
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sealed = self.path.with_file_name(format!(
+            "{}.{seq}",
+            self.path.file_name()?.to_string_lossy()
+        ));
+        match std::fs::rename(&self.path, &sealed) {
+            Ok(()) => Some(seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot seal the claims journal");
+                None
+            }
+        }
+    }
+
+    /// The store has every change up to sealed file `upto`: those files go.
+    fn stored(&self, upto: u64) {
+        let Ok(files) = Self::sealed_files(&self.path) else {
+            return;
+        };
+        for (_, p) in files.into_iter().filter(|(seq, _)| *seq <= upto) {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(error = %e, file = %p.display(), "cannot remove a stored claims journal file");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

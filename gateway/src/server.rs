@@ -55,6 +55,9 @@ pub enum StartError {
     /// The listing client could not be built.
     #[error("{0}")]
     Lister(#[from] crate::listing::ListerError),
+    /// The ledger's journal cannot be opened.
+    #[error("cannot open the journal next to the spool: {0}")]
+    Journal(std::io::Error),
     /// The proxy thread could not be started or did not come up.
     #[error("the proxy did not start: {0}")]
     Proxy(String),
@@ -179,7 +182,14 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     )?));
     let counters = Arc::new(Counters::new(Arc::new(SystemClock)));
     let enforcement = Arc::new(Enforcement::new(metrics.clone()));
-    let owners = Arc::new(Owners::default());
+    // Ownership changes are journaled beside the ledger's spool, for the same reason.
+    let claims_path = settings
+        .ledger
+        .spool_path
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("claims.jsonl");
+    let owners = Arc::new(Owners::with_journal(claims_path).map_err(StartError::Journal)?);
     let sync = FleetSync {
         owners: owners.clone(),
         counters: counters.clone(),
@@ -201,7 +211,8 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         store.clone(),
         metrics.clone(),
         Some(counters.clone()),
-    );
+    )
+    .map_err(StartError::Journal)?;
     let access_log = Arc::new(AccessLog::new(settings.access_log.clone()));
     let proxy = Proxy {
         live: live.clone(),

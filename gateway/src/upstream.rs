@@ -342,6 +342,7 @@ mod tests {
                 queue_capacity: 1,
                 batch_size: 1,
                 flush_interval: Duration::from_secs(1),
+                fsync_interval: None,
             },
             pricing_path: "pricing.toml".into(),
             pricing_reload: Duration::from_secs(1),

@@ -238,7 +238,7 @@ impl LimitSpec {
 }
 
 /// One metered request: what the ledger writes and the dashboard reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct UsageEvent {
     /// The gateway's own id, unique per request; inserting the same id twice stores one event.
     pub request_id: String,

@@ -21,7 +21,7 @@ pub struct ResourceOwner {
 }
 
 /// A change to who owns what, as a gateway saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResourceChange {
     /// A name read from a resource the org owns: recorded unless someone owns it already.
     Claim(String, i64),

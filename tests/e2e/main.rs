@@ -8,6 +8,7 @@ mod admin_api;
 mod admin_gateway;
 mod cli;
 mod console;
+mod crash;
 mod fake_google;
 mod harness;
 mod isolation;

@@ -317,3 +317,46 @@ fn owners_past_their_collections_retention_are_forgotten() {
         "caches last until deleted"
     );
 }
+
+#[test]
+fn ownership_changes_survive_a_process_that_never_stored_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claims.jsonl");
+    let owners = Owners::with_journal(path.clone()).unwrap();
+    owners.take_over("cachedContents/a", 1);
+    assert!(owners.claim("files/b", 1));
+    owners.take_over("files/c", 2);
+    owners.release("files/c", 2);
+    // Sealed as a flush would before its write failed, then one more change.
+    let sealed = owners.journal.as_ref().unwrap().seal();
+    assert_eq!(sealed, Some(0));
+    owners.take_over("batches/d", 3);
+    drop(owners); // killed: nothing stored
+
+    let again = Owners::with_journal(path.clone()).unwrap();
+    assert!(again.owns(1, "cachedContents/a"));
+    assert!(again.owns(1, "files/b"));
+    assert_eq!(again.owner("files/c"), None, "released again");
+    assert!(again.owns(3, "batches/d"));
+    assert_eq!(
+        again.pending(),
+        5,
+        "every change waits to be stored, in order"
+    );
+    let p = again.pending.lock().unwrap().clone();
+    assert_eq!(p[0], ResourceChange::TakeOver("cachedContents/a".into(), 1));
+    assert_eq!(p[4], ResourceChange::TakeOver("batches/d".into(), 3));
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["claims.jsonl"], "one file holds what is left");
+
+    // Once stored, the journal is empty.
+    let seq = again.journal.as_ref().unwrap().seal().unwrap();
+    again.journal.as_ref().unwrap().stored(seq);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let third = Owners::with_journal(path).unwrap();
+    assert_eq!(third.pending(), 0);
+    assert!(third.is_empty());
+}
