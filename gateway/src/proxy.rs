@@ -74,6 +74,25 @@ pub struct Proxy {
     pub owners: Arc<Owners>,
     /// Answers listings with the org's own entries.
     pub lister: Arc<Lister>,
+    /// Requests between their headers and their end (a graceful stop waits for none).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a request in flight for as long as its context lives (to the end of its last write,
+/// whether it finished, failed or was cut).
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Largest creation or poll response read for the names it gives the org (Google's are a few
@@ -229,6 +248,7 @@ pub struct Ctx {
     status: u16,
     /// The event, made and journaled as the response's last bytes passed (queued by `logging`).
     journaled: Option<(crate::ledger::Journaled, store::UsageEvent)>,
+    _in_flight: InFlight,
 }
 
 impl Proxy {
@@ -854,7 +874,16 @@ impl Proxy {
     }
 }
 
-/// Writes a complete gateway-made response and keeps the client connection reusable.
+/// While the gateway stops, each answer says `Connection: close` and the connection ends
+/// after it, so a kept-alive client does not send its next request into a closing socket.
+fn close_if_stopping(session: &mut Session) {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
+}
+
+/// Writes a complete gateway-made response and keeps the client connection reusable (unless
+/// the gateway is stopping).
 async fn respond(
     session: &mut Session,
     status: u16,
@@ -862,6 +891,7 @@ async fn respond(
     request_id: &str,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
+    close_if_stopping(session);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json; charset=UTF-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -944,6 +974,7 @@ impl ProxyHttp for Proxy {
             upload_status: 0,
             status: 0,
             journaled: None,
+            _in_flight: InFlight::new(&self.in_flight),
         })
     }
 
@@ -1095,6 +1126,7 @@ impl ProxyHttp for Proxy {
         }
         resp.insert_header(REQUEST_ID, ctx.reply_id())?;
         ctx.status = resp.status.as_u16();
+        close_if_stopping(session);
         if ctx.upload.is_some() {
             ctx.upload_status = resp.status.as_u16();
             ctx.upload_final = resp
@@ -1197,6 +1229,8 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut Box<Ctx>,
     ) -> FailToProxy {
+        // pingora closes the client connection after a failed proxy: the answer says so.
+        session.set_keepalive(None);
         if let Some(refusal) = ctx.body_refused.take() {
             let code = refusal.status();
             if session.response_written().is_none() {

@@ -107,14 +107,45 @@ pub struct RunningGateway {
     /// Who owns which resource (tests record owners as an earlier request would have).
     pub owners: Arc<Owners>,
     store: Store,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    grace: Duration,
 }
 
 impl RunningGateway {
-    /// Stops the proxy and the background tasks and waits for the proxy thread.
+    /// Stops the proxy and the background tasks. Fast: now. Graceful: no new connections, and
+    /// the requests in flight may finish, up to the grace period; an idle gateway stops at once.
     pub async fn stop(mut self, how: Stop) {
         let _ = self.stop_tx.send(Some(how));
-        if let Some(t) = self.proxy_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        match how {
+            Stop::Fast => {
+                if let Some(t) = self.proxy_thread.take() {
+                    let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                }
+            }
+            Stop::Graceful => {
+                // pingora closes its listener at once, but its grace period is a fixed sleep:
+                // the requests in flight are counted here instead, and its thread (asleep) ends
+                // with the process.
+                let deadline = std::time::Instant::now() + self.grace;
+                while tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                    && std::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                while self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+                    && std::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let left = self.in_flight.load(std::sync::atomic::Ordering::Acquire);
+                if left > 0 {
+                    tracing::warn!(
+                        requests = left,
+                        "grace period over: requests still in flight are cut"
+                    );
+                }
+                drop(self.proxy_thread.take());
+            }
         }
         for t in &self.tasks {
             t.abort();
@@ -235,7 +266,9 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
             settings.read_timeout,
             settings.upstream_ca_file.as_deref(),
         )?),
+        in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
+    let in_flight = proxy.in_flight.clone();
     let uploads = proxy.uploads.clone();
 
     let mut tasks = vec![alert_task];
@@ -318,6 +351,8 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
         access_log,
         owners,
         store,
+        in_flight,
+        grace: settings.shutdown_grace,
     };
     wait_listening(settings.listen)
         .await
@@ -347,7 +382,9 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
         // (streams), and each connection not kept is a new TCP and TLS handshake later. A pool
         // too small costs: 16 connections lose 42 % at c=64 (tuning.md).
         upstream_keepalive_pool_size: 1024,
-        grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
+        // `RunningGateway::stop` waits for the requests in flight, up to the grace period; this
+        // outlasts it, so that pingora never cuts one first.
+        grace_period_seconds: Some(settings.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         // Upstream TLS trusts these roots instead of the system's (checked at config time).
         ca_file: settings.upstream_ca_file.clone(),

@@ -247,3 +247,85 @@ async fn sigkill_under_load_loses_no_answered_event_and_no_ownership() {
         "a clean stop leaves no journal or spool: {left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_requests_in_flight_finish_and_an_idle_gateway_stops_at_once() {
+    let fake = FakeGoogle::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, org, key) = org_and_key(dir.path()).await;
+    let (cfg, port) = config(dir.path(), &fake, 30);
+    let gen = |model: &str| format!("/v1beta/models/{model}:generateContent");
+
+    // Busy: a request the upstream answers after 3 s is in flight when SIGTERM comes.
+    let mut serve = Serve::start(&cfg, port).await;
+    let http = client();
+    let slow = {
+        let (http, url, key) = (
+            http.clone(),
+            format!("{}{}", serve.gateway, gen("gemini-2.5-slow-json")),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .header("x-goog-api-key", key)
+                .header("x-request-id", "in-flight")
+                .json(&json!({"contents": [{"parts": [{"text": "hello"}]}]}))
+                .send()
+                .await
+        })
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the slow request never reached the upstream",
+        || {
+            let n = fake.calls().len();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    serve.signal("-TERM");
+    eventually(
+        Duration::from_secs(5),
+        "the gateway still accepts connections after SIGTERM",
+        || {
+            let addr = format!("127.0.0.1:{port}");
+            async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+        },
+    )
+    .await;
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the request in flight is answered");
+    assert_eq!(
+        resp.headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "its answer tells the client the connection ends"
+    );
+    resp.bytes().await.unwrap();
+    let busy_exit = serve.exited_within(Duration::from_secs(10)).await;
+    assert_eq!(
+        stored_client_ids(&store, org).await,
+        ["in-flight"],
+        "its event is stored before the process exits"
+    );
+
+    // Idle, with a kept-alive connection: stops at once, not after the 30 s grace period.
+    let mut serve = Serve::start(&cfg, port).await;
+    let r = http
+        .post(format!("{}{}", serve.gateway, gen("gemini-2.5-flash")))
+        .header("x-goog-api-key", &key)
+        .json(&json!({"contents": [{"parts": [{"text": "hello"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    serve.signal("-TERM");
+    let idle_exit = serve.exited_within(Duration::from_secs(10)).await;
+    println!("sigterm: idle gateway exited {idle_exit:?} after the signal; busy one {busy_exit:?} after its last answer");
+    assert!(
+        idle_exit < Duration::from_secs(5),
+        "an idle gateway exits well within its 30 s grace period, took {idle_exit:?}"
+    );
+}
