@@ -179,6 +179,23 @@ pub struct GatewayConfig {
     /// The gateway's public base URL (e.g. `https://ai.example.com`), used to rewrite
     /// `X-Goog-Upload-URL`; empty = derived from each request's `Host` header.
     pub public_url: String,
+    /// A client must send a request's headers within this many milliseconds of starting it
+    /// (slowloris); the connection is closed otherwise.
+    pub header_timeout_ms: u64,
+    /// A kept-alive client connection idle for this many seconds is closed.
+    pub client_idle_timeout_secs: u64,
+    /// Connections one client address may hold open at once (0 = no cap). Behind a load
+    /// balancer every client shares its address: raise it, or set 0.
+    pub max_connections_per_address: usize,
+    /// Largest request head (request line and headers) accepted, in bytes (→ 431).
+    pub max_header_bytes: usize,
+    /// Most request headers accepted (→ 431).
+    pub max_headers: usize,
+    /// Largest request body accepted, in bytes (→ 413).
+    pub max_body_bytes: u64,
+    /// Forward `models/{m}:{method}` for methods the gateway does not know (unmetered unless
+    /// the answer carries usageMetadata); off, they are refused with 400.
+    pub allow_unknown_operations: bool,
 }
 
 impl Default for GatewayConfig {
@@ -194,6 +211,13 @@ impl Default for GatewayConfig {
             refresh_secs: 2,
             shutdown_grace_secs: 5,
             public_url: String::new(),
+            header_timeout_ms: 10_000,
+            client_idle_timeout_secs: 60,
+            max_connections_per_address: 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 32 * 1024 * 1024,
+            allow_unknown_operations: false,
         }
     }
 }
@@ -539,6 +563,14 @@ impl Config {
                 g.upstream_read_timeout_ms,
             ),
             ("gateway.refresh_secs", g.refresh_secs),
+            ("gateway.header_timeout_ms", g.header_timeout_ms),
+            (
+                "gateway.client_idle_timeout_secs",
+                g.client_idle_timeout_secs,
+            ),
+            ("gateway.max_header_bytes", g.max_header_bytes as u64),
+            ("gateway.max_headers", g.max_headers as u64),
+            ("gateway.max_body_bytes", g.max_body_bytes),
             ("ledger.flush_ms", self.ledger.flush_ms),
             ("ledger.queue_capacity", self.ledger.queue_capacity as u64),
             ("ledger.batch_size", self.ledger.batch_size as u64),

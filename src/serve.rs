@@ -94,6 +94,15 @@ pub fn gateway_settings(s: &Settings) -> gateway::GatewaySettings {
             fsync_interval: (s.raw.ledger.fsync_ms > 0)
                 .then(|| Duration::from_millis(s.raw.ledger.fsync_ms)),
         },
+        clients: gateway::settings::ClientLimits {
+            header_timeout: Duration::from_millis(g.header_timeout_ms),
+            idle_timeout: Duration::from_secs(g.client_idle_timeout_secs),
+            max_connections_per_address: g.max_connections_per_address,
+            max_header_bytes: g.max_header_bytes,
+            max_headers: g.max_headers,
+            max_body_bytes: g.max_body_bytes,
+            allow_unknown_operations: g.allow_unknown_operations,
+        },
         pricing_path: s.raw.pricing.path.clone().into(),
         pricing_reload: Duration::from_secs(s.raw.pricing.reload_secs),
         max_org_labels: s.raw.metrics.max_org_labels,

@@ -10,6 +10,9 @@ pub enum GatewayError {
     /// No gateway key anywhere the SDKs put one.
     #[error("missing API key: send a Tollgate key (tg_…) in x-goog-api-key, ?key= or Authorization: Bearer")]
     MissingKey,
+    /// Two places of the request name different keys.
+    #[error("the request carries more than one API key and they differ (x-goog-api-key, ?key=, Authorization: Bearer): send one")]
+    ConflictingKeys,
     /// A key that is not ours or not known.
     #[error("API key not valid. Please pass a valid Tollgate API key.")]
     UnknownKey,
@@ -52,6 +55,23 @@ pub enum GatewayError {
         /// The most an org may have.
         max: usize,
     },
+    /// The request line and headers are larger, or more, than the gateway accepts.
+    #[error("request headers too large: at most {max} {what} (gateway.max_header_bytes, gateway.max_headers)")]
+    HeadersTooLarge {
+        /// `bytes` or `headers`.
+        what: &'static str,
+        /// The bound.
+        max: usize,
+    },
+    /// The request body is larger than the gateway accepts.
+    #[error("request body too large: at most {max} bytes (gateway.max_body_bytes); send large files with the Files API's resumable upload")]
+    BodyTooLarge {
+        /// The bound.
+        max: u64,
+    },
+    /// `models/{m}:{method}` with a method the gateway does not know, so cannot meter.
+    #[error("unknown method {0:?} on a model: Tollgate forwards only the methods it knows how to meter (the operator may allow others with gateway.allow_unknown_operations)")]
+    UnknownMethod(String),
     /// The request body could not be read.
     #[error("the request body could not be read")]
     BadBody,
@@ -92,9 +112,13 @@ impl GatewayError {
             | GatewayError::FeatureDisabled { .. }
             | GatewayError::NotOwned(_) => 403,
             GatewayError::UnknownOrg(_)
+            | GatewayError::ConflictingKeys
             | GatewayError::BadBody
             | GatewayError::EncodedBody(_)
+            | GatewayError::UnknownMethod(_)
             | GatewayError::Unsupported(_) => 400,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::LimitExceeded(_) | GatewayError::TooManyUploads { .. } => 429,
             GatewayError::NoRoute(_) => 404,
             GatewayError::NoCredential { .. } | GatewayError::NotReady => 503,
@@ -107,7 +131,7 @@ impl GatewayError {
     /// Google's status string for the code.
     pub fn google_status(&self) -> &'static str {
         match self.status() {
-            400 => "INVALID_ARGUMENT",
+            400 | 413 | 431 => "INVALID_ARGUMENT",
             401 => "UNAUTHENTICATED",
             403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
@@ -122,6 +146,7 @@ impl GatewayError {
     pub fn kind(&self) -> &'static str {
         match self {
             GatewayError::MissingKey => "missing_key",
+            GatewayError::ConflictingKeys => "conflicting_keys",
             GatewayError::UnknownKey => "unknown_key",
             GatewayError::RevokedKey => "revoked_key",
             GatewayError::OrgHeaderNotAllowed => "org_header_not_allowed",
@@ -130,6 +155,9 @@ impl GatewayError {
             GatewayError::TooManyUploads { .. } => "too_many_uploads",
             GatewayError::NotReady => "not_ready",
             GatewayError::BadBody => "bad_body",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::UnknownMethod(_) => "unknown_method",
             GatewayError::EncodedBody(_) => "encoded_body",
             GatewayError::Unsupported(_) => "unsupported",
             GatewayError::FeatureDisabled { .. } => "feature_disabled",

@@ -2,6 +2,7 @@
 //! read from wherever Google's SDKs put an API key, hashed, and looked up in the live snapshot.
 //! No I/O; called from `request_filter`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -54,27 +55,87 @@ pub enum KeySource {
     Bearer,
 }
 
-/// The presented key and where it came from, in the SDKs' order of preference.
+/// The presented key and where it came from. Every place the SDKs put a key is read (each
+/// `x-goog-api-key`, each `key` query parameter as Google decodes it, `Authorization: Bearer`):
+/// when they name different keys the request is refused, never guessed at.
 pub fn presented_key<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Option<(&'a str, KeySource)> {
-    if let Some(k) = headers.get(&API_KEY_NAME).and_then(|v| v.to_str().ok()) {
-        return Some((k.trim(), KeySource::Header));
+) -> Result<Option<(Cow<'a, str>, KeySource)>, GatewayError> {
+    let mut found: Option<(Cow<'a, str>, KeySource)> = None;
+    let mut offer = |key: Cow<'a, str>, source: KeySource| -> Result<(), GatewayError> {
+        match &found {
+            Some((k, _)) if *k != key => Err(GatewayError::ConflictingKeys),
+            Some(_) => Ok(()),
+            None => {
+                found = Some((key, source));
+                Ok(())
+            }
+        }
+    };
+    for v in headers.get_all(&API_KEY_NAME) {
+        // A value that is not text cannot be a gateway key; it is refused as one.
+        offer(
+            Cow::Borrowed(v.to_str().map_or("\u{fffd}", str::trim)),
+            KeySource::Header,
+        )?;
     }
-    if let Some(k) = query.and_then(query_key) {
-        return Some((k, KeySource::Query));
+    for p in query.into_iter().flat_map(|q| q.split('&')) {
+        if is_key_param(p) {
+            let raw = p.split_once('=').map_or("", |(_, v)| v);
+            offer(percent_decode(raw), KeySource::Query)?;
+        }
     }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| (token.trim(), KeySource::Bearer))
+    for auth in headers.get_all(http::header::AUTHORIZATION) {
+        let auth = auth.to_str().map_or("", str::trim);
+        if let Some((scheme, token)) = auth.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                offer(Cow::Borrowed(token.trim()), KeySource::Bearer)?;
+            }
+        }
+    }
+    Ok(found)
 }
 
-/// The value of the `key` query parameter (gateway keys need no percent-decoding).
-pub fn query_key(query: &str) -> Option<&str> {
-    query.split('&').find_map(|p| p.strip_prefix("key="))
+/// Whether a query parameter is `key` as Google reads it: its name percent-decoded (`%6Bey`
+/// is `key`), in any case. The gateway strips every such parameter before forwarding.
+pub fn is_key_param(param: &str) -> bool {
+    let name = param.split_once('=').map_or(param, |(n, _)| n);
+    // "key" is 3 bytes, at most 9 encoded.
+    if !(3..=9).contains(&name.len()) {
+        return false;
+    }
+    if !name.contains('%') {
+        return name.eq_ignore_ascii_case("key");
+    }
+    percent_decode(name).eq_ignore_ascii_case("key")
+}
+
+/// Percent-decodes a query component (`+` is a space); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// SHA-256 of a presented key, remembered per thread for the keys seen last ([`DigestMemo`]).
@@ -161,7 +222,8 @@ pub fn identify(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Identity, GatewayError> {
-    let (key, _) = presented_key(headers, query).ok_or(GatewayError::MissingKey)?;
+    let (key, _) = presented_key(headers, query)?.ok_or(GatewayError::MissingKey)?;
+    let key = &*key;
     if !key.starts_with(store::KEY_PREFIX) {
         return Err(GatewayError::UnknownKey);
     }

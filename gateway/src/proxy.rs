@@ -76,6 +76,8 @@ pub struct Proxy {
     pub lister: Arc<Lister>,
     /// Requests between their headers and their end (a graceful stop waits for none).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bounds on what a client may send.
+    pub clients: crate::settings::ClientLimits,
 }
 
 /// Counts a request in flight for as long as its context lives (to the end of its last write,
@@ -273,6 +275,19 @@ impl Proxy {
         }
         let route = route::classify(req.method.as_str(), path)
             .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
+        if route.is_unknown_method() && !self.clients.allow_unknown_operations {
+            let method = path.rsplit_once(':').map_or("", |(_, m)| m);
+            return Err(GatewayError::UnknownMethod(
+                method.chars().take(64).collect(),
+            ));
+        }
+        if let Some(n) = admission::content_length(session) {
+            if n as u64 > self.clients.max_body_bytes {
+                return Err(GatewayError::BodyTooLarge {
+                    max: self.clients.max_body_bytes,
+                });
+            }
+        }
         // Known from here on, so refusals are logged, metered and labelled with their route.
         let route = &*ctx.route.insert(route);
         let snap = self.live.load();
@@ -452,6 +467,11 @@ impl Proxy {
         // A compressed body would hide its references from the checks below.
         if let Some(enc) = content_encoding(session.req_header()) {
             return Err(GatewayError::EncodedBody(enc));
+        }
+        // A body small enough to hold is read before anything goes upstream, so a refusal of
+        // what it names sends nothing (larger ones are checked as they stream, and cut).
+        if !ctx.body_preread {
+            ctx.body_preread = admission::preread(session, &mut ctx.request_meter).await?;
         }
         self.check_references(ctx)?;
         self.enforce_limits(session, ctx).await?;
@@ -729,7 +749,10 @@ impl Proxy {
     /// Chunks of a resumable upload carry no key; the upload id Google issued identifies them.
     fn upload_identity(&self, route: &Route, req: &RequestHeader) -> Option<Identity> {
         if route.operation != Operation::Upload
-            || identity::presented_key(&req.headers, req.uri.query()).is_some()
+            || !matches!(
+                identity::presented_key(&req.headers, req.uri.query()),
+                Ok(None)
+            )
         {
             return None;
         }
@@ -849,7 +872,8 @@ impl Proxy {
                 .map_or("none", |r| r.operation.as_str())
                 .to_owned(),
             status: i32::from(status),
-            metered: ctx.refused.is_none() && ctx.route.as_ref().is_some_and(Route::is_metered),
+            metered: ctx.refused.is_none()
+                && (settled.usage_reported || ctx.route.as_ref().is_some_and(Route::is_metered)),
             streamed: ctx
                 .route
                 .as_ref()
@@ -902,6 +926,28 @@ async fn respond(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
+}
+
+/// The refusal of a request head larger than the gateway accepts (pingora's own bounds are
+/// 1 MiB and 256 headers, which would all be forwarded).
+fn head_too_large(
+    req: &RequestHeader,
+    limits: &crate::settings::ClientLimits,
+) -> Option<GatewayError> {
+    if req.headers.len() > limits.max_headers {
+        return Some(GatewayError::HeadersTooLarge {
+            what: "headers",
+            max: limits.max_headers,
+        });
+    }
+    let mut size = req.uri.path_and_query().map_or(0, |p| p.as_str().len()) + 16;
+    for (k, v) in &req.headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    (size > limits.max_header_bytes).then_some(GatewayError::HeadersTooLarge {
+        what: "bytes",
+        max: limits.max_header_bytes,
+    })
 }
 
 /// The request's `Content-Encoding` unless it is absent or `identity` (shortened for messages).
@@ -978,10 +1024,26 @@ impl ProxyHttp for Proxy {
         })
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Box<Ctx>) -> Result<()> {
+        crate::clients::Deadlined::head_read(session);
+        // pingora would keep an idle kept-alive connection open for ever (`Some(0)`); `None`
+        // (no reuse) is its own decision and stays.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(self.clients.idle_timeout.as_secs().max(1)));
+        }
+        // Requests sent back to back on one connection are answered in order, not dropped.
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.request_id = crate::ledger::new_request_id(ctx.occurred_at);
         ctx.client_request_id = client_request_id(session.req_header());
-        let e = match self.admit_all(session, ctx).await {
+        let admitted = match head_too_large(session.req_header(), &self.clients) {
+            Some(e) => Err(e),
+            None => self.admit_all(session, ctx).await,
+        };
+        let e = match admitted {
             Ok(()) if ctx.access == Access::List => match self.serve_listing(session, ctx).await {
                 Ok(()) => return Ok(true),
                 Err(e) => e,
@@ -990,8 +1052,10 @@ impl ProxyHttp for Proxy {
             Err(e) => e,
         };
         let headers = e.headers(self.counters.now());
-        respond(session, e.status(), e.body(), ctx.reply_id(), &headers).await?;
+        let (status, body) = (e.status(), e.body());
+        // Refused whether or not the client is still there to read why.
         ctx.refused = Some(e);
+        respond(session, status, body, ctx.reply_id(), &headers).await?;
         Ok(true)
     }
 
@@ -1021,6 +1085,13 @@ impl ProxyHttp for Proxy {
         // So does a retry (error_while_proxy): only bytes past what the meter saw are new.
         if let Some(b) = body.as_ref().filter(|_| !ctx.body_preread) {
             let end = ctx.body_sent + b.len();
+            if end as u64 > self.clients.max_body_bytes {
+                // A chunked body past the bound: this chunk is not sent (as below).
+                ctx.body_refused = Some(GatewayError::BodyTooLarge {
+                    max: self.clients.max_body_bytes,
+                });
+                return Error::e_explain(ErrorType::InternalError, "request body too large");
+            }
             if end > ctx.body_metered {
                 ctx.request_meter
                     .feed(&b[ctx.body_metered - ctx.body_sent..]);
@@ -1096,6 +1167,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         ctx.body_sent = 0; // a new attempt sends the body from its start
+                           // One request id: the client's when it sent a valid one, else ours (never an invalid
+                           // one the client sent, which it would not see again).
+        req.insert_header(REQUEST_ID, ctx.reply_id())?;
         if ctx.body_preread {
             // The client already had its 100 Continue; the body is in hand.
             req.remove_header(&http::header::EXPECT);
@@ -1294,6 +1368,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<Ctx>) {
+        crate::clients::Deadlined::awaiting_head(session);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let (journaled, event) = match ctx.journaled.take() {
             Some((j, mut event)) => {

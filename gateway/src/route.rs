@@ -243,6 +243,11 @@ pub fn is_pro_model(model: &str) -> bool {
 }
 
 impl Route {
+    /// `models/{m}:{method}` with a method not known here (or a POST to a model without one).
+    pub fn is_unknown_method(&self) -> bool {
+        self.operation == Operation::Other && self.model.is_some()
+    }
+
     /// Whether this request counts toward usage and limits: generation, embeddings, images,
     /// videos and batches do; counting tokens, polling, listing, files and caches do not.
     pub fn is_metered(&self) -> bool {

@@ -267,6 +267,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
             settings.upstream_ca_file.as_deref(),
         )?),
         in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        clients: settings.clients.clone(),
     };
     let in_flight = proxy.in_flight.clone();
     let uploads = proxy.uploads.clone();
@@ -330,7 +331,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     }));
 
     let (stop_tx, stop_rx) = watch::channel(None);
-    let server = build_server(&settings, proxy);
+    let server = build_server(&settings, proxy, metrics.clone());
     let proxy_thread = std::thread::Builder::new()
         .name("tollgate-proxy".into())
         .spawn(move || {
@@ -361,7 +362,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     Ok(running)
 }
 
-fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
+fn build_server(settings: &GatewaySettings, proxy: Proxy, metrics: Arc<Metrics>) -> Server {
     let conf = ServerConf {
         // 0 means one worker per core, as the configuration documents.
         threads: match settings.threads {
@@ -392,11 +393,9 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy,
-        "tollgate proxy",
-    );
+    let app = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let gate = crate::clients::Gate::new(app, settings.clients.clone(), metrics);
+    let mut service = pingora::services::listening::Service::new("tollgate proxy".into(), gate);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);
     server

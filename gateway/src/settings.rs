@@ -94,4 +94,39 @@ pub struct GatewaySettings {
     pub max_org_labels: usize,
     /// The per-request access log.
     pub access_log: AccessLogSettings,
+    /// What a client may send and hold.
+    pub clients: ClientLimits,
+}
+
+/// Bounds on what one client may send and hold (slow, oversized or hostile clients).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// A request's headers must be complete this long after its first byte.
+    pub header_timeout: Duration,
+    /// A kept-alive connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections one address may hold (0: no cap).
+    pub max_connections_per_address: usize,
+    /// Largest request head, bytes (431).
+    pub max_header_bytes: usize,
+    /// Most headers (431).
+    pub max_headers: usize,
+    /// Largest body, bytes (413).
+    pub max_body_bytes: u64,
+    /// Forward unknown `models/{m}:{method}` instead of refusing them.
+    pub allow_unknown_operations: bool,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_address: 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 32 * 1024 * 1024,
+            allow_unknown_operations: false,
+        }
+    }
 }

@@ -155,7 +155,7 @@ impl Upstream {
         let uri = &req.uri;
         let has_key_param = uri
             .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=") || p == "key"));
+            .is_some_and(|q| q.split('&').any(crate::identity::is_key_param));
         // The usual case (no base path, origin-form, no key parameter) keeps the URI as it is.
         if !self.base_path.is_empty() || uri.scheme().is_some() || has_key_param {
             let path = uri.path();
@@ -219,11 +219,11 @@ pub fn check_ca_file(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A query string without its `key=` parameters.
+/// A query string without its `key` parameters (however their names are encoded).
 pub fn strip_key_param(query: &str) -> String {
     query
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("key=") && *p != "key")
+        .filter(|p| !p.is_empty() && !crate::identity::is_key_param(p))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -344,6 +344,7 @@ mod tests {
                 flush_interval: Duration::from_secs(1),
                 fsync_interval: None,
             },
+            clients: crate::settings::ClientLimits::default(),
             pricing_path: "pricing.toml".into(),
             pricing_reload: Duration::from_secs(1),
             limits: crate::settings::LimitSettings {

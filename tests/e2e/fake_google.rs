@@ -211,10 +211,13 @@ impl FakeGoogle {
                 ));
             }
         }
-        if call.query.split('&').any(|p| p.starts_with("key=")) {
-            v.push(format!(
-                "{what}: a key= query parameter reached the upstream"
-            ));
+        // Google decodes query names and values: so does this check.
+        for (name, value) in url::form_urlencoded::parse(call.query.as_bytes()) {
+            if name.eq_ignore_ascii_case("key") || contains_gateway_key(&value) {
+                v.push(format!(
+                    "{what}: a key query parameter ({name}) reached the upstream"
+                ));
+            }
         }
         if self.expect_provider_key {
             let provider = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());

@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod fake_google;
 mod harness;
+mod hostile;
 mod isolation;
 mod limits;
 mod metering;

@@ -397,7 +397,7 @@ async fn a_cut_stream_without_usage_is_estimated() {
     env.stop().await;
 }
 
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()

@@ -13,7 +13,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::fake_google::{FakeGoogle, PROVIDER_KEY};
 use crate::harness::{bin, client, free_port, get_text, Opts, TestEnv};
 
-async fn scrape(url: &str) -> (String, prometheus_parse::Scrape) {
+pub async fn scrape(url: &str) -> (String, prometheus_parse::Scrape) {
     let text = get_text(&format!("{url}/metrics")).await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let parsed = prometheus_parse::Scrape::parse(lines).unwrap();

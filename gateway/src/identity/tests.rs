@@ -145,3 +145,78 @@ fn remembered_digests_are_each_keys_own() {
     }
     assert_eq!(hash("tg_a"), <[u8; 32]>::from(Sha256::digest(b"tg_a")));
 }
+
+#[test]
+fn a_key_parameter_is_found_however_its_name_is_encoded() {
+    let s = snap();
+    for name in [
+        "key",
+        "KEY",
+        "Key",
+        "%6Bey",
+        "%6bey",
+        "k%65y",
+        "ke%79",
+        "%6B%65%79",
+        "%4B%45%59",
+    ] {
+        let q = format!("alt=sse&{name}={APP}");
+        assert_eq!(
+            identify(&s, &HeaderMap::new(), Some(&q)).map(|i| i.key_id),
+            Ok(10),
+            "{name}"
+        );
+        assert!(is_key_param(&format!("{name}={APP}")), "{name}");
+        assert_eq!(
+            crate::upstream::strip_key_param(&q),
+            "alt=sse",
+            "{name} is stripped"
+        );
+    }
+    // An encoded value too.
+    let q = format!("key={}", APP.replace('_', "%5F"));
+    assert_eq!(
+        identify(&s, &HeaderMap::new(), Some(&q)).map(|i| i.key_id),
+        Ok(10)
+    );
+    for other in [
+        "monkey=1",
+        "keys=1",
+        "%6Beys=1",
+        "k%2565y=1",
+        "key%=1",
+        "ke=1",
+    ] {
+        assert!(!is_key_param(other), "{other}");
+    }
+}
+
+#[test]
+fn keys_that_disagree_are_refused_never_guessed() {
+    let s = snap();
+    let bearer_old = format!("Bearer {OLD}");
+    let q_old = format!("key={OLD}");
+    let mut two = HeaderMap::new();
+    two.append("x-goog-api-key", HeaderValue::from_static(APP));
+    two.append("x-goog-api-key", HeaderValue::from_static(OLD));
+    for (h, q) in [
+        (two, None),
+        (headers(&[("x-goog-api-key", APP)]), Some(q_old.as_str())),
+        (
+            headers(&[("x-goog-api-key", APP), ("authorization", &bearer_old)]),
+            None,
+        ),
+        (HeaderMap::new(), Some(&*format!("key={APP}&%6Bey={OLD}"))),
+    ] {
+        assert_eq!(
+            identify(&s, &h, q),
+            Err(GatewayError::ConflictingKeys),
+            "{h:?} {q:?}"
+        );
+    }
+    // The same key in two places is one key.
+    let bearer = format!("Bearer {APP}");
+    let q = format!("key={APP}");
+    let h = headers(&[("x-goog-api-key", APP), ("authorization", &bearer)]);
+    assert_eq!(identify(&s, &h, Some(&q)).map(|i| i.key_id), Ok(10));
+}

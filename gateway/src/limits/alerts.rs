@@ -120,6 +120,17 @@ impl Alerts {
         }
     }
 
+    /// Forgets the alerts of periods that have ended (they cannot fire again).
+    pub fn prune(&self, now: DateTime<Utc>) {
+        self.fired
+            .retain(|(_, k, period_id, _), _| *period_id >= period_of(*k, now).0);
+    }
+
+    /// Alerts remembered as fired.
+    pub fn remembered(&self) -> usize {
+        self.fired.len()
+    }
+
     /// `x-tollgate-limit-warning` for an org at or above an alert threshold, e.g.
     /// `monthly_cost=85%, daily_requests=100%`.
     /// `usage` is the org's, as its reservation sees it ([`Reservation::usage`]).
@@ -155,8 +166,18 @@ pub fn start(
         metrics: metrics.clone(),
     });
     let client = reqwest::Client::builder().no_proxy().build().ok();
+    let held = alerts.clone();
     let task = tokio::spawn(async move {
-        while let Some(a) = rx.recv().await {
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            let a = tokio::select! {
+                a = rx.recv() => a,
+                _ = prune.tick() => {
+                    held.prune(Utc::now());
+                    continue;
+                }
+            };
+            let Some(a) = a else { break };
             let lt = Kind::ALL
                 .iter()
                 .find(|k| k.as_str() == a.limit)

@@ -345,3 +345,36 @@ async fn a_request_spanning_midnight_fires_no_alert_for_the_new_day() {
         .expect("the 80 % alert of the day it belongs to");
     assert_eq!((a.threshold, a.usage), (80, 9));
 }
+
+/// Alerts remembered as fired are forgotten once their period ends: the map does not grow
+/// with every org, limit and day for the life of the process.
+#[tokio::test]
+async fn fired_alerts_of_past_periods_are_forgotten() {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap());
+    let c = Counters::new(clock.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new(10).unwrap());
+    let (tx, _rx) = tokio::sync::mpsc::channel(1024);
+    let alerts = super::alerts::Alerts::for_tests(tx, metrics);
+    let mut both = limits(Kind::Requests, 1);
+    both.0[Kind::Cost as usize] = Some(Rule {
+        value: 1,
+        alert_threshold: 80,
+    });
+    for org in 1..=100 {
+        let r = c.try_reserve(org, &both, Amounts::new(1, 0, 0, 5)).unwrap();
+        let settled = c.settle(r, Amounts::new(1, 0, 0, 5));
+        alerts.check(org, "org", &both, settled, &c);
+    }
+    // Two thresholds each of a daily and a monthly limit, per org.
+    assert_eq!(alerts.remembered(), 400);
+    alerts.prune(Utc.with_ymd_and_hms(2026, 11, 28, 23, 0, 0).unwrap());
+    assert_eq!(alerts.remembered(), 400, "the periods have not ended");
+    alerts.prune(Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 1).unwrap());
+    assert_eq!(
+        alerts.remembered(),
+        200,
+        "the day's are gone, the month's stay"
+    );
+    alerts.prune(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap());
+    assert_eq!(alerts.remembered(), 0);
+}

@@ -430,6 +430,8 @@ pub struct Settled {
     pub priced: bool,
     /// The model's price-table name, a bounded metrics label (`None` for unknown models).
     pub model_label: Option<std::sync::Arc<str>>,
+    /// An operation not billed by kind reported usage, and is billed by it.
+    pub usage_reported: bool,
 }
 
 /// True when settling will run the exact tokenizer over more than a little text (Developer API
@@ -535,6 +537,14 @@ pub fn settle(
             m.video_lines = req.resolution_lines.unwrap_or(720);
             // Veo 3 generates audio unless Vertex is told not to (the Developer API always does).
             m.video_audio = req.generate_audio.unwrap_or(true);
+        }
+        // An operation the gateway does not know (forwarded by the operator's choice): billed
+        // by the usage Google reports, if any.
+        Operation::Other => {
+            if let Some(t) = resp.usage() {
+                m.tokens = t;
+                s.usage_reported = true;
+            }
         }
         // countTokens, polling, listing, files, caches: recorded, never billed.
         _ => {}
