@@ -426,8 +426,9 @@ async fn metrics_handler(State(s): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
-    // Ready: the live config is loaded, each upstream answered in the last minute (or was not
-    // tried yet), and the store is reachable or fail-open is engaged. The body says which.
+    // Ready: the live config is loaded, each upstream answered its last request (or, after a
+    // failure, accepts a connection now), and the store is reachable or fail-open is engaged.
+    // The body says which.
     let mut lines = Vec::new();
     let mut ready = true;
     match (s.live.load().is_loaded(), s.live.age()) {
@@ -443,14 +444,21 @@ async fn ready_handler(State(s): State<HealthState>) -> impl IntoResponse {
             lines.push("config: not loaded (store unreachable, no saved copy)".to_owned());
         }
     }
-    let now = chrono::Utc::now().timestamp();
     for up in &s.upstreams {
         let name = up.provider.as_str();
-        if up.healthy(now) {
-            lines.push(format!("upstream {name}: reachable or not yet tried"));
+        if up.last_answered() {
+            lines.push(format!(
+                "upstream {name}: answered its last request (or none sent yet)"
+            ));
+        } else if up.probe(Duration::from_secs(1)).await {
+            lines.push(format!(
+                "upstream {name}: its last request failed, but it accepts connections now"
+            ));
         } else {
             ready = false;
-            lines.push(format!("upstream {name}: unreachable for over a minute"));
+            lines.push(format!(
+                "upstream {name}: unreachable (its last request failed and a connection does not open now)"
+            ));
         }
     }
     if s.metrics.degraded.get() == 1 {

@@ -200,11 +200,24 @@ impl Upstream {
 }
 
 impl Upstream {
-    /// Reachable in the last minute, or not yet tried.
-    pub fn healthy(&self, now_secs: i64) -> bool {
+    /// Whether the last request to it got an answer (or none was sent yet).
+    pub fn last_answered(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let (ok, err) = (self.last_ok.load(Relaxed), self.last_err.load(Relaxed));
-        err == 0 || ok >= err || now_secs - err > 60
+        err == 0 || ok >= err
+    }
+
+    /// Whether a TCP connection to it opens now (within `within`): the readiness probe after a
+    /// failed request, so one blip does not drain the gateway for long.
+    pub async fn probe(&self, within: Duration) -> bool {
+        use pingora::upstreams::peer::Peer;
+        let Some(addr) = self.peer().and_then(|p| p.address().as_inet().copied()) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod crash;
 mod fake_google;
+mod faults;
 mod harness;
 mod hostile;
 mod isolation;
