@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use chrono::{Duration, TimeZone, Utc};
 use store::*;
 
+mod common;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 async fn sqlite() -> (Store, Option<tempfile::TempDir>) {
@@ -23,9 +25,7 @@ async fn sqlite() -> (Store, Option<tempfile::TempDir>) {
 
 async fn postgres() -> Option<Store> {
     let Ok(url) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        eprintln!(
-            "skipped: TOLLGATE_TEST_POSTGRES is not set (PostgreSQL half of the store suite)"
-        );
+        common::missing("TOLLGATE_TEST_POSTGRES is not set (PostgreSQL half of the store suite)");
         return None;
     };
     let schema = format!(

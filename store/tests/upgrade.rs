@@ -13,6 +13,8 @@ use chrono::{TimeZone, Utc};
 use sqlx::migrate::Migrator;
 use store::*;
 
+mod common;
+
 fn shipped(dialect: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/initial-as-shipped")
@@ -32,7 +34,7 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 
 async fn postgres(tag: &str) -> Option<Store> {
     let Ok(url) = std::env::var("TOLLGATE_TEST_POSTGRES") else {
-        eprintln!("skipped: TOLLGATE_TEST_POSTGRES is not set (PostgreSQL upgrade test)");
+        common::missing("TOLLGATE_TEST_POSTGRES is not set (PostgreSQL upgrade test)");
         return None;
     };
     let opts = ConnectOptions {

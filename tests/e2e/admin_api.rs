@@ -1450,7 +1450,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         if std::env::var("TOLLGATE_TEST_REQUIRE_SDK").is_ok_and(|v| v == "1") {
             panic!("{reason}");
         }
-        eprintln!("skipped: {reason}");
+        crate::harness::missing(&reason);
         return;
     }
     let Some(w) = world(Db::Sqlite).await else {

@@ -25,7 +25,7 @@ async fn the_console_in_a_real_browser() {
         if required {
             panic!("{reason}");
         }
-        eprintln!("skipped: {reason}");
+        crate::harness::missing(reason);
         return;
     }
     let env = TestEnv::start_with(Opts::default()).await;

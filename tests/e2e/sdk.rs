@@ -30,7 +30,7 @@ pub fn python() -> Option<PathBuf> {
     if std::env::var("TOLLGATE_TEST_REQUIRE_SDK").is_ok_and(|v| v == "1") {
         panic!("{reason}");
     }
-    eprintln!("skipped: {reason}");
+    crate::harness::missing(&reason);
     None
 }
 
