@@ -122,6 +122,13 @@ pub enum KeyCmd {
         /// Attribute the key's usage to this user (id or email).
         #[arg(long)]
         user: Option<String>,
+        /// Another organization (id or name) the service key may name with x-tollgate-org
+        /// (repeat for more); without it, and without --any-org, only its own.
+        #[arg(long = "acts-for", requires = "service")]
+        acts_for: Vec<String>,
+        /// The service key may name any organization.
+        #[arg(long, requires = "service", conflicts_with = "acts_for")]
+        any_org: bool,
     },
     /// List an organization's keys (prefixes only).
     List {
@@ -414,11 +421,15 @@ async fn key(cx: &Cx<'_>, c: KeyCmd) -> anyhow::Result<()> {
             service,
             name,
             user,
+            acts_for,
+            any_org,
         } => {
             let new = ops::keys::NewKey {
                 service,
                 name,
                 user,
+                acts_for,
+                any_org,
             };
             let k = ops::keys::create(s, a, &org, &new)
                 .await

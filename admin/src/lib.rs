@@ -131,10 +131,31 @@ pub fn router(store: Store, metrics: Arc<AdminMetrics>, settings: AdminSettings)
         .merge(api::router(state.clone()))
         .merge(console::router(state))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
+}
+
+/// Headers every answer carries: no sniffing, no framing, no referrer to other sites, and for
+/// anything but the console's pages (which set their own policy) a policy allowing nothing.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{header, HeaderValue};
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("same-origin"));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ));
+    r
 }
 
 /// Unknown paths: the API's JSON error under `/api/`, plain text elsewhere.

@@ -22,6 +22,9 @@ pub enum GatewayError {
     /// `x-tollgate-org` without a service key.
     #[error("x-tollgate-org may only be sent with a service key")]
     OrgHeaderNotAllowed,
+    /// `x-tollgate-org` names an organization this service key may not act for.
+    #[error("this service key may not act for organization {0:?} (x-tollgate-org); its administrator can create one that may")]
+    OrgNotAllowed(String),
     /// `x-tollgate-org` names no organization.
     #[error("unknown organization {0:?} in x-tollgate-org")]
     UnknownOrg(String),
@@ -109,6 +112,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::RevokedKey => 401,
             GatewayError::OrgHeaderNotAllowed
+            | GatewayError::OrgNotAllowed(_)
             | GatewayError::FeatureDisabled { .. }
             | GatewayError::NotOwned(_) => 403,
             GatewayError::UnknownOrg(_)
@@ -151,6 +155,7 @@ impl GatewayError {
             GatewayError::RevokedKey => "revoked_key",
             GatewayError::OrgHeaderNotAllowed => "org_header_not_allowed",
             GatewayError::UnknownOrg(_) => "unknown_org",
+            GatewayError::OrgNotAllowed(_) => "org_not_allowed",
             GatewayError::LimitExceeded(_) => "limit_exceeded",
             GatewayError::TooManyUploads { .. } => "too_many_uploads",
             GatewayError::NotReady => "not_ready",

@@ -233,9 +233,15 @@ pub fn identify(
     }
     let org = match attribution(headers, &ORG_NAME) {
         Some(_) if entry.kind != KeyKind::Service => return Err(GatewayError::OrgHeaderNotAllowed),
-        Some(named) => snap
-            .org_by_ref(&named)
-            .ok_or(GatewayError::UnknownOrg(named))?,
+        Some(named) => match snap.org_by_ref(&named) {
+            Some(org) if entry.acts_for.allows(entry.org_id, org.id) => org,
+            // A key that may name any org learns which exist; a narrower one only that it may
+            // not name this one.
+            None if entry.acts_for == store::ActsFor::Any => {
+                return Err(GatewayError::UnknownOrg(named))
+            }
+            _ => return Err(GatewayError::OrgNotAllowed(named)),
+        },
         None => snap.org(entry.org_id).ok_or(GatewayError::UnknownKey)?,
     };
     Ok(Identity {

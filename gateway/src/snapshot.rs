@@ -31,6 +31,8 @@ pub struct KeyEntry {
     pub prefix: Arc<str>,
     /// Revoked keys are kept to answer "revoked" rather than "unknown".
     pub revoked: bool,
+    /// The organizations a service key may name besides its own.
+    pub acts_for: store::ActsFor,
 }
 
 /// What the gateway knows about an org.
@@ -52,6 +54,9 @@ struct KeyRow {
     prefix: String,
     hash: String,
     revoked: bool,
+    /// `api_keys.acts_for` (absent from copies saved before it existed: own org only).
+    #[serde(default)]
+    acts_for: String,
 }
 
 /// The store rows a snapshot is built from; also what is saved to the last-known-good file, so
@@ -82,6 +87,7 @@ impl SnapshotRows {
             prefix: store::key_prefix(key),
             hash,
             revoked: false,
+            acts_for: String::new(),
         });
     }
 
@@ -117,6 +123,7 @@ impl SnapshotRows {
                 user_id: k.user_id,
                 prefix: k.prefix,
                 hash: k.key_hash,
+                acts_for: k.acts_for,
             })
             .collect();
         let disabled = store
@@ -182,6 +189,7 @@ impl Snapshot {
                 user_id: k.user_id,
                 prefix: k.prefix.as_str().into(),
                 revoked: k.revoked,
+                acts_for: store::ActsFor::from_db(&k.acts_for),
             };
             snap.keys.insert(hash, entry);
         }
@@ -395,10 +403,18 @@ impl Snapshot {
                 user_id: None,
                 prefix: store::key_prefix(plain).into(),
                 revoked: *revoked,
+                acts_for: store::ActsFor::Own,
             };
             snap.keys.insert(crate::identity::hash(plain), entry);
         }
         snap
+    }
+
+    /// Sets which orgs a key of a test snapshot may name.
+    pub fn set_acts_for(&mut self, plain: &str, acts_for: store::ActsFor) {
+        if let Some(k) = self.keys.get_mut(&crate::identity::hash(plain)) {
+            k.acts_for = acts_for;
+        }
     }
 
     /// Switches a feature off in a test snapshot.

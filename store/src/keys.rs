@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::audit_in;
 use crate::error::not_found;
-use crate::{with_pool, ApiKey, Audit, KeyKind, Result, Store, StoreError};
+use crate::{with_pool, ActsFor, ApiKey, Audit, KeyKind, Result, Store, StoreError};
 
 /// Every gateway key starts with this.
 pub const KEY_PREFIX: &str = "tg_";
@@ -38,7 +38,7 @@ pub fn key_prefix(key: &str) -> String {
 }
 
 const KEY_COLUMNS: &str =
-    "id, org_id, user_id, kind, name, prefix, key_hash, created_at, revoked_at";
+    "id, org_id, user_id, kind, name, prefix, acts_for, key_hash, created_at, revoked_at";
 
 impl Store {
     /// Creates a key for an org and returns its row and the plaintext key (shown once).
@@ -57,19 +57,44 @@ impl Store {
                 name,
                 user_id,
                 (&key_prefix(&key), &hash_key(&key)),
+                &ActsFor::Own,
                 None,
             )
             .await?;
         Ok((row, key))
     }
 
-    /// [`Store::create_key`] with its audit row in the same transaction.
+    /// A service key that may also name other organizations.
+    pub async fn create_service_key(
+        &self,
+        org_id: i64,
+        name: &str,
+        acts_for: &ActsFor,
+    ) -> Result<(ApiKey, String)> {
+        let key = generate_key();
+        let row = self
+            .insert_key_in(
+                org_id,
+                KeyKind::Service,
+                name,
+                None,
+                (&key_prefix(&key), &hash_key(&key)),
+                acts_for,
+                None,
+            )
+            .await?;
+        Ok((row, key))
+    }
+
+    /// [`Store::create_key`] with the organizations a service key may name, and its audit row
+    /// in the same transaction.
     pub async fn create_key_audited(
         &self,
         org_id: i64,
         kind: KeyKind,
         name: &str,
         user_id: Option<i64>,
+        acts_for: &ActsFor,
         audit: &Audit,
     ) -> Result<(ApiKey, String)> {
         let key = generate_key();
@@ -80,6 +105,7 @@ impl Store {
                 name,
                 user_id,
                 (&key_prefix(&key), &hash_key(&key)),
+                acts_for,
                 Some(audit),
             )
             .await?;
@@ -96,8 +122,16 @@ impl Store {
         prefix: &str,
         key_hash: &str,
     ) -> Result<ApiKey> {
-        self.insert_key_in(org_id, kind, name, user_id, (prefix, key_hash), None)
-            .await
+        self.insert_key_in(
+            org_id,
+            kind,
+            name,
+            user_id,
+            (prefix, key_hash),
+            &ActsFor::Own,
+            None,
+        )
+        .await
     }
 
     async fn insert_key_in(
@@ -107,23 +141,29 @@ impl Store {
         name: &str,
         user_id: Option<i64>,
         (prefix, key_hash): (&str, &str),
+        acts_for: &ActsFor,
         audit: Option<&Audit>,
     ) -> Result<ApiKey> {
+        if kind != KeyKind::Service && *acts_for != ActsFor::Own {
+            return Err(StoreError::Validation(
+                "only a service key may act for other organizations".into(),
+            ));
+        }
         if name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(StoreError::Validation(
                 "key name must be at most 100 characters, without control characters".into(),
             ));
         }
         let sql = format!(
-            "INSERT INTO api_keys (org_id, user_id, kind, name, prefix, key_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+            "INSERT INTO api_keys (org_id, user_id, kind, name, prefix, key_hash, created_at, acts_for) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
         );
         let now = Utc::now();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let row = sqlx::query_as::<_, ApiKey>(&sql)
                 .bind(org_id).bind(user_id).bind(kind.as_str()).bind(name.trim())
-                .bind(prefix).bind(key_hash).bind(now)
+                .bind(prefix).bind(key_hash).bind(now).bind(acts_for.to_db())
                 .fetch_one(&mut *tx).await?;
             audit_in!(tx, audit, Some(org_id), row.id);
             tx.commit().await?;

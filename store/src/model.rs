@@ -159,6 +159,9 @@ pub struct ApiKey {
     pub name: String,
     /// The first characters of the key, safe to display (`tg_AbCd…`).
     pub prefix: String,
+    /// The organizations a service key may name: `''` its own, `'*'` any, else ids (see
+    /// [`ActsFor`]).
+    pub acts_for: String,
     /// Hex SHA-256 of the whole key.
     #[serde(skip_serializing)]
     pub key_hash: String,
@@ -172,6 +175,52 @@ impl ApiKey {
     /// True until the key is revoked.
     pub fn is_active(&self) -> bool {
         self.revoked_at.is_none()
+    }
+}
+
+/// The organizations a service key may name with `x-tollgate-org`, besides its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ActsFor {
+    /// Its own organization only.
+    #[default]
+    Own,
+    /// These organizations too.
+    Orgs(Vec<i64>),
+    /// Any organization.
+    Any,
+}
+
+impl ActsFor {
+    /// As stored in `api_keys.acts_for`.
+    pub fn to_db(&self) -> String {
+        match self {
+            ActsFor::Own => String::new(),
+            ActsFor::Any => "*".into(),
+            ActsFor::Orgs(ids) => ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+        }
+    }
+
+    /// From `api_keys.acts_for`; anything unreadable is the narrowest scope.
+    pub fn from_db(s: &str) -> ActsFor {
+        match s.trim() {
+            "" => ActsFor::Own,
+            "*" => ActsFor::Any,
+            list => {
+                let ids: Option<Vec<i64>> =
+                    list.split(',').map(|p| p.trim().parse().ok()).collect();
+                ids.map_or(ActsFor::Own, ActsFor::Orgs)
+            }
+        }
+    }
+
+    /// Whether a key of `own` may act for `org`.
+    pub fn allows(&self, own: i64, org: i64) -> bool {
+        org == own
+            || match self {
+                ActsFor::Own => false,
+                ActsFor::Any => true,
+                ActsFor::Orgs(ids) => ids.contains(&org),
+            }
     }
 }
 

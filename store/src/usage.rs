@@ -654,14 +654,20 @@ impl Store {
     }
 
     /// Models that had events priced with a fallback (no row in the price file) since `since`,
-    /// with how many events each: what the console shows as a pricing alert.
-    pub async fn unpriced_models(&self, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
+    /// with how many events each, most first and at most `limit`: what the console shows as a
+    /// pricing alert. `org`: that org's only (every org's otherwise).
+    pub async fn unpriced_models(
+        &self,
+        since: DateTime<Utc>,
+        org: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
         with_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
             // `priced = FALSE` as written in the partial index usage_events_unpriced, which
             // serves it (a bound parameter would not).
             "SELECT model, COUNT(*) FROM usage_events WHERE priced = FALSE AND occurred_at >= $1 \
-             GROUP BY model ORDER BY COUNT(*) DESC, model")
-            .bind(since).fetch_all(pool).await)
+             AND ($2 IS NULL OR org_id = $2) GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT $3")
+            .bind(since).bind(org).bind(limit).fetch_all(pool).await)
         .map_err(StoreError::from)
     }
 

@@ -313,6 +313,36 @@ async fn api_keys(s: Store) {
     assert_eq!(k.key_hash, hash_key(&secret), "only the hash is stored");
     assert!(secret.starts_with(&k.prefix) && k.prefix.len() < secret.len());
     assert_eq!(k.kind, KeyKind::Service);
+    assert_eq!(
+        ActsFor::from_db(&k.acts_for),
+        ActsFor::Own,
+        "own org only by default"
+    );
+    let other = s.create_org("globex", Feature::ALL).await.unwrap();
+    let (wide, _) = s
+        .create_service_key(org.id, "wide", &ActsFor::Orgs(vec![other.id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ActsFor::from_db(&s.get_key(wide.id).await.unwrap().acts_for),
+        ActsFor::Orgs(vec![other.id])
+    );
+    assert!(
+        matches!(
+            s.create_key_audited(
+                org.id,
+                KeyKind::App,
+                "app",
+                None,
+                &ActsFor::Any,
+                &Audit::new("t", "key.create")
+            )
+            .await,
+            Err(StoreError::Validation(_))
+        ),
+        "an app key acts for its org only"
+    );
+    s.revoke_key(wide.id).await.unwrap();
     let active = s.active_keys().await.unwrap();
     assert_eq!(active.len(), 1);
     assert!(matches!(
@@ -334,7 +364,7 @@ async fn api_keys(s: Store) {
     assert!(s.active_keys().await.unwrap().is_empty());
     assert_eq!(
         s.list_keys(org.id).await.unwrap().len(),
-        1,
+        2,
         "revoked keys stay listed"
     );
     assert!(matches!(
@@ -342,6 +372,7 @@ async fn api_keys(s: Store) {
         Err(StoreError::NotFound(_))
     ));
     s.delete_key(k.id).await.unwrap();
+    s.delete_key(wide.id).await.unwrap();
     assert!(s.list_keys(org.id).await.unwrap().is_empty());
 }
 
@@ -699,7 +730,14 @@ async fn audited_changes_write_their_row_in_the_same_transaction(s: Store) {
         Err(StoreError::NotFound(_))
     ));
     let (key, _) = s
-        .create_key_audited(org.id, KeyKind::App, "k", None, &a("key.create"))
+        .create_key_audited(
+            org.id,
+            KeyKind::App,
+            "k",
+            None,
+            &ActsFor::Own,
+            &a("key.create"),
+        )
         .await
         .unwrap();
     s.revoke_key_audited(key.id, &a("key.revoke"))

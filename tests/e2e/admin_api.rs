@@ -954,6 +954,27 @@ async fn login_refusals_each_have_their_answer(db: Db) {
             .unwrap();
         assert_eq!(r.status(), 401, "{closed} needs a login");
     }
+    // Every answer (API, console, assets, errors) carries the security headers.
+    for path in [
+        "/api/v1/me",
+        "/login",
+        "/static/console.css",
+        "/nowhere",
+        "/healthz",
+    ] {
+        let r = client()
+            .get(format!("{}{path}", a.url))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(h.contains_key("referrer-policy"), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("script-src 'unsafe-inline'"), "{path}: {csp}");
+    }
 
     // Too many attempts: 3 failures allowed here, then 429 with Retry-After, even with the
     // right password.

@@ -275,3 +275,141 @@ mod on_postgres {
         super::api_usage_equals_the_recorded_events(true).await
     }
 }
+
+/// The fleet status lists models without a price, which are names tenants sent: a member sees
+/// only their own orgs' (a superuser every org's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpriced_model_names_stay_with_their_org() {
+    let env = TestEnv::start().await;
+    let (acme, key) = env.org_with_key("acme").await;
+    let (globex, _) = env.org_with_key("globex").await;
+    assert_eq!(
+        generate(
+            &env,
+            &key,
+            "/v1beta/models/gemini-99-secret-project:generateContent"
+        )
+        .await,
+        200
+    );
+    eventually(WITHIN, "the event", || async {
+        env.store.count_events(acme).await.unwrap() == 1
+    })
+    .await;
+    let token_of = |org: i64, email: &'static str| {
+        let store = env.store.clone();
+        async move {
+            let u = store
+                .create_user(email, "a long password", false)
+                .await
+                .unwrap();
+            store
+                .add_member(org, u.id, store::Role::Member)
+                .await
+                .unwrap();
+            let audit = store::Audit::new("test", "token.create");
+            store
+                .create_token_audited(u.id, "t", None, &audit)
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    let outsider = Caller::Token(
+        env.admin_url.clone(),
+        token_of(globex, "g@globex.test").await,
+    );
+    let insider = Caller::Token(env.admin_url.clone(), token_of(acme, "a@acme.test").await);
+    let models = |v: Value| v["unpriced_models"].to_string();
+    assert_eq!(models(outsider.ok("/api/v1/status").await), "[]");
+    assert!(models(insider.ok("/api/v1/status").await).contains("gemini-99-secret-project"));
+    assert!(models(env.admin_json("/api/v1/status").await).contains("gemini-99-secret-project"));
+    env.stop().await;
+}
+
+/// A service key names only the organizations it was created for: its own by default, others
+/// its creator manages, or any (superusers only); the gateway enforces what the API recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_keys_act_only_for_the_orgs_they_were_created_for() {
+    let env = TestEnv::start().await;
+    let root = Caller::Token(env.admin_url.clone(), env.superuser_token().await);
+    for name in ["acme", "globex", "initech"] {
+        let (s, _) = root
+            .call(Method::POST, "/api/v1/orgs", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(s, 201);
+    }
+    let s = &env.store;
+    let admin = s
+        .create_user("admin@acme.test", "a long password", false)
+        .await
+        .unwrap();
+    for org in ["acme", "globex"] {
+        let id = s.get_org_by_name(org).await.unwrap().id;
+        s.add_member(id, admin.id, store::Role::Admin)
+            .await
+            .unwrap();
+    }
+    let audit = store::Audit::new("test", "token.create");
+    let admin_token = s
+        .create_token_audited(admin.id, "t", None, &audit)
+        .await
+        .unwrap()
+        .1;
+    let admin = Caller::Token(env.admin_url.clone(), admin_token);
+    let create = |who: &Caller, body: Value| {
+        let who = who.clone();
+        async move {
+            who.call(Method::POST, "/api/v1/orgs/acme/keys", Some(body))
+                .await
+        }
+    };
+    // An admin of acme and globex may make an acme key that also acts for globex...
+    let (st, k) = create(
+        &admin,
+        json!({"kind": "service", "name": "svc", "acts_for": ["globex"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{k}");
+    let globex = s.get_org_by_name("globex").await.unwrap().id;
+    assert_eq!(k["acts_for"], json!([globex]));
+    assert_eq!(k["any_org"], false);
+    // ...but not for initech (not theirs: not found), not for any org, not as an app key.
+    let (st, _) = create(&admin, json!({"kind": "service", "acts_for": ["initech"]})).await;
+    assert_eq!(st, 404);
+    let (st, _) = create(&admin, json!({"kind": "service", "any_org": true})).await;
+    assert_eq!(st, 403);
+    let (st, v) = create(&admin, json!({"acts_for": ["globex"]})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["field"], "acts_for");
+    let (st, any) = create(&root, json!({"kind": "service", "any_org": true})).await;
+    assert_eq!(st, 201);
+    assert_eq!(any["any_org"], true);
+
+    env.refresh().await;
+    let svc = k["secret"].as_str().unwrap();
+    let any = any["secret"].as_str().unwrap();
+    let as_org = |key: &str, org: &str| {
+        let (url, key, org) = (
+            format!("{}{FLASH}", env.gateway_url),
+            key.to_owned(),
+            org.to_owned(),
+        );
+        async move {
+            client()
+                .post(url)
+                .header("x-goog-api-key", key)
+                .header("x-tollgate-org", org)
+                .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(as_org(svc, "acme").await, 200);
+    assert_eq!(as_org(svc, "globex").await, 200);
+    assert_eq!(as_org(svc, "initech").await, 403);
+    assert_eq!(as_org(any, "initech").await, 200);
+    env.stop().await;
+}

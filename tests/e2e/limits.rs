@@ -304,7 +304,20 @@ async fn alerts_fire_once_and_a_slow_webhook_blocks_nothing() {
         assert!(Instant::now() < deadline, "no second webhook call");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both deliveries answered, so neither is retried: a third call now would be a third alert.
+    let g = env.running.as_ref().unwrap().gateway.as_ref().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the two webhook calls were not both answered",
+        || async {
+            g.metrics
+                .webhook_deliveries
+                .with_label_values(&["ok"])
+                .get()
+                == 2
+        },
+    )
+    .await;
     releaser.abort();
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2, "one call per threshold: {calls:?}");
@@ -324,7 +337,6 @@ async fn alerts_fire_once_and_a_slow_webhook_blocks_nothing() {
         2,
         "exactly one alert per threshold and period: {alerts:?}"
     );
-    let g = env.running.as_ref().unwrap().gateway.as_ref().unwrap();
     assert_eq!(
         g.metrics
             .alerts_fired

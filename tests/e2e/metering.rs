@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use store::UsageEvent;
 
-use crate::harness::{client, TestEnv};
+use crate::harness::{client, eventually, TestEnv};
 
 /// Waits until the ledger has stored the event of a request.
 pub async fn event(env: &TestEnv, request_id: &str) -> UsageEvent {
@@ -356,7 +356,21 @@ async fn a_dropped_stream_is_still_exactly_one_event() {
         "the last usage seen (the second event) is what is recorded"
     );
     assert!(!e.estimated);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The same stream for another org, read to its end: it ends after drop-1's upstream would
+    // have, so its event stored means anything drop-1 could still queue is stored too.
+    let (_, other) = env.org_with_key("other").await;
+    call(
+        &env,
+        &other,
+        "drop-2",
+        "/v1beta/models/gemini-slow:streamGenerateContent?alt=sse",
+        prompt("why is the sky blue"),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    event(&env, "drop-2").await;
     assert_eq!(
         env.store.count_events(org).await.unwrap(),
         1,
@@ -419,7 +433,8 @@ async fn a_64_mib_response_passes_in_bounded_memory() {
     .bytes()
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The warm-up's last work (storing its event) is done before the baseline.
+    event(&env, "warm").await;
     let before = rss_kib();
     // Sample resident memory while the body streams (VmHWM would hide it under the start-up peak).
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
@@ -469,8 +484,47 @@ async fn a_64_mib_response_passes_in_bounded_memory() {
     env.stop().await;
 }
 
+/// The lines logged at error level in this process, from the moment [`ErrorLog::capture`] runs.
+#[derive(Clone, Default)]
+struct ErrorLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl ErrorLog {
+    /// Makes this process's log subscriber write error lines here.
+    fn capture() -> ErrorLog {
+        let log = ErrorLog::default();
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::ERROR)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init()
+            .expect("the test process has no log subscriber yet");
+        log
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for ErrorLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edited_prices_apply_without_a_restart() {
+    // A bad price file shows only in the log: capture it (nextest gives each test its process).
+    let errors = ErrorLog::capture();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pricing.toml");
     let original = include_str!("../../config/pricing.toml");
@@ -527,7 +581,18 @@ async fn edited_prices_apply_without_a_restart() {
     }
     // A broken edit keeps the last good prices.
     std::fs::write(&file, "this is not toml").unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let file_name = file.display().to_string();
+    eventually(
+        Duration::from_secs(10),
+        "the broken price file was not read within 10 s",
+        || async {
+            errors
+                .lines()
+                .iter()
+                .any(|l| l.contains("price file not reloaded") && l.contains(file_name.as_str()))
+        },
+    )
+    .await;
     call(
         &env,
         &key,

@@ -7,11 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use store::{Feature, KeyKind, LimitSpec, LimitType};
+use store::{Feature, LimitSpec, LimitType};
 use tokio::io::AsyncBufReadExt;
 
 use crate::fake_google::{FakeGoogle, PROVIDER_KEY};
-use crate::harness::{bin, client, free_port, get_text, Opts, TestEnv};
+use crate::harness::{bin, client, eventually, free_port, get_text, Opts, TestEnv};
 
 pub async fn scrape(url: &str) -> (String, prometheus_parse::Scrape) {
     let text = get_text(&format!("{url}/metrics")).await;
@@ -42,7 +42,7 @@ fn promtool(text: &str) {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("skipped: promtool is not installed (Debian's prometheus package; `make test` installs it when it can)");
+        crate::harness::missing("promtool is not installed (Debian's prometheus package; `make test` installs it when it can)");
         return;
     };
     use std::io::Write;
@@ -127,7 +127,17 @@ async fn metrics_after_known_traffic() {
         .await,
         401
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A request's metrics are counted after its response, and its event queued after them: all
+    // five events written means all five requests counted.
+    eventually(
+        Duration::from_secs(10),
+        "the five requests' events were not all written",
+        || async {
+            let (_, s) = scrape(&env.metrics_url).await;
+            value(&s, "tollgate_events_written_total", &[]) >= 5.0
+        },
+    )
+    .await;
 
     let (text, s) = scrape(&env.metrics_url).await;
     let req = |model: &str, class: &str| {
@@ -255,7 +265,7 @@ async fn random_models_and_5000_orgs_stay_under_the_series_bound() {
     let acme = env.store.create_org("acme", Feature::ALL).await.unwrap();
     let (_, service) = env
         .store
-        .create_key(acme.id, KeyKind::Service, "svc", None)
+        .create_service_key(acme.id, "svc", &store::ActsFor::Any)
         .await
         .unwrap();
     for i in 0..5_000 {

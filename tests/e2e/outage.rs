@@ -13,7 +13,7 @@ use store::{ConnectOptions, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use crate::harness::{client, postgres_url, unique_schema, Opts, TestEnv};
+use crate::harness::{client, eventually, postgres_url, unique_schema, Opts, TestEnv};
 
 /// A TCP proxy in front of PostgreSQL that can be cut (every connection closed, new ones refused).
 pub struct CuttableProxy {
@@ -148,12 +148,14 @@ async fn postgres_outage_loses_nothing() {
     let mut ids = send(&env, &key, 0..20, "before").await;
     proxy.cut();
     ids.extend(send(&env, &key, 0..20, "during").await);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let g = env.running.as_ref().unwrap().gateway.as_ref().unwrap();
-    assert!(
-        g.metrics.events_spooled.get() > 0,
-        "events written while the store was down went to the spool"
-    );
+    // Events are spooled once a write to the cut store fails (up to the 1 s acquire timeout).
+    eventually(
+        Duration::from_secs(15),
+        "events written while the store was down did not go to the spool",
+        || async { g.metrics.events_spooled.get() > 0 },
+    )
+    .await;
     proxy.restore();
     ids.extend(send(&env, &key, 0..20, "after").await);
 
@@ -209,7 +211,14 @@ async fn shutdown_drains_the_queue() {
     .await;
     let (org, key) = env.org_with_key("acme").await;
     let ids = send(&env, &key, 0..30, "drain").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each event is queued after its response: once all 30 are in the queue, none was written.
+    let g = env.running.as_ref().unwrap().gateway.as_ref().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the 30 events did not all reach the ledger's queue",
+        || async { g.metrics.ledger_queue_depth.get() == 30 },
+    )
+    .await;
     assert_eq!(
         env.store.count_events(org).await.unwrap(),
         0,

@@ -99,10 +99,15 @@ async fn a_request_is_forwarded_with_the_provider_key_only() {
 async fn identity_errors_are_googles_401_403_and_400() {
     let env = TestEnv::start().await;
     let (org, key) = env.org_with_key("acme").await;
-    env.store.create_org("globex", Feature::ALL).await.unwrap();
+    let globex = env.store.create_org("globex", Feature::ALL).await.unwrap();
+    env.store
+        .create_org("umbrella", Feature::ALL)
+        .await
+        .unwrap();
+    // A service key that may name globex (besides its own org), and no other.
     let (svc_row, svc) = env
         .store
-        .create_key(org, KeyKind::Service, "backend", None)
+        .create_service_key(org, "backend", &store::ActsFor::Orgs(vec![globex.id]))
         .await
         .unwrap();
     let (old_row, old) = env
@@ -134,12 +139,22 @@ async fn identity_errors_are_googles_401_403_and_400() {
         (403, "PERMISSION_DENIED"),
         "only service keys may name the org"
     );
-    let (code, status, msg) =
-        google_error(post(&url, Some(&svc), &[("x-tollgate-org", "initech")]).await).await;
-    assert_eq!((code, status.as_str()), (400, "INVALID_ARGUMENT"));
-    assert!(msg.contains("initech"));
+    for other in ["initech", "umbrella"] {
+        let (code, status, msg) =
+            google_error(post(&url, Some(&svc), &[("x-tollgate-org", other)]).await).await;
+        assert_eq!(
+            (code, status.as_str()),
+            (403, "PERMISSION_DENIED"),
+            "a service key names only the orgs it was allowed (whether {other} exists or not)"
+        );
+        assert!(msg.contains("may not act for"), "{msg}");
+    }
     let ok = post(&url, Some(&svc), &[("x-tollgate-org", "globex")]).await;
-    assert_eq!(ok.status(), 200, "a service key may bill another org");
+    assert_eq!(
+        ok.status(),
+        200,
+        "a service key may bill an org it was allowed"
+    );
     let _ = svc_row;
     assert_eq!(
         env.fake.calls().len(),
@@ -518,7 +533,10 @@ async fn a_post_that_meets_an_upstream_idle_close_is_retried_once_and_billed_onc
         env.store.count_events(org).await.unwrap() == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A later request's event stored: whatever the three queued before it is stored too.
+    let marker = post(&url, None, &[("x-request-id", "marker")]).await;
+    assert_eq!(marker.status(), 401);
+    crate::metering::event(&env, "marker").await;
     let events = env.store.recent_events(org, 10).await.unwrap();
     assert_eq!(events.len(), 3, "a retried request is one event");
     // No usageMetadata in these answers: the prompt is counted from the request body, which

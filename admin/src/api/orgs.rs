@@ -186,6 +186,11 @@ pub struct NewKey {
     pub name: String,
     /// Attribute the key's usage to this user (id or email).
     pub user: Option<String>,
+    /// Other organizations (ids or names) a service key may name with `x-tollgate-org`; its
+    /// own always. The caller must manage keys in each.
+    pub acts_for: Vec<String>,
+    /// A service key that may name any organization (superusers only).
+    pub any_org: bool,
 }
 
 /// The organization's gateway keys (members: their own), with last use.
@@ -225,6 +230,8 @@ pub async fn create_key(
         service,
         name: req.name,
         user: req.user,
+        acts_for: req.acts_for,
+        any_org: req.any_org,
     };
     let k = ops::keys::create(&s.store, &auth.actor, &org, &new).await?;
     Ok((StatusCode::CREATED, Json(k)))

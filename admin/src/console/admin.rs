@@ -640,6 +640,8 @@ pub async fn create_key(
         service: f.kind == "service",
         name: f.name.clone(),
         user: None,
+        // The console makes service keys for this org only; wider ones with the API or CLI.
+        ..ops::keys::NewKey::default()
     };
     match ops::keys::create(&state.store, &viewer.actor, &org, &new).await {
         Ok(k) => {

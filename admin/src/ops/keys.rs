@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use store::{ApiKey, KeyKind, Store};
+use store::{ActsFor, ApiKey, KeyKind, Store};
 use utoipa::ToSchema;
 
 use super::authz::{check, see_key, Action};
@@ -31,10 +31,20 @@ pub struct KeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; a revoked key is refused by the gateway.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// A service key that may name any organization with `x-tollgate-org`.
+    pub any_org: bool,
+    /// Other organizations (ids) a service key may name; its own always.
+    pub acts_for: Vec<i64>,
 }
 
 fn view(k: &ApiKey, last_used_at: Option<DateTime<Utc>>) -> KeyView {
+    let scope = ActsFor::from_db(&k.acts_for);
     KeyView {
+        any_org: scope == ActsFor::Any,
+        acts_for: match scope {
+            ActsFor::Orgs(ids) => ids,
+            _ => Vec::new(),
+        },
         id: k.id,
         org_id: k.org_id,
         kind: k.kind,
@@ -66,6 +76,11 @@ pub struct NewKey {
     pub name: String,
     /// Attribute usage to this user (id or email; a member of the org).
     pub user: Option<String>,
+    /// Other organizations (ids or names) a service key may name; the actor must manage keys
+    /// in each.
+    pub acts_for: Vec<String>,
+    /// A service key that may name any organization (superusers only).
+    pub any_org: bool,
 }
 
 /// The org's keys the actor may see, oldest first.
@@ -114,11 +129,12 @@ pub async fn create(
     } else {
         KeyKind::App
     };
-    let audit = actor
-        .audit("key.create")
-        .detail(serde_json::json!({ "kind": kind, "name": new.name.trim() }));
+    let acts_for = acts_for(store, actor, new).await?;
+    let audit = actor.audit("key.create").detail(serde_json::json!({
+        "kind": kind, "name": new.name.trim(), "acts_for": acts_for.to_db(),
+    }));
     let (row, secret) = store
-        .create_key_audited(org.id, kind, &new.name, user_id, &audit)
+        .create_key_audited(org.id, kind, &new.name, user_id, &acts_for, &audit)
         .await
         .map_err(|e| match e {
             store::StoreError::Validation(m) => OpsError::invalid("name", m),
@@ -127,6 +143,38 @@ pub async fn create(
     Ok(CreatedKey {
         key: view(&row, None),
         secret,
+    })
+}
+
+/// The organizations a new service key may name: any (superusers only), or each named one the
+/// actor manages keys of (one it cannot see is not found, as everywhere).
+async fn acts_for(store: &Store, actor: &Actor, new: &NewKey) -> Result<ActsFor, OpsError> {
+    if !new.service && (new.any_org || !new.acts_for.is_empty()) {
+        return Err(OpsError::invalid(
+            "acts_for",
+            "only a service key may act for other organizations",
+        ));
+    }
+    if new.any_org {
+        if !actor.superuser {
+            return Err(OpsError::Forbidden(
+                "only a superuser may create a key that acts for any organization".into(),
+            ));
+        }
+        return Ok(ActsFor::Any);
+    }
+    let mut ids = Vec::new();
+    for name in &new.acts_for {
+        let other = visible_org(store, actor, name).await?;
+        check(actor, Some(other.id), Action::ManageKeys)?;
+        if !ids.contains(&other.id) {
+            ids.push(other.id);
+        }
+    }
+    Ok(if ids.is_empty() {
+        ActsFor::Own
+    } else {
+        ActsFor::Orgs(ids)
     })
 }
 

@@ -441,14 +441,18 @@ pub struct Status {
     pub degraded: bool,
     /// Gateways that reported in the last 10 minutes.
     pub gateways: Vec<GatewayStatus>,
-    /// Models without a price seen in the last 30 days.
+    /// Models without a price seen in the last 30 days (at most 50, most events first): every
+    /// org's for a superuser, the actor's orgs' for anyone else.
     pub unpriced_models: Vec<UnpricedModel>,
 }
+
+/// Most unpriced models listed in the status.
+const MAX_UNPRICED_LISTED: i64 = 50;
 
 /// The fleet's state for any logged-in user: gateways that reported in the last 10 minutes (one
 /// degraded, i.e. fail-open, or silent for 30 s sets `degraded`) and models billed with a
 /// fallback price in the last 30 days.
-pub async fn fleet_status(store: &Store, _actor: &Actor) -> Result<Status, OpsError> {
+pub async fn fleet_status(store: &Store, actor: &Actor) -> Result<Status, OpsError> {
     let now = Utc::now();
     let gateways: Vec<GatewayStatus> = store
         .live_instances(now - chrono::Duration::minutes(10))
@@ -463,9 +467,27 @@ pub async fn fleet_status(store: &Store, _actor: &Actor) -> Result<Status, OpsEr
             updated_at: g.updated_at,
         })
         .collect();
-    let unpriced_models = store
-        .unpriced_models(now - chrono::Duration::days(30))
-        .await?
+    let since = now - chrono::Duration::days(30);
+    // Model names are what tenants sent: another org's are not shown.
+    let mut unpriced: Vec<(String, i64)> = if actor.superuser {
+        store
+            .unpriced_models(since, None, MAX_UNPRICED_LISTED)
+            .await?
+    } else {
+        let mut by_model = std::collections::BTreeMap::<String, i64>::new();
+        for (org, _) in actor.memberships() {
+            for (model, n) in store
+                .unpriced_models(since, Some(org), MAX_UNPRICED_LISTED)
+                .await?
+            {
+                *by_model.entry(model).or_default() += n;
+            }
+        }
+        by_model.into_iter().collect()
+    };
+    unpriced.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    unpriced.truncate(MAX_UNPRICED_LISTED as usize);
+    let unpriced_models = unpriced
         .into_iter()
         .map(|(model, events)| UnpricedModel { model, events })
         .collect();

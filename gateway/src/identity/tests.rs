@@ -68,7 +68,8 @@ fn missing_unknown_and_revoked_keys_are_refused() {
 
 #[test]
 fn only_service_keys_may_name_the_org() {
-    let s = snap();
+    let mut s = snap();
+    s.set_acts_for(SVC, store::ActsFor::Any);
     let svc = identify(
         &s,
         &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", "globex")]),
@@ -104,6 +105,51 @@ fn only_service_keys_may_name_the_org() {
         ),
         Err(GatewayError::UnknownOrg("initech".into()))
     );
+}
+
+#[test]
+fn a_service_key_names_only_the_orgs_it_was_allowed() {
+    let mut s = Snapshot::for_tests(
+        &[(1, "acme"), (2, "globex"), (3, "initech")],
+        &[(11, 1, KeyKind::Service, SVC, false)],
+    );
+    let named = |s: &Snapshot, org: &str| {
+        identify(
+            s,
+            &headers(&[("x-goog-api-key", SVC), ("x-tollgate-org", org)]),
+            None,
+        )
+        .map(|i| i.org_id)
+    };
+    // By default: its own org only, and no hint whether another exists.
+    assert_eq!(named(&s, "acme"), Ok(1));
+    assert_eq!(
+        named(&s, "globex"),
+        Err(GatewayError::OrgNotAllowed("globex".into()))
+    );
+    assert_eq!(
+        named(&s, "nowhere"),
+        Err(GatewayError::OrgNotAllowed("nowhere".into()))
+    );
+    s.set_acts_for(SVC, store::ActsFor::Orgs(vec![2]));
+    assert_eq!(named(&s, "globex"), Ok(2));
+    assert_eq!(named(&s, "3"), Err(GatewayError::OrgNotAllowed("3".into())));
+    s.set_acts_for(SVC, store::ActsFor::Any);
+    assert_eq!(named(&s, "initech"), Ok(3));
+    assert_eq!(
+        named(&s, "nowhere"),
+        Err(GatewayError::UnknownOrg("nowhere".into()))
+    );
+    assert_eq!(
+        store::ActsFor::from_db("2,3"),
+        store::ActsFor::Orgs(vec![2, 3])
+    );
+    assert_eq!(
+        store::ActsFor::from_db("2,x"),
+        store::ActsFor::Own,
+        "unreadable: narrowest"
+    );
+    assert_eq!(store::ActsFor::Orgs(vec![2, 3]).to_db(), "2,3");
 }
 
 #[test]
