@@ -193,6 +193,11 @@ impl Store {
     async fn connect_postgres(url: &str, opts: &ConnectOptions) -> Result<Store> {
         let mut options =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        // Named in pg_stat_activity, so an operator sees (and can single out) our connections.
+        options = options.application_name(&match &opts.pg_schema {
+            Some(schema) => format!("tollgate/{schema}"),
+            None => "tollgate".to_owned(),
+        });
         if let Some(schema) = &opts.pg_schema {
             if !schema
                 .chars()

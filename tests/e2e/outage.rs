@@ -166,6 +166,86 @@ async fn postgres_outage_loses_nothing() {
     env.stop().await;
 }
 
+/// Under concurrent load, PostgreSQL kills the gateway's connections again and again
+/// (`pg_terminate_backend`, as a failover or an operator would): requests keep being answered,
+/// and every one ends as exactly one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_killed_under_load_lose_nothing() {
+    let Some(pg) = postgres_url() else { return };
+    let schema = unique_schema("killed");
+    let env = TestEnv::start_with(Opts {
+        database: Some((pg.clone(), Some(schema.clone()))),
+        ..Opts::default()
+    })
+    .await;
+    let (org, key) = env.org_with_key("acme").await;
+    let admin = sqlx::PgPool::connect(&pg).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (stop, app) = (stop.clone(), format!("tollgate/{schema}"));
+        tokio::spawn(async move {
+            let mut killed = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1) t",
+                )
+                .bind(&app)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                killed += n;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            killed
+        })
+    };
+    let mut senders = Vec::new();
+    for c in 0..8 {
+        let (env_url, key) = (env.gateway_url.clone(), key.clone());
+        senders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                let id = format!("killed-{c}-{i}");
+                let r = client()
+                    .post(format!(
+                        "{env_url}/v1beta/models/gemini-2.5-flash:generateContent"
+                    ))
+                    .header("x-goog-api-key", &key)
+                    .header("x-request-id", &id)
+                    .json(&json!({"contents": [{"parts": [{"text": "hello there"}]}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "requests flow whatever the store does");
+                r.bytes().await.unwrap();
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for s in senders {
+        ids.extend(s.await.unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.unwrap();
+    assert!(killed > 0, "the test killed no connection");
+    // The store is reachable again: new connections replace the killed ones.
+    wait_for_all(&env.store, org, ids.len() as i64).await;
+    assert_each_once(&env.store, &ids).await;
+    let g = env.running.as_ref().unwrap().gateway.as_ref().unwrap();
+    println!(
+        "pg_terminate_backend: {killed} connections killed, {} requests, {} events stored, {} spooled, {} dropped",
+        ids.len(),
+        env.store.count_events(org).await.unwrap(),
+        g.metrics.events_spooled.get(),
+        g.metrics.events_dropped.get()
+    );
+    assert_eq!(g.metrics.events_dropped.get(), 0);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_locked_against_writes_loses_nothing() {
     let env = TestEnv::start().await;
