@@ -2,6 +2,11 @@
 //! request's head (a client that sends its headers a byte at a time is cut, not kept for ever).
 //! pingora has neither: its only bound on a request head is 1 MiB, and a kept-alive connection
 //! reads with no timeout. The gate wraps pingora's HTTP application and each client stream.
+//!
+//! The stream wrapper also answers requests pingora refuses before any hook runs (a malformed
+//! request line, headers or framing, too many headers, CONNECT, an HTTP/2 preface): pingora
+//! writes a bare `Server: Pingora` error; the client gets the same status in Google's error
+//! format instead, and each is counted and recorded as an event.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -22,9 +27,13 @@ use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::settings::ClientLimits;
+
+/// What is told of a request pingora refused before any hook ran (its status).
+pub type OnRefused = Arc<dyn Fn(u16) + Send + Sync>;
 
 /// pingora's HTTP application behind the per-address cap, with each stream under a deadline.
 pub struct Gate {
@@ -32,16 +41,40 @@ pub struct Gate {
     open: DashMap<IpAddr, usize>,
     limits: ClientLimits,
     metrics: Arc<Metrics>,
+    on_refused: OnRefused,
 }
 
 impl Gate {
-    /// The gate in front of `proxy`.
-    pub fn new(proxy: HttpProxy<Proxy>, limits: ClientLimits, metrics: Arc<Metrics>) -> Gate {
+    /// The gate in front of `proxy`; requests pingora refuses itself are counted and recorded
+    /// in `ledger`.
+    pub fn new(
+        proxy: HttpProxy<Proxy>,
+        limits: ClientLimits,
+        metrics: Arc<Metrics>,
+        ledger: Ledger,
+    ) -> Gate {
+        let m = metrics.clone();
+        let on_refused: OnRefused = Arc::new(move |status| {
+            m.malformed_requests
+                .with_label_values(&[crate::metrics::status_class(status)])
+                .inc();
+            let now = chrono::Utc::now();
+            ledger.record(store::UsageEvent {
+                request_id: crate::ledger::new_request_id(now),
+                occurred_at: now,
+                provider: "none".into(),
+                operation: "none".into(),
+                status: i32::from(status),
+                priced: true,
+                ..store::UsageEvent::default()
+            });
+        });
         Gate {
             proxy: Arc::new(proxy),
             open: DashMap::new(),
             limits,
             metrics,
+            on_refused,
         }
     }
 
@@ -107,7 +140,12 @@ impl ServerApp for Gate {
             .metrics
             .connections_refused
             .with_label_values(&["header_timeout"]);
-        let stream: Stream = Box::new(Deadlined::new(stream, self.limits.header_timeout, cut));
+        let stream: Stream = Box::new(Deadlined::new(
+            stream,
+            self.limits.header_timeout,
+            cut,
+            self.on_refused.clone(),
+        ));
         ServerApp::process_new(&self.proxy, stream, shutdown).await;
         None
     }
@@ -121,7 +159,6 @@ impl ServerApp for Gate {
 /// A client stream whose request heads must arrive within a deadline: armed when a head is
 /// awaited and its first byte comes (or at once on a new connection), cleared once the head is
 /// read (`head_read`), armed again after each answer (`awaiting_head`).
-#[derive(Debug)]
 pub struct Deadlined {
     inner: Stream,
     timeout: Duration,
@@ -130,17 +167,54 @@ pub struct Deadlined {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Counts the connections cut by the deadline.
     cut: prometheus::IntCounter,
+    on_refused: OnRefused,
+    /// Google's error answer written in place of pingora's own, and how much of it is out.
+    answer: Option<(Vec<u8>, usize)>,
+}
+
+impl std::fmt::Debug for Deadlined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deadlined")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deadlined {
-    fn new(inner: Stream, timeout: Duration, cut: prometheus::IntCounter) -> Deadlined {
+    fn new(
+        inner: Stream,
+        timeout: Duration,
+        cut: prometheus::IntCounter,
+        on_refused: OnRefused,
+    ) -> Deadlined {
         Deadlined {
             inner,
             timeout,
             awaiting: Arc::new(AtomicBool::new(true)),
             timer: Some(Box::pin(tokio::time::sleep(timeout))),
             cut,
+            on_refused,
+            answer: None,
         }
+    }
+
+    /// Writes what is left of the replacement answer; ready once it is all out.
+    fn drain_answer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, at)) = self.answer.as_mut() {
+            if *at >= bytes.len() {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => *at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn of(session: &Session) -> Option<&Deadlined> {
@@ -201,20 +275,79 @@ impl AsyncRead for Deadlined {
 
 use std::future::Future;
 
+/// Google's error answer for a status pingora gave a request it refused itself.
+fn google_answer(status: u16) -> Vec<u8> {
+    let (reason, message) = match status {
+        405 => ("Method Not Allowed", "this method is not supported (Tollgate proxies Google's API paths, not CONNECT)"),
+        431 => ("Request Header Fields Too Large", "request headers too large"),
+        400..=499 => ("Bad Request", "the request is not valid HTTP/1.1: its request line, headers or body framing could not be read"),
+        _ => ("Internal Server Error", "the request could not be handled"),
+    };
+    let google_status = if status >= 500 {
+        "INTERNAL"
+    } else {
+        "INVALID_ARGUMENT"
+    };
+    let body = crate::error::google_error_body(status, message, google_status);
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
 impl AsyncWrite for Deadlined {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if this.answer.is_some() {
+            // pingora's own answer (and anything after it, on a connection it closes) is
+            // replaced by ours.
+            return match this.drain_answer(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        // An answer written while no request head was accepted is pingora's own refusal.
+        if this.awaiting.load(Ordering::Acquire) && buf.starts_with(b"HTTP/1.") {
+            let status = buf
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(400);
+            (this.on_refused)(status);
+            this.answer = Some((google_answer(status), 0));
+            return match this.drain_answer(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                // Our bytes go out as pingora flushes; its own count as taken.
+                Poll::Pending => Poll::Ready(Ok(buf.len())),
+            };
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.drain_answer(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.drain_answer(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -223,6 +356,14 @@ impl AsyncWrite for Deadlined {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.answer.is_some() || self.awaiting.load(Ordering::Acquire) {
+            // The path above, one slice at a time.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

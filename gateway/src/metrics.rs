@@ -87,6 +87,8 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
     /// `tollgate_client_connections_refused_total{reason}`
     pub connections_refused: IntCounterVec,
+    /// `tollgate_malformed_requests_total{status}`
+    pub malformed_requests: IntCounterVec,
     /// `tollgate_journal_failures_total` (must stay 0)
     pub journal_failures: IntCounter,
     /// `tollgate_spool_bytes`
@@ -207,6 +209,7 @@ impl Metrics {
             events_replayed: counter(&r, "tollgate_events_replayed_total", "Spooled usage events written to the store after it came back.")?,
             events_dropped: counter(&r, "tollgate_events_dropped_total", "Usage events lost because neither the store nor the spool could take them. Must stay 0.")?,
             connections_refused: counter_vec(&r, "tollgate_client_connections_refused_total", "Client connections closed by the gateway before a request was answered: per_address_cap (the address holds gateway.max_connections_per_address), header_timeout (headers not complete within gateway.header_timeout_ms).", &["reason"])?,
+            malformed_requests: counter_vec(&r, "tollgate_malformed_requests_total", "Requests refused before routing because they are not valid HTTP/1.1 (request line, headers, framing, CONNECT, an HTTP/2 preface), by status class.", &["status"])?,
             journal_failures: counter(&r, "tollgate_journal_failures_total", "Usage events that could not be written to the journal (they are still stored, but would not survive a crash). Must stay 0.")?,
             spool_bytes: gauge(&r, "tollgate_spool_bytes", "Bytes of usage events waiting in spool files.")?,
             limit_refusals: counter_vec(&r, "tollgate_limit_refusals_total", "Requests refused with 429 because an org reached a usage limit, by limit type.", &["limit"])?,

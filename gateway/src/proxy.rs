@@ -1323,13 +1323,29 @@ impl ProxyHttp for Proxy {
         let provider = ctx.route.as_ref().map_or("gemini", |r| r.provider.as_str());
         let error = match e.esource() {
             ErrorSource::Downstream => {
-                // The client went away or sent garbage: nobody to answer.
-                let code = match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                };
+                let gone = matches!(
+                    e.etype(),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                );
+                if gone {
+                    // The client went away: nobody to answer.
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                // The client sent a body it framed wrongly (a bad chunk size): it is told so.
+                let refusal = GatewayError::BadBody;
+                if session.response_written().is_none() {
+                    if let Err(write_err) =
+                        respond(session, 400, refusal.body(), ctx.reply_id(), &[]).await
+                    {
+                        tracing::debug!(error = %write_err, "cannot send the refusal");
+                    }
+                }
+                ctx.refused = Some(refusal);
                 return FailToProxy {
-                    error_code: code,
+                    error_code: 400,
                     can_reuse_downstream: false,
                 };
             }

@@ -245,6 +245,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     )
     .map_err(StartError::Journal)?;
     let access_log = Arc::new(AccessLog::new(settings.access_log.clone()));
+    let refused_ledger = ledger.clone();
     let proxy = Proxy {
         live: live.clone(),
         gemini: gemini.clone(),
@@ -331,7 +332,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     }));
 
     let (stop_tx, stop_rx) = watch::channel(None);
-    let server = build_server(&settings, proxy, metrics.clone());
+    let server = build_server(&settings, proxy, metrics.clone(), refused_ledger);
     let proxy_thread = std::thread::Builder::new()
         .name("tollgate-proxy".into())
         .spawn(move || {
@@ -362,7 +363,12 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     Ok(running)
 }
 
-fn build_server(settings: &GatewaySettings, proxy: Proxy, metrics: Arc<Metrics>) -> Server {
+fn build_server(
+    settings: &GatewaySettings,
+    proxy: Proxy,
+    metrics: Arc<Metrics>,
+    ledger: crate::ledger::Ledger,
+) -> Server {
     let conf = ServerConf {
         // 0 means one worker per core, as the configuration documents.
         threads: match settings.threads {
@@ -394,7 +400,7 @@ fn build_server(settings: &GatewaySettings, proxy: Proxy, metrics: Arc<Metrics>)
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let app = pingora::proxy::http_proxy(&server.configuration, proxy);
-    let gate = crate::clients::Gate::new(app, settings.clients.clone(), metrics);
+    let gate = crate::clients::Gate::new(app, settings.clients.clone(), metrics, ledger);
     let mut service = pingora::services::listening::Service::new("tollgate proxy".into(), gate);
     service.add_tcp(&settings.listen.to_string());
     server.add_service(service);

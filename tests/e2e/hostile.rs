@@ -446,3 +446,74 @@ async fn a_refused_reference_sends_nothing_upstream() {
     );
     env.stop().await;
 }
+
+/// Requests pingora refuses before any hook runs are answered in Google's format, counted and
+/// recorded, and never forwarded; a body with broken chunk framing is refused as a bad body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_is_answered_in_googles_format_and_never_forwarded() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    let before = env.fake.calls().len();
+    let many: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("300 headers", request(&key, GEN, &many, &prompt()).into_bytes(), 400),
+        ("a control byte in a header name", request(&key, GEN, "x-b\x01d: v\r\n", &prompt()).into_bytes(), 400),
+        (
+            "two different content-lengths",
+            format!("POST {GEN} HTTP/1.1\r\nhost: x\r\nx-goog-api-key: {key}\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\nhello").into_bytes(),
+            400,
+        ),
+        ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n".to_vec(), 405),
+        ("an HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 400),
+        ("a garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n".to_vec(), 400),
+    ];
+    for (what, bytes, status) in &cases {
+        let answer = raw_exchange(&env, bytes, Duration::from_secs(5));
+        let (code, google) = google_error_of(&answer);
+        assert_eq!(
+            (code, google.as_str()),
+            (*status, "INVALID_ARGUMENT"),
+            "{what}: {answer:.400}"
+        );
+        assert!(
+            !answer.to_lowercase().contains("server: pingora"),
+            "{what}: {answer:.400}"
+        );
+    }
+    assert_eq!(
+        env.fake.calls().len(),
+        before,
+        "nothing malformed reached the upstream"
+    );
+    let (text, scrape) = crate::observability::scrape(&env.metrics_url).await;
+    let counted: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tollgate_malformed_requests_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(
+        counted as usize,
+        cases.len(),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("malformed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // A chunked body with a broken chunk size: refused 400 in Google's format.
+    let chunked = format!(
+        "POST {GEN} HTTP/1.1\r\nhost: x\r\nx-goog-api-key: {key}\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    );
+    let answer = raw_exchange(&env, chunked.as_bytes(), Duration::from_secs(5));
+    assert_eq!(
+        google_error_of(&answer),
+        (400, "INVALID_ARGUMENT".into()),
+        "{answer:.400}"
+    );
+    env.stop().await;
+}
