@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test prereqs nextest sdk promtool chromium bench-load bench-tune bench-memory bench-compare bench-baseline
+.PHONY: run test soak prereqs nextest sdk promtool chromium bench-load bench-tune bench-memory bench-compare bench-baseline
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -80,6 +80,14 @@ bench-load: prereqs
 		|| echo "tollgate: oha did not install; the fixed-rate latency phase will be skipped"
 	cargo build --release --locked -p tollgate -p tollgate-bench
 	python3 benches/load/run.py $(BENCH_ARGS)
+
+## A bounded soak (10 minutes per database at half of saturation, memory and events sampled each
+## minute): benches/results/soak.md. SOAK_ARGS="--minutes 2" for a shorter one.
+soak: prereqs
+	@command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y -q wrk >/dev/null
+	@[ -x .bench/oha/bin/oha ] || cargo install --locked --quiet oha --root .bench/oha
+	cargo build --release --locked -p tollgate -p tollgate-bench
+	python3 benches/soak/soak.py $(SOAK_ARGS)
 
 ## bare pingora's settings compared (threads, work stealing, keep-alive pool): benches/results/tuning.md.
 bench-tune: prereqs

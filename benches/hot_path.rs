@@ -268,6 +268,31 @@ fn request_pieces(c: &mut Criterion) {
     c.bench_function("event/spool_line_json", |b| {
         b.iter(|| serde_json::to_vec(black_box(&event)).unwrap())
     });
+    {
+        // The per-request cost of crash safety: the event serialised and written (pwrite) to
+        // the journal, in the page cache; finished segments are deleted as the ledger would.
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("events.jsonl");
+        let (journal, _) =
+            gateway::journal::Journal::open(&spool, |t| dir.path().join(format!("r-{t}"))).unwrap();
+        let mut sealed = gateway::journal::Sealed::default();
+        let mut n = 0u32;
+        c.bench_function("event/journal_append", |b| {
+            b.iter(|| {
+                let (seg, written) = journal.append(black_box(&event));
+                written.unwrap();
+                seg.done();
+                n += 1;
+                if n % 4096 == 0 {
+                    if let Some(old) = journal.rotate_if_full().unwrap() {
+                        sealed.push(old);
+                    }
+                    sealed.delete_finished();
+                    sealed.delete_finished();
+                }
+            })
+        });
+    }
     for (name, format) in [
         ("access_line_text", AccessFormat::Text),
         ("access_line_json", AccessFormat::Json),

@@ -1,8 +1,8 @@
 //! Property-based fuzzing (proptest, on stable) of what reads untrusted bytes on the request
 //! path: request classification, the key's places and encodings, the request body scanner and
 //! the response usage parser. Each runs a bounded number of cases (`TOLLGATE_FUZZ_CASES`,
-//! default 1500) in the test command; a failing case is saved under `tests/fuzz.proptest-
-//! regressions` and replayed first on every later run.
+//! default 1500) in the test command; a failing case is saved under
+//! `tests/proptest-regressions/` and replayed first on every later run.
 
 // Tests may unwrap and panic: a failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

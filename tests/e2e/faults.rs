@@ -200,3 +200,95 @@ async fn a_silent_upstream_is_a_504_and_readiness_follows_the_upstream_now() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     env.stop().await;
 }
+
+/// A client that stops reading a stream the upstream keeps sending: the gateway holds no more
+/// than what the sockets buffer (backpressure reaches the upstream), stays healthy for others,
+/// and records the request once the client goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_bounded_memory() {
+    let env = TestEnv::start_with(Opts {
+        gemini_url: Some(misbehaving(Misbehaviour::Endless).await),
+        ..Opts::default()
+    })
+    .await;
+    let (org, key) = env.org_with_key("acme").await;
+    let rss_before = crate::metering::rss_kib();
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut r = client()
+            .post(format!("{}{GEN}", env.gateway_url))
+            .header("x-goog-api-key", &key)
+            .json(&prompt())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.chunk().await.unwrap(); // then reads nothing more
+        stalled.push(r);
+    }
+    // The upstream pushes as fast as it can; wait until the gateway's memory stops growing.
+    let mut last = crate::metering::rss_kib();
+    let mut steady = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while steady < 5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = crate::metering::rss_kib();
+        steady = if now <= last + 256 { steady + 1 } else { 0 };
+        last = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memory kept growing: {rss_before} -> {now} KiB"
+        );
+    }
+    println!("20 stalled streams: RSS {rss_before} -> {last} KiB");
+    assert!(
+        last < rss_before + 64 * 1024,
+        "20 stalled streams hold at most what their sockets buffer: {rss_before} -> {last} KiB"
+    );
+    // Others are still served (a normal upstream is not needed: /readyz answers).
+    let ready = get_text(&format!("{}/readyz", env.metrics_url)).await;
+    assert!(ready.starts_with("ready"), "{ready}");
+    drop(stalled);
+    eventually(
+        Duration::from_secs(10),
+        "one event per stalled request",
+        || async { env.store.count_events(org).await.unwrap() == 20 },
+    )
+    .await;
+    env.stop().await;
+}
+
+/// Deeply nested and malformed JSON is Google's to judge: forwarded, its answer passed on, and
+/// the meter, estimator and reference scanner neither fail nor grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_and_malformed_json_is_forwarded_and_metered() {
+    let env = TestEnv::start().await;
+    let (org, key) = env.org_with_key("acme").await;
+    let bodies = [
+        "[".repeat(60_000),
+        format!(
+            "{{\"contents\": {}{}}}",
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        ),
+        "{\"contents\": [{\"parts\": [{\"text\": \"\\ud800 unpaired \\u0000".to_owned(),
+        String::from_utf8_lossy(&[0xff, 0xfe, b'{', 0x80]).into_owned(),
+    ];
+    for body in &bodies {
+        let r = client()
+            .post(format!("{}{GEN}", env.gateway_url))
+            .header("x-goog-api-key", &key)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 200 || r.status() == 400, "{}", r.status());
+    }
+    eventually(Duration::from_secs(5), "one event each", || async {
+        env.store.count_events(org).await.unwrap() == bodies.len() as i64
+    })
+    .await;
+    assert_eq!(env.fake.calls().len(), bodies.len(), "each was forwarded");
+    env.stop().await;
+}

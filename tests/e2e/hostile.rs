@@ -517,3 +517,71 @@ async fn malformed_http_is_answered_in_googles_format_and_never_forwarded() {
     );
     env.stop().await;
 }
+
+/// The gateway key and the provider key never leave except to where they belong: not in an
+/// answer (served, refused or failed), not in the metrics, not in the journal, spool, claims or
+/// database files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_appear_in_no_answer_metric_or_file() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.org_with_key("acme").await;
+    let (_, other) = env.org_with_key("globex").await;
+    let http = client();
+    let mut seen = String::new();
+    let gen = format!("{}{GEN}", env.gateway_url);
+    let requests = vec![
+        http.post(&gen).header("x-goog-api-key", &key),
+        http.post(format!("{gen}?key={key}&alt=json")),
+        http.post(&gen)
+            .header("authorization", format!("Bearer {key}")),
+        http.post(format!("{gen}?%6Bey={key}")),
+        http.post(&gen)
+            .header("x-goog-api-key", &key)
+            .header("authorization", format!("Bearer {other}")),
+        http.post(&gen).header("x-goog-api-key", format!("{key}x")),
+        http.post(format!(
+            "{}/v1beta/models/error-500:generateContent",
+            env.gateway_url
+        ))
+        .header("x-goog-api-key", &key),
+        http.post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:somethingNew?key={key}",
+            env.gateway_url
+        )),
+    ];
+    for r in requests {
+        let r = r.body(prompt()).send().await.unwrap();
+        seen.push_str(&format!("{:?}", r.headers()));
+        seen.push_str(&r.text().await.unwrap());
+    }
+    let (metrics, _) = crate::observability::scrape(&env.metrics_url).await;
+    seen.push_str(&metrics);
+    seen.push_str(&crate::harness::get_text(&format!("{}/metrics", env.admin_url)).await);
+    // Everything the gateway wrote to disk: journal segments, spool, claims, the database.
+    let mut files = 0;
+    let mut stack = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                files += 1;
+                seen.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    assert!(files >= 2, "the journal and the database were scanned");
+    for (what, secret) in [
+        ("gateway key", key.as_str()),
+        ("other key", other.as_str()),
+        ("provider key", crate::fake_google::PROVIDER_KEY),
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "the {what} leaked into an answer, a metric or a file"
+        );
+    }
+    env.assert_clean_upstream();
+    env.stop().await;
+}
