@@ -398,7 +398,7 @@ def run_oha(t, path, rate, duration, conns=8):
     codes = j.get("statusCodeDistribution", {})
     n = sum(int(v) for v in codes.values())
     us = lambda k: None if pct.get(k) is None else pct[k] * 1e6  # noqa: E731
-    return {"rate": rate, "rps": j["summary"].get("requestsPerSec"), "p50_us": us("p50"), "p90_us": us("p90"), "p99_us": us("p99"),
+    return {"rate": rate, "requests": n, "rps": j["summary"].get("requestsPerSec"), "p50_us": us("p50"), "p90_us": us("p90"), "p99_us": us("p99"),
             "p999_us": us("p99.9"), "non_2xx": n - int(codes.get("200", 0)),
             "cpu_us_per_req": ((after - before) * TICK_US / n) if (n and pids) else None}
 

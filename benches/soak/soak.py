@@ -46,6 +46,17 @@ def stored_events(env):
     return int(v["totals"]["requests"]) if "totals" in v else int(v["requests"])
 
 
+def settled(env, t, within=60):
+    """Events stored once every request the gateway answered is stored (or `within` passed)."""
+    deadline = time.time() + within
+    while True:
+        answered = int(metric_sum(t.metrics_port, "tollgate_requests_total"))
+        stored = stored_events(env)
+        if stored >= answered or time.time() > deadline:
+            return stored
+        time.sleep(0.5)
+
+
 def saturation(t, lua):
     r = load.run_wrk(t, load.JSON_PATH, 16, 5, lua)
     if "error" in r:
@@ -60,7 +71,8 @@ def soak(name, db_url, minutes, tmp, logs, lua, procs):
     env, _ = load.tollgate_env(f"soak-{name}", db_url, up_port, tmp)
     sat = saturation(t, lua)
     rate = sat / 2
-    warm = stored_events(env)  # the saturation run's events
+    warm = settled(env, t)  # the saturation run's events, all stored
+    warm_requests = int(metric_sum(t.metrics_port, "tollgate_requests_total"))
     samples, result = [], {}
 
     def drive():
@@ -82,25 +94,22 @@ def soak(name, db_url, minutes, tmp, logs, lua, procs):
         })
         print(f"soak {name}: {samples[-1]}", flush=True)
     driver.join()
-    # The ledger writes within its flush interval: wait for the last events, with a deadline.
-    sent = (result.get("rps") or 0) * minutes * 60
-    deadline = time.time() + 30
-    stored = stored_events(env) - warm
-    while time.time() < deadline:
-        stored = stored_events(env) - warm
-        if stored >= round(sent) - 1:
-            break
-        time.sleep(0.5)
-    answered_200 = round(sent) - (result.get("non_2xx") or 0)
+    sent = result.get("requests") or 0
+    stored = settled(env, t) - warm
+    received = int(metric_sum(t.metrics_port, "tollgate_requests_total")) - warm_requests
+    answered_200 = sent - (result.get("non_2xx") or 0)
     out = {
         "backend": name, "minutes": minutes, "saturation_rps": round(sat), "rate_rps": round(rate),
-        "achieved_rps": round(result.get("rps") or 0, 1), "requests": round(sent),
-        "non_2xx": result.get("non_2xx"), "stored_events": stored,
+        "achieved_rps": round(result.get("rps") or 0, 1), "requests": sent,
+        "non_2xx": result.get("non_2xx"), "received": received, "stored_events": stored,
         "p50_us": result.get("p50_us"), "p99_us": result.get("p99_us"),
         "rss_first_mib": samples[0]["rss_mib"], "rss_last_mib": samples[-1]["rss_mib"],
         "samples": samples,
     }
-    out["ok"] = (out["non_2xx"] == 0 and stored == answered_200 and samples[-1]["dropped"] == 0)
+    # Every request the gateway received has one event; oha's count misses the few it abandoned
+    # in flight at its deadline (answered by the gateway, not read by oha).
+    out["ok"] = (out["non_2xx"] == 0 and stored == received and answered_200 <= stored <= answered_200 + 16
+                 and samples[-1]["dropped"] == 0)
     return out
 
 
@@ -110,15 +119,16 @@ def report(runs, growth_bound):
         f"`make soak`, {datetime.date.today()}: a steady rate at half of the gateway's saturation, "
         "limits, metering, ledger and journal on; gateway on one core, load and fake upstream on the other.",
         f"{load.platform_line()}", "",
-        "| database | minutes | rate (req/s) | requests | non-200 | events stored | p50 | p99 | RSS first → last minute (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| database | minutes | rate (req/s) | requests answered (oha) | non-200 | received by the gateway | events stored | p50 | p99 | RSS first → last minute (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
             f"| {r['backend']} | {r['minutes']} | {r['achieved_rps']} (half of {r['saturation_rps']}) | {r['requests']} "
-            f"| {r['non_2xx']} | {r['stored_events']} | {r['p50_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms "
+            f"| {r['non_2xx']} | {r['received']} | {r['stored_events']} | {r['p50_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms "
             f"| {r['rss_first_mib']} → {r['rss_last_mib']} |")
-    lines += ["", f"Pass: every request answered 200, one stored event per request, no event dropped, "
+    lines += ["", f"Pass: every request answered 200, one stored event per request the gateway received "
+              f"(oha does not count the few it abandons in flight at its deadline), no event dropped, "
               f"memory growth from the first to the last minute at most {growth_bound} MiB.", ""]
     for r in runs:
         lines.append(f"{r['backend']}, per minute (RSS MiB / requests answered / events written / queue): " + ", ".join(

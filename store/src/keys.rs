@@ -40,6 +40,15 @@ pub fn key_prefix(key: &str) -> String {
 const KEY_COLUMNS: &str =
     "id, org_id, user_id, kind, name, prefix, acts_for, key_hash, created_at, revoked_at";
 
+/// What a new key row says, besides its secret's prefix and digest.
+struct NewKeyRow<'a> {
+    org_id: i64,
+    kind: KeyKind,
+    name: &'a str,
+    user_id: Option<i64>,
+    acts_for: &'a ActsFor,
+}
+
 impl Store {
     /// Creates a key for an org and returns its row and the plaintext key (shown once).
     pub async fn create_key(
@@ -52,12 +61,14 @@ impl Store {
         let key = generate_key();
         let row = self
             .insert_key_in(
-                org_id,
-                kind,
-                name,
-                user_id,
+                NewKeyRow {
+                    org_id,
+                    kind,
+                    name,
+                    user_id,
+                    acts_for: &ActsFor::Own,
+                },
                 (&key_prefix(&key), &hash_key(&key)),
-                &ActsFor::Own,
                 None,
             )
             .await?;
@@ -74,12 +85,14 @@ impl Store {
         let key = generate_key();
         let row = self
             .insert_key_in(
-                org_id,
-                KeyKind::Service,
-                name,
-                None,
+                NewKeyRow {
+                    org_id,
+                    kind: KeyKind::Service,
+                    name,
+                    user_id: None,
+                    acts_for,
+                },
                 (&key_prefix(&key), &hash_key(&key)),
-                acts_for,
                 None,
             )
             .await?;
@@ -100,12 +113,14 @@ impl Store {
         let key = generate_key();
         let row = self
             .insert_key_in(
-                org_id,
-                kind,
-                name,
-                user_id,
+                NewKeyRow {
+                    org_id,
+                    kind,
+                    name,
+                    user_id,
+                    acts_for,
+                },
                 (&key_prefix(&key), &hash_key(&key)),
-                acts_for,
                 Some(audit),
             )
             .await?;
@@ -122,26 +137,26 @@ impl Store {
         prefix: &str,
         key_hash: &str,
     ) -> Result<ApiKey> {
-        self.insert_key_in(
+        let row = NewKeyRow {
             org_id,
             kind,
             name,
             user_id,
-            (prefix, key_hash),
-            &ActsFor::Own,
-            None,
-        )
-        .await
+            acts_for: &ActsFor::Own,
+        };
+        self.insert_key_in(row, (prefix, key_hash), None).await
     }
 
     async fn insert_key_in(
         &self,
-        org_id: i64,
-        kind: KeyKind,
-        name: &str,
-        user_id: Option<i64>,
+        NewKeyRow {
+            org_id,
+            kind,
+            name,
+            user_id,
+            acts_for,
+        }: NewKeyRow<'_>,
         (prefix, key_hash): (&str, &str),
-        acts_for: &ActsFor,
         audit: Option<&Audit>,
     ) -> Result<ApiKey> {
         if kind != KeyKind::Service && *acts_for != ActsFor::Own {
