@@ -42,6 +42,8 @@ pub struct Gate {
     limits: ClientLimits,
     metrics: Arc<Metrics>,
     on_refused: OnRefused,
+    /// Counts connections cut by the head deadline (resolved once).
+    cut: prometheus::IntCounter,
 }
 
 impl Gate {
@@ -73,6 +75,9 @@ impl Gate {
             proxy: Arc::new(proxy),
             open: DashMap::new(),
             limits,
+            cut: metrics
+                .connections_refused
+                .with_label_values(&["header_timeout"]),
             metrics,
             on_refused,
         }
@@ -136,14 +141,10 @@ impl ServerApp for Gate {
             },
             None => None,
         };
-        let cut = self
-            .metrics
-            .connections_refused
-            .with_label_values(&["header_timeout"]);
         let stream: Stream = Box::new(Deadlined::new(
             stream,
             self.limits.header_timeout,
-            cut,
+            self.cut.clone(),
             self.on_refused.clone(),
         ));
         ServerApp::process_new(&self.proxy, stream, shutdown).await;
@@ -163,7 +164,10 @@ pub struct Deadlined {
     inner: Stream,
     timeout: Duration,
     /// Set by the proxy's hooks: true while a request head is awaited.
-    awaiting: Arc<AtomicBool>,
+    awaiting: AtomicBool,
+    /// Set when a new head is awaited: a timer of the last head (an answer that read nothing
+    /// more of the client, a refusal say) is dropped, not carried into the next.
+    rearm: AtomicBool,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Counts the connections cut by the deadline.
     cut: prometheus::IntCounter,
@@ -191,7 +195,8 @@ impl Deadlined {
         Deadlined {
             inner,
             timeout,
-            awaiting: Arc::new(AtomicBool::new(true)),
+            awaiting: AtomicBool::new(true),
+            rearm: AtomicBool::new(false),
             timer: Some(Box::pin(tokio::time::sleep(timeout))),
             cut,
             on_refused,
@@ -237,6 +242,7 @@ impl Deadlined {
     /// its first byte).
     pub fn awaiting_head(session: &Session) {
         if let Some(d) = Self::of(session) {
+            d.rearm.store(true, Ordering::Release);
             d.awaiting.store(true, Ordering::Release);
         }
     }
@@ -249,7 +255,7 @@ impl AsyncRead for Deadlined {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if !this.awaiting.load(Ordering::Acquire) {
+        if this.rearm.swap(false, Ordering::AcqRel) || !this.awaiting.load(Ordering::Acquire) {
             this.timer = None;
         } else if let Some(t) = this.timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {

@@ -17,6 +17,8 @@ use store::UsageEvent;
 
 /// A segment is sealed and a new one started once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Set in a segment's `pending` once it is sealed: an append that finds it goes to the next.
+const SEALED: u64 = 1 << 63;
 
 /// One journal file.
 pub struct Segment {
@@ -24,7 +26,7 @@ pub struct Segment {
     file: File,
     /// Bytes reserved so far (the next record's offset).
     end: AtomicU64,
-    /// Events written here that are not yet stored or spooled.
+    /// Events written here that are not yet stored or spooled, and [`SEALED`].
     pending: AtomicU64,
 }
 
@@ -112,8 +114,14 @@ impl Journal {
     /// is stored). The event is in the segment's count even when the write failed, so the count
     /// always matches what the ledger will report done.
     pub fn append(&self, event: &UsageEvent) -> (Arc<Segment>, std::io::Result<()>) {
-        let seg = self.current.load_full();
-        seg.pending.fetch_add(1, Ordering::AcqRel);
+        let seg = loop {
+            let seg = self.current.load_full();
+            if seg.pending.fetch_add(1, Ordering::AcqRel) & SEALED == 0 {
+                break seg;
+            }
+            // Sealed between the load and the count: the next segment is current already.
+            seg.pending.fetch_sub(1, Ordering::AcqRel);
+        };
         let result = serde_json::to_vec(event)
             .map_err(std::io::Error::other)
             .and_then(|mut line| {
@@ -135,7 +143,9 @@ impl Journal {
     fn rotate(&self) -> std::io::Result<Arc<Segment>> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let next = Segment::create(self.dir.join(format!("{}{seq:06}", self.prefix)))?;
-        Ok(self.current.swap(Arc::new(next)))
+        let old = self.current.swap(Arc::new(next));
+        old.pending.fetch_or(SEALED, Ordering::AcqRel);
+        Ok(old)
     }
 
     /// The segment being written now.
@@ -146,25 +156,18 @@ impl Journal {
 
 /// Sealed segments waiting for their last event to be stored; owned by the ledger's writer.
 #[derive(Default)]
-pub struct Sealed(Vec<(Arc<Segment>, u8)>);
+pub struct Sealed(Vec<Arc<Segment>>);
 
 impl Sealed {
-    /// A segment the journal no longer writes to.
+    /// A segment the journal no longer writes to (see [`Journal::rotate_if_full`]).
     pub fn push(&mut self, seg: Arc<Segment>) {
-        self.0.push((seg, 0));
+        self.0.push(seg);
     }
 
-    /// Deletes the segments with nothing pending at two checks in a row: a writer that loaded
-    /// the segment just before it was sealed may still be adding its event, and the check
-    /// before deleting lets it finish.
+    /// Deletes the sealed segments with nothing pending: no append can join them any more.
     pub fn delete_finished(&mut self) {
-        self.0.retain_mut(|(seg, quiet)| {
-            if seg.pending.load(Ordering::Acquire) != 0 {
-                *quiet = 0;
-                return true;
-            }
-            *quiet += 1;
-            if *quiet < 2 {
+        self.0.retain(|seg| {
+            if seg.pending.load(Ordering::Acquire) != SEALED {
                 return true;
             }
             remove(&seg.path);
@@ -175,9 +178,9 @@ impl Sealed {
     /// At shutdown, with the proxy stopped and the queue drained: every segment with nothing
     /// pending goes, the current one too.
     pub fn close(&mut self, journal: &Journal) {
-        self.0.push((journal.current(), 0));
-        for (seg, _) in self.0.drain(..) {
-            if seg.pending.load(Ordering::Acquire) == 0 {
+        self.0.push(journal.current());
+        for seg in self.0.drain(..) {
+            if seg.pending.load(Ordering::Acquire) & !SEALED == 0 {
                 remove(&seg.path);
             } else {
                 tracing::warn!(file = %seg.path.display(), "journal kept: some of its events were not stored; the next start replays them");
@@ -232,10 +235,16 @@ mod tests {
         sealed.push(sealed_seg.clone());
         sealed.delete_finished();
         assert!(sealed_seg.path.exists(), "events still pending");
+        // An append after the seal lands in the next segment.
+        let (next, r) = j.append(&event("late"));
+        r.unwrap();
+        assert!(
+            !Arc::ptr_eq(&next, &sealed_seg),
+            "a sealed segment takes no more events"
+        );
+        next.done();
         sealed_seg.done();
         sealed_seg.done();
-        sealed.delete_finished();
-        assert!(sealed_seg.path.exists(), "kept for one more check");
         sealed.delete_finished();
         assert!(
             !sealed_seg.path.exists(),

@@ -86,6 +86,22 @@ impl Spool {
         Ok(())
     }
 
+    /// Flushes the active spool file to the disk (power loss; a crash loses nothing anyway).
+    fn sync(&self) -> std::io::Result<()> {
+        let file = {
+            let guard = self
+                .file
+                .lock()
+                .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+            match guard.as_ref() {
+                Some(f) => f.try_clone()?,
+                None => return Ok(()),
+            }
+        };
+        // Outside the lock: appends on the proxy's workers do not wait for the disk.
+        file.sync_data()
+    }
+
     /// Moves the active spool aside (so new appends start a fresh file) and lists every file
     /// waiting for replay, oldest first.
     fn take_for_replay(&self) -> std::io::Result<Vec<PathBuf>> {
@@ -188,11 +204,14 @@ impl Ledger {
             }
             Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) => q,
         };
-        if let Err(err) = self.spool.append(std::slice::from_ref(&event)) {
-            self.metrics.events_dropped.inc();
-            tracing::error!(request_id = %event.request_id, error = %err, "usage event lost: queue full and spool unwritable");
+        match self.spool.append(std::slice::from_ref(&event)) {
+            Ok(()) => seg.done(),
+            // Still in the journal, which keeps its segment: the next start replays it.
+            Err(err) => {
+                self.metrics.events_dropped.inc();
+                tracing::error!(request_id = %event.request_id, error = %err, "usage event not stored: queue full and spool unwritable; kept in the journal for the next start");
+            }
         }
-        seg.done();
     }
 }
 
@@ -262,6 +281,7 @@ pub fn start(
         started: chrono::Utc::now(),
         journal,
         sealed: Sealed::default(),
+        syncing: Arc::default(),
     };
     let task = tokio::spawn(writer.run(stop_rx));
     Ok((ledger, LedgerWriter { stop_tx, task }))
@@ -281,6 +301,8 @@ struct Writer {
     journal: Arc<Journal>,
     /// Journal segments no longer written, kept until their events are stored.
     sealed: Sealed,
+    /// A flush to the disk is under way.
+    syncing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -308,25 +330,40 @@ impl Writer {
                 self.sealed.close(&self.journal);
                 return;
             }
+            let mut to_sync = Vec::new();
             match self.journal.rotate_if_full() {
-                Ok(Some(old)) => self.sealed.push(old),
+                Ok(Some(old)) => {
+                    // Its tail, written since the last flush, goes to the disk too.
+                    to_sync.push(old.clone());
+                    self.sealed.push(old);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a new journal segment; the current one grows")
                 }
             }
             self.sealed.delete_finished();
-            if self
+            let due = self
                 .settings
                 .fsync_interval
-                .is_some_and(|every| last_sync.elapsed() >= every)
-            {
+                .is_some_and(|every| last_sync.elapsed() >= every);
+            // Flushed on a blocking thread and not awaited (a slow disk must not stop the
+            // writer from draining the queue); one flush at a time.
+            if due && !self.syncing.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 last_sync = Instant::now();
-                let seg = self.journal.current();
-                let synced = tokio::task::spawn_blocking(move || journal::sync(&seg)).await;
-                if let Ok(Err(e)) = synced {
-                    tracing::warn!(error = %e, "cannot flush the journal to the disk");
-                }
+                to_sync.push(self.journal.current());
+                let (syncing, spool) = (self.syncing.clone(), self.spool.clone());
+                tokio::task::spawn_blocking(move || {
+                    for seg in &to_sync {
+                        if let Err(e) = journal::sync(seg) {
+                            tracing::warn!(error = %e, "cannot flush the journal to the disk");
+                        }
+                    }
+                    if let Err(e) = spool.sync() {
+                        tracing::warn!(error = %e, "cannot flush the spool to the disk");
+                    }
+                    syncing.store(false, std::sync::atomic::Ordering::Release);
+                });
             }
         }
     }
@@ -337,7 +374,8 @@ impl Writer {
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(self.settings.batch_size);
         loop {
             batch.clear();
-            // The journal segments of the last batch: its events are stored or spooled now.
+            // The journal segments of the last batch: its events are stored or spooled now
+            // (when neither took them, `segments` was cleared without: the journal keeps them).
             segments.drain(..).for_each(|s| s.done());
             while batch.len() < self.settings.batch_size {
                 match self.rx.try_recv() {
@@ -359,7 +397,8 @@ impl Writer {
                 tracing::warn!(error.kind = e.kind(), error = %e, events = batch.len(), "store write failed; spooling events");
                 if let Err(err) = self.spool.append(&batch) {
                     self.metrics.events_dropped.inc_by(batch.len() as u64);
-                    tracing::error!(error = %err, events = batch.len(), "usage events lost: store and spool both failed");
+                    tracing::error!(error = %err, events = batch.len(), "usage events not stored: store and spool both failed; kept in the journal for the next start");
+                    segments.clear();
                 }
             }
         }

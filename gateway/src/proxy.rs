@@ -603,7 +603,8 @@ impl Proxy {
         up.last_ok.store(now, std::sync::atomic::Ordering::Relaxed);
         ctx.upstream_header_ms = ctx.upstream_started.map(|t| t.elapsed().as_millis() as u64);
         ctx.upstream_done = Some(Instant::now());
-        if let Err(e) = respond(session, status, body, ctx.reply_id(), &headers).await {
+        let reply = self.journal_answer(ctx, status);
+        if let Err(e) = respond(session, status, body, &reply, &headers).await {
             tracing::debug!(error = %e, "cannot send the listing");
         }
         Ok(())
@@ -795,6 +796,35 @@ impl Proxy {
         };
         self.note_unpriced(ctx, &settled);
         self.event_of(ctx, status, settled)
+    }
+
+    /// Makes and journals the event of an answer the gateway writes itself, before it goes
+    /// out (a crash once it is out cannot lose it; `logging` queues it). Returns the reply id
+    /// (the event takes the request's own).
+    fn journal_answer(&self, ctx: &mut Ctx, status: u16) -> String {
+        let reply = ctx.reply_id().to_owned();
+        ctx.status = status;
+        if let Some(settled) = self.settle_now(ctx, status) {
+            self.note_unpriced(ctx, &settled);
+            let event = self.event_of(ctx, status, settled);
+            ctx.journaled = Some((self.ledger.journal(&event), event));
+        }
+        reply
+    }
+
+    /// Answers with the gateway's own error: refused from here on (whether or not the client
+    /// is still there to read why), its event journaled first.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        e: GatewayError,
+        headers: &[(&'static str, String)],
+    ) -> Result<()> {
+        let (status, body) = (e.status(), e.body());
+        ctx.refused = Some(e);
+        let reply = self.journal_answer(ctx, status);
+        respond(session, status, body, &reply, headers).await
     }
 
     /// The event's settlement when it needs no exact token count (else `None`).
@@ -1052,10 +1082,7 @@ impl ProxyHttp for Proxy {
             Err(e) => e,
         };
         let headers = e.headers(self.counters.now());
-        let (status, body) = (e.status(), e.body());
-        // Refused whether or not the client is still there to read why.
-        ctx.refused = Some(e);
-        respond(session, status, body, ctx.reply_id(), &headers).await?;
+        self.refuse(session, ctx, e, &headers).await?;
         Ok(true)
     }
 
@@ -1308,13 +1335,12 @@ impl ProxyHttp for Proxy {
         if let Some(refusal) = ctx.body_refused.take() {
             let code = refusal.status();
             if session.response_written().is_none() {
-                if let Err(write_err) =
-                    respond(session, code, refusal.body(), ctx.reply_id(), &[]).await
-                {
+                if let Err(write_err) = self.refuse(session, ctx, refusal, &[]).await {
                     tracing::debug!(error = %write_err, "cannot send the refusal");
                 }
+            } else {
+                ctx.refused = Some(refusal);
             }
-            ctx.refused = Some(refusal);
             return FailToProxy {
                 error_code: code,
                 can_reuse_downstream: false,
@@ -1337,13 +1363,12 @@ impl ProxyHttp for Proxy {
                 // The client sent a body it framed wrongly (a bad chunk size): it is told so.
                 let refusal = GatewayError::BadBody;
                 if session.response_written().is_none() {
-                    if let Err(write_err) =
-                        respond(session, 400, refusal.body(), ctx.reply_id(), &[]).await
-                    {
+                    if let Err(write_err) = self.refuse(session, ctx, refusal, &[]).await {
                         tracing::debug!(error = %write_err, "cannot send the refusal");
                     }
+                } else {
+                    ctx.refused = Some(refusal);
                 }
-                ctx.refused = Some(refusal);
                 return FailToProxy {
                     error_code: 400,
                     can_reuse_downstream: false,
@@ -1373,10 +1398,9 @@ impl ProxyHttp for Proxy {
                 can_reuse_downstream: false,
             };
         }
-        if let Err(write_err) = respond(session, code, error.body(), ctx.reply_id(), &[]).await {
+        if let Err(write_err) = self.refuse(session, ctx, error, &[]).await {
             tracing::debug!(error = %write_err, "cannot send the error response");
         }
-        ctx.refused = Some(error);
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,

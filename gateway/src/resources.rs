@@ -429,13 +429,17 @@ impl Owners {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = store.record_resource_changes(&batch).await {
-            if let Ok(mut p) = self.pending.lock() {
-                let newer = std::mem::replace(&mut *p, batch);
-                p.extend(newer);
-            }
-            return Err(e);
-        }
+        // Handed back unless stored: on an error, and when this future is dropped mid-write
+        // (a stop aborts the sync task), so the next flush, and its journal files, cover it.
+        let mut held = HandBack {
+            owners: self,
+            batch: Some(batch),
+        };
+        let written = store
+            .record_resource_changes(held.batch.as_deref().unwrap_or_default())
+            .await;
+        written?;
+        held.batch = None;
         if let (Some(j), Some(upto)) = (&self.journal, journaled) {
             j.stored(upto);
         }
@@ -503,6 +507,21 @@ impl Owners {
                 .find(|(c, _)| *c == collection)
                 .is_none_or(|(_, keep)| now_secs - *since < keep.as_secs() as i64)
         });
+    }
+}
+
+/// Changes taken for a flush, put back in front of newer ones unless the flush stored them.
+struct HandBack<'a> {
+    owners: &'a Owners,
+    batch: Option<Vec<ResourceChange>>,
+}
+
+impl Drop for HandBack<'_> {
+    fn drop(&mut self) {
+        if let (Some(batch), Ok(mut p)) = (self.batch.take(), self.owners.pending.lock()) {
+            let newer = std::mem::replace(&mut *p, batch);
+            p.extend(newer);
+        }
     }
 }
 

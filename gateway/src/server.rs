@@ -150,6 +150,10 @@ impl RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
+        // Wait for the aborts to land: a sync caught mid-flush hands its changes back first.
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
         self.access_log.flush();
         if let Err(e) = self.owners.flush(&self.store).await {
             tracing::error!(error = %e, claims = self.owners.pending(), "resource ownerships not written at shutdown");
