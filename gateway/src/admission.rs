@@ -19,6 +19,8 @@ use crate::route::{is_embedding_model, is_image_model, Operation, Route};
 /// Bodies up to this size are read before forwarding, to estimate the request (pingora then
 /// forwards them from its 64 KiB retry buffer).
 pub const PREREAD_MAX_BYTES: usize = 60 * 1024;
+/// pingora's retry buffer: the most of a chunked body that can be read first and forwarded.
+const RETRY_BUFFER_BYTES: usize = 64 * 1024;
 /// Prompt text up to this size is estimated with tiktoken; beyond, at 3 bytes per token.
 const TIKTOKEN_MAX_BYTES: usize = 16 * 1024;
 /// Texts shorter than this are estimated at 3 bytes per token without tiktoken: at most ~340
@@ -93,13 +95,29 @@ pub fn content_length(session: &Session) -> Option<usize> {
         .and_then(|v| v.trim().parse::<usize>().ok())
 }
 
-/// Reads a small request body before forwarding (into the meter); larger or chunked bodies are
-/// left to stream and estimated from their length.
+/// Reads a small request body before forwarding (into the meter); larger ones with a declared
+/// length are left to stream and estimated from it. A chunked body is always read first (its
+/// framing, and what it names, are judged before anything is sent): pingora's retry buffer,
+/// which forwards it afterwards, holds 64 KiB, so a longer one is refused.
 pub async fn preread(
     session: &mut Session,
     meter: &mut RequestMeter,
 ) -> Result<bool, GatewayError> {
-    if !matches!(content_length(session), Some(n) if n <= PREREAD_MAX_BYTES) {
+    let chunked = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_none()
+        && session
+            .req_header()
+            .headers
+            .get(http::header::TRANSFER_ENCODING)
+            .is_some_and(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .to_ascii_lowercase()
+                    .contains("chunked")
+            });
+    if !chunked && !matches!(content_length(session), Some(n) if n <= PREREAD_MAX_BYTES) {
         return Ok(false);
     }
     // A client that waits for 100 Continue before sending its body (curl does, for larger
@@ -122,6 +140,11 @@ pub async fn preread(
         .await
         .map_err(|_| GatewayError::BadBody)?
     {
+        if session.retry_buffer_truncated() {
+            return Err(GatewayError::ChunkedTooLarge {
+                max: RETRY_BUFFER_BYTES,
+            });
+        }
         meter.feed(&chunk);
     }
     Ok(true)

@@ -72,6 +72,12 @@ pub enum GatewayError {
         /// The bound.
         max: u64,
     },
+    /// A chunked request body longer than the gateway can hold to check before forwarding.
+    #[error("a request body sent in chunks (Transfer-Encoding: chunked) may be at most {max} bytes: send a larger one with its Content-Length")]
+    ChunkedTooLarge {
+        /// The bound.
+        max: usize,
+    },
     /// `models/{m}:{method}` with a method the gateway does not know, so cannot meter.
     #[error("unknown method {0:?} on a model: Tollgate forwards only the methods it knows how to meter (the operator may allow others with gateway.allow_unknown_operations)")]
     UnknownMethod(String),
@@ -121,7 +127,7 @@ impl GatewayError {
             | GatewayError::EncodedBody(_)
             | GatewayError::UnknownMethod(_)
             | GatewayError::Unsupported(_) => 400,
-            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::BodyTooLarge { .. } | GatewayError::ChunkedTooLarge { .. } => 413,
             GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::LimitExceeded(_) | GatewayError::TooManyUploads { .. } => 429,
             GatewayError::NoRoute(_) => 404,
@@ -162,6 +168,7 @@ impl GatewayError {
             GatewayError::BadBody => "bad_body",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::ChunkedTooLarge { .. } => "chunked_too_large",
             GatewayError::UnknownMethod(_) => "unknown_method",
             GatewayError::EncodedBody(_) => "encoded_body",
             GatewayError::Unsupported(_) => "unsupported",

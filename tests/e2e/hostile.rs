@@ -529,6 +529,19 @@ async fn malformed_http_is_answered_in_googles_format_and_never_forwarded() {
         (400, "INVALID_ARGUMENT".into()),
         "{answer:.400}"
     );
+    assert_eq!(
+        env.fake.calls().len(),
+        before,
+        "a chunked body is judged before anything is forwarded"
+    );
+    // A well-framed chunked body is read first, then forwarded whole.
+    let good = prompt();
+    let chunked = format!(
+        "POST {GEN} HTTP/1.1\r\nhost: x\r\nx-goog-api-key: {key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{good}\r\n0\r\n\r\n",
+        good.len()
+    );
+    let answer = raw_exchange(&env, chunked.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.400}");
     env.stop().await;
 }
 
