@@ -479,6 +479,7 @@ async fn malformed_http_is_answered_in_googles_format_and_never_forwarded() {
         ),
         ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n".to_vec(), 405),
         ("an HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 400),
+        ("a bare CR in a header value", request(&key, GEN, "x-h: a\rb\r\n", &prompt()).into_bytes(), 400),
         ("a garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n".to_vec(), 400),
     ];
     for (what, bytes, status) in &cases {
