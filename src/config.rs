@@ -240,6 +240,8 @@ pub struct AdminConfig {
     pub login_max_failures: usize,
     /// The window failed logins are counted in.
     pub login_window_secs: u64,
+    /// Audit rows older than this many days are deleted (0 keeps them all).
+    pub audit_retention_days: u64,
 }
 
 impl Default for AdminConfig {
@@ -251,6 +253,7 @@ impl Default for AdminConfig {
             session_lifetime_hours: 12,
             login_max_failures: 10,
             login_window_secs: 900,
+            audit_retention_days: 400,
         }
     }
 }
@@ -338,6 +341,10 @@ pub struct LedgerConfig {
     /// on a crash, which loses nothing) at most this much of the last answered requests' events
     /// can be lost. 0 leaves it to the operating system.
     pub fsync_ms: u64,
+    /// Usage events older than this many days are deleted in the background, in small batches
+    /// (0 keeps them all). The daily rollups keep every total: limits, charts and invoices read
+    /// them, not the events.
+    pub retention_days: u64,
 }
 
 impl Default for LedgerConfig {
@@ -348,6 +355,7 @@ impl Default for LedgerConfig {
             batch_size: 500,
             flush_ms: 200,
             fsync_ms: 1000,
+            retention_days: 90,
         }
     }
 }
@@ -389,6 +397,8 @@ pub struct LimitsConfig {
     /// Last-known-good copy of keys, flags and limits (hashes only), used when the database is
     /// unreachable at start-up. Empty: none.
     pub saved_config_path: String,
+    /// Limit alerts older than this many days are deleted (0 keeps them all).
+    pub alert_retention_days: u64,
 }
 
 impl Default for LimitsConfig {
@@ -400,6 +410,7 @@ impl Default for LimitsConfig {
             webhook_timeout_ms: 2_000,
             webhook_retries: 3,
             saved_config_path: "data/live-config.json".into(),
+            alert_retention_days: 400,
         }
     }
 }

@@ -8,4 +8,5 @@
 pub mod cli;
 pub mod config;
 mod output;
+pub mod retention;
 pub mod serve;

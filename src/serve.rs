@@ -44,11 +44,14 @@ pub struct Running {
     pub admin: Option<admin::RunningAdmin>,
     /// The store they share.
     pub store: Store,
+    /// Deletes rows past their retention in the background.
+    pruner: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops everything: the proxy first (so no new requests), then the admin service.
     pub async fn stop(self, how: gateway::Stop) {
+        self.pruner.abort();
         if let Some(g) = self.gateway {
             g.stop(how).await;
         }
@@ -205,10 +208,18 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         true => Some(gateway::start(gateway_settings(settings), store.clone()).await?),
         false => None,
     };
+    let raw = &settings.raw;
+    let retention = crate::retention::Retention::from_days(
+        raw.ledger.retention_days,
+        raw.limits.alert_retention_days,
+        raw.admin.audit_retention_days,
+    );
+    let pruner = tokio::spawn(crate::retention::run(store.clone(), retention));
     Ok(Running {
         gateway,
         admin,
         store,
+        pruner,
     })
 }
 

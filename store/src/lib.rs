@@ -18,6 +18,7 @@ mod model;
 mod orgs;
 mod reports;
 mod resources;
+mod retention;
 mod sqlite_events;
 mod usage;
 mod users;

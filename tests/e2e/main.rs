@@ -19,5 +19,6 @@ mod metering;
 mod observability;
 mod outage;
 mod proxy;
+mod retention;
 mod sdk;
 mod tls;

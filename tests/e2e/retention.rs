@@ -1,0 +1,130 @@
+//! Retention on SQLite and PostgreSQL: events past `ledger.retention_days` are deleted in
+//! batches while the rollup totals (what limits, charts and invoices read) stay equal; alerts,
+//! audit rows and ended sessions go by their own settings.
+
+use chrono::{Duration, Utc};
+use store::{LimitType, UsageEvent};
+use tollgate::retention::{prune_once, Retention, BATCH};
+
+use crate::harness::{postgres_url, unique_schema, Opts, TestEnv};
+
+async fn env(postgres: bool) -> Option<TestEnv> {
+    let database = match postgres {
+        false => None,
+        true => Some((postgres_url()?, Some(unique_schema("retention")))),
+    };
+    Some(
+        TestEnv::start_with(Opts {
+            database,
+            ..Opts::default()
+        })
+        .await,
+    )
+}
+
+fn event(n: usize, org: i64, days_ago: i64) -> UsageEvent {
+    UsageEvent {
+        request_id: format!("{days_ago:03}-{n:08}"),
+        occurred_at: Utc::now() - Duration::days(days_ago) - Duration::minutes(n as i64 % 600),
+        org_id: Some(org),
+        provider: "gemini".into(),
+        model: "gemini-2.5-flash".into(),
+        operation: "generateContent".into(),
+        status: 200,
+        metered: true,
+        input_tokens: 7,
+        output_tokens: 5,
+        total_tokens: 12,
+        cost_micros: 30,
+        priced: true,
+        ..UsageEvent::default()
+    }
+}
+
+async fn pruning_keeps_every_total(postgres: bool) {
+    let Some(env) = env(postgres).await else {
+        return;
+    };
+    let (org, _) = env.org_with_key("acme").await;
+    // 2,500 events: 1,500 of 100-104 days ago, 1,000 of the last 4 days.
+    let mut events = Vec::new();
+    for n in 0..2_500 {
+        let days_ago = if n < 1_500 {
+            100 + n as i64 % 5
+        } else {
+            n as i64 % 4
+        };
+        events.push(event(n, org, days_ago));
+    }
+    for chunk in events.chunks(500) {
+        let (_, r) = env.store.write_events(chunk.to_vec()).await;
+        r.unwrap();
+    }
+    let window = format!(
+        "/api/v1/orgs/acme/usage?from={}&to={}",
+        (Utc::now() - Duration::days(120)).format("%Y-%m-%d"),
+        Utc::now().format("%Y-%m-%d")
+    );
+    let before = env.admin_json(&window).await;
+    assert_eq!(before["totals"]["requests"], 2_500, "{before}");
+    assert_eq!(env.store.count_events(org).await.unwrap(), 2_500);
+
+    // Alerts, audit rows and a session, made now.
+    env.store
+        .record_alert(org, LimitType::DailyRequests, "2026-12-01", 80, 10, 8)
+        .await
+        .unwrap();
+    let _token = env.superuser_token().await; // writes an audit row
+    let user = env
+        .store
+        .create_user("s@example.com", "a long password", false)
+        .await
+        .unwrap();
+    env.store
+        .create_session(user.id, Duration::hours(1))
+        .await
+        .unwrap();
+
+    let now = Utc::now();
+    let pruned = prune_once(&env.store, Retention::from_days(90, 0, 0), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned.events, 1_500,
+        "every event older than 90 days, in batches of {BATCH}"
+    );
+    assert_eq!((pruned.alerts, pruned.audit, pruned.sessions), (0, 0, 0));
+    assert_eq!(env.store.count_events(org).await.unwrap(), 1_000);
+    let oldest = env.store.oldest_event().await.unwrap().unwrap();
+    assert!(oldest > now - Duration::days(90), "{oldest}");
+    let after = env.admin_json(&window).await;
+    assert_eq!(
+        after["totals"], before["totals"],
+        "pruning changes no total"
+    );
+    assert_eq!(after["by_day"], before["by_day"], "nor any day");
+
+    // A month on: alerts and audit rows kept 30 days go, the session (1 h) has ended; events
+    // kept for ever (0) stay.
+    let later = now + Duration::days(31);
+    let pruned = prune_once(&env.store, Retention::from_days(0, 30, 30), later)
+        .await
+        .unwrap();
+    assert_eq!(pruned.events, 0);
+    assert_eq!(pruned.alerts, 1);
+    assert!(pruned.audit >= 1, "{pruned:?}");
+    assert_eq!(pruned.sessions, 1);
+    assert!(env.store.list_alerts(org).await.unwrap().is_empty());
+    assert_eq!(env.store.count_events(org).await.unwrap(), 1_000);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pruning_keeps_every_total() {
+    pruning_keeps_every_total(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pruning_keeps_every_total() {
+    pruning_keeps_every_total(true).await;
+}
