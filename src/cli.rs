@@ -43,6 +43,9 @@ pub enum Command {
     Admin,
     /// Apply database migrations (also done at every start); re-running is harmless.
     Migrate,
+    /// The database: table sizes and what retention will delete.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCmd),
@@ -241,6 +244,13 @@ pub enum FeatureCmd {
     },
 }
 
+/// `tollgate db …`
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Each table's rows and size, the oldest usage event, and the retention settings.
+    Stats,
+}
+
 /// `tollgate limit …`
 #[derive(Debug, Subcommand)]
 pub enum LimitCmd {
@@ -310,6 +320,59 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// `tollgate db stats`.
+async fn db_stats(cx: &Cx<'_>, settings: &Settings) -> anyhow::Result<()> {
+    let tables = cx.store.table_stats().await?;
+    let oldest = cx.store.oldest_event().await?;
+    let raw = &settings.raw;
+    let keep = |d: u64| {
+        if d == 0 {
+            "for ever".to_owned()
+        } else {
+            format!("{d} days")
+        }
+    };
+    if cx.json {
+        return output::json(&serde_json::json!({
+            "tables": tables,
+            "oldest_event": oldest,
+            "retention_days": {
+                "events": raw.ledger.retention_days,
+                "alerts": raw.limits.alert_retention_days,
+                "audit": raw.admin.audit_retention_days,
+            },
+        }));
+    }
+    let size = |b: Option<i64>| match b {
+        None => "?".to_owned(),
+        Some(b) if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+        Some(b) if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)),
+        Some(b) => format!("{:.0} KiB", b as f64 / 1024.0),
+    };
+    output::table(
+        &["TABLE", "ROWS", "SIZE"],
+        &tables
+            .iter()
+            .map(|t| vec![t.table.clone(), t.rows.to_string(), size(t.bytes)])
+            .collect::<Vec<_>>(),
+    );
+    match oldest {
+        Some(at) => output::line(&format!(
+            "oldest usage event: {} ({} days ago)",
+            at.format("%Y-%m-%d %H:%M UTC"),
+            (chrono::Utc::now() - at).num_days()
+        )),
+        None => output::line("no usage events"),
+    }
+    output::line(&format!(
+        "kept: usage events {}, limit alerts {}, audit rows {} (daily rollups: for ever)",
+        keep(raw.ledger.retention_days),
+        keep(raw.limits.alert_retention_days),
+        keep(raw.admin.audit_retention_days),
+    ));
+    Ok(())
+}
+
 /// An operation's error as one line: the option at fault first.
 fn cli_error(e: OpsError) -> anyhow::Error {
     match e {
@@ -339,6 +402,7 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
         Command::Member(c) => member(&cx, c).await,
         Command::Feature(c) => feature(&cx, c).await,
         Command::Limit(c) => limit(&cx, c).await,
+        Command::Db(DbCmd::Stats) => db_stats(&cx, settings).await,
         Command::Usage { org, from, to } => usage(&cx, &org, from.as_deref(), to.as_deref()).await,
         Command::Events { org, limit } => events(&cx, &org, limit).await,
         Command::Serve | Command::Gateway | Command::Admin => Ok(()),

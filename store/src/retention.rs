@@ -52,3 +52,73 @@ impl Store {
         .map_err(StoreError::from)
     }
 }
+
+/// One table's size, for `tollgate db stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStat {
+    /// The table.
+    pub table: String,
+    /// Its rows (PostgreSQL: the planner's estimate, cheap on large tables).
+    pub rows: i64,
+    /// Bytes on disk, indexes included, when the database can say.
+    pub bytes: Option<i64>,
+}
+
+impl Store {
+    /// Every table's rows and size, largest first.
+    pub async fn table_stats(&self) -> Result<Vec<TableStat>> {
+        let mut stats = match self {
+            Store::Sqlite(pool, _) => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' ORDER BY name",
+                )
+                .fetch_all(pool)
+                .await?;
+                let mut out = Vec::new();
+                for t in tables {
+                    // The name comes from sqlite_master; quoted as an identifier.
+                    let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+                    let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {quoted}"))
+                        .fetch_one(pool)
+                        .await?;
+                    // dbstat is compiled into the bundled SQLite; pages of the table and its
+                    // indexes.
+                    let bytes: Option<i64> = sqlx::query_scalar(
+                        "SELECT SUM(pgsize) FROM dbstat WHERE name = $1 OR name IN \
+                         (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1)",
+                    )
+                    .bind(&t)
+                    .fetch_one(pool)
+                    .await
+                    .ok()
+                    .flatten();
+                    out.push(TableStat {
+                        table: t,
+                        rows,
+                        bytes,
+                    });
+                }
+                out
+            }
+            Store::Postgres(pool) => sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT c.relname::TEXT, GREATEST(c.reltuples, 0)::BIGINT, \
+                 pg_total_relation_size(c.oid)::BIGINT FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+                 AND c.relname NOT LIKE '_sqlx%'",
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(table, rows, bytes)| TableStat {
+                table,
+                rows,
+                bytes: Some(bytes),
+            })
+            .collect(),
+        };
+        stats.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.table.cmp(&b.table)));
+        Ok(stats)
+    }
+}

@@ -80,6 +80,7 @@ conformance!(
     gateway_heartbeats,
     config_version_moves_with_every_change_gateways_load,
     resource_owners_first_claim_wins_and_loads_incrementally,
+    table_stats_and_pruning_in_batches,
 );
 
 /// An in-memory SQLite database (which no second connection can see) keeps every write on the
@@ -1234,4 +1235,32 @@ async fn resource_owners_first_claim_wins_and_loads_incrementally(s: Store) {
     // Deleting an org deletes what it owned.
     s.delete_org(b).await.unwrap();
     assert_eq!(s.resource_owner("cachedContents/c1").await.unwrap(), None);
+}
+
+async fn table_stats_and_pruning_in_batches(s: Store) {
+    let org = s.create_org("acme", Feature::ALL).await.unwrap();
+    assert_eq!(s.oldest_event().await.unwrap(), None);
+    let now = Utc::now();
+    let batch: Vec<UsageEvent> = (0..25)
+        .map(|i| {
+            let at = now - Duration::days(if i < 15 { 100 } else { 1 }) - Duration::seconds(i);
+            event(&format!("p{i}"), Some(org.id), at, "gemini-2.5-flash")
+        })
+        .collect();
+    let (_, r) = s.write_events(batch).await;
+    r.unwrap();
+    let oldest = s.oldest_event().await.unwrap().unwrap();
+    assert!(oldest < now - Duration::days(99));
+    let stats = s.table_stats().await.unwrap();
+    for t in ["usage_events", "organizations", "usage_rollups_daily"] {
+        assert!(stats.iter().any(|x| x.table == t), "{t} in {stats:?}");
+    }
+    assert!(stats.iter().all(|x| !x.table.starts_with("_sqlx")));
+    // Batches of 10: 10, then 5, then none.
+    let cutoff = now - Duration::days(90);
+    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 10);
+    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 5);
+    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 0);
+    assert_eq!(s.count_events(org.id).await.unwrap(), 10);
+    assert!(s.oldest_event().await.unwrap().unwrap() > cutoff);
 }

@@ -574,3 +574,56 @@ fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
     }
     out
 }
+
+#[test]
+fn db_stats_shows_each_table_the_oldest_event_and_the_retention() {
+    let cli = Cli::new();
+    cli.ok(&["org", "create", "acme"]);
+    let empty = cli.ok(&["db", "stats"]);
+    assert!(empty.contains("no usage events"), "{empty}");
+    assert!(
+        empty.contains("kept: usage events 90 days, limit alerts 400 days, audit rows 400 days"),
+        "{empty}"
+    );
+    // An event of ten days ago, through the store.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = store::Store::connect(&cli.db, &store::ConnectOptions::default())
+            .await
+            .unwrap();
+        let at = chrono::Utc::now() - chrono::Duration::days(10);
+        let (_, r) = store
+            .write_events(vec![store::UsageEvent {
+                request_id: "stats-1".into(),
+                occurred_at: at,
+                provider: "gemini".into(),
+                model: "m".into(),
+                operation: "generateContent".into(),
+                status: 200,
+                priced: true,
+                ..store::UsageEvent::default()
+            }])
+            .await;
+        r.unwrap();
+    });
+    let text = cli.ok(&["db", "stats"]);
+    for table in [
+        "usage_events",
+        "usage_rollups_daily",
+        "organizations",
+        "audit_log",
+    ] {
+        assert!(text.contains(table), "{table} listed: {text}");
+    }
+    assert!(text.contains("(10 days ago)"), "{text}");
+    let v = cli.json(&["db", "stats"]);
+    let events = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "usage_events")
+        .unwrap();
+    assert_eq!(events["rows"], 1);
+    assert!(events["bytes"].as_i64().unwrap() > 0, "{v}");
+    assert_eq!(v["retention_days"]["events"], 90);
+}
