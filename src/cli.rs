@@ -81,13 +81,38 @@ pub enum Command {
         to: Option<String>,
     },
     /// List an organization's most recent usage events.
+    #[command(args_conflicts_with_subcommands = true)]
     Events {
+        /// Export instead of listing.
+        #[command(subcommand)]
+        export: Option<EventsCmd>,
         /// The organization (id or name).
         #[arg(long)]
-        org: String,
+        org: Option<String>,
         /// How many (newest first).
         #[arg(long, default_value_t = 20)]
         limit: i64,
+    },
+}
+
+/// `tollgate events export …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Write an organization's usage events of a range of UTC days to stdout, oldest first, a
+    /// page at a time (any size, constant memory): take them out before retention deletes them.
+    Export {
+        /// The organization (id or name).
+        #[arg(long)]
+        org: String,
+        /// First day included (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day included (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        to: String,
+        /// csv or jsonl.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
     },
 }
 
@@ -404,7 +429,32 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
         Command::Limit(c) => limit(&cx, c).await,
         Command::Db(DbCmd::Stats) => db_stats(&cx, settings).await,
         Command::Usage { org, from, to } => usage(&cx, &org, from.as_deref(), to.as_deref()).await,
-        Command::Events { org, limit } => events(&cx, &org, limit).await,
+        Command::Events {
+            export:
+                Some(EventsCmd::Export {
+                    org,
+                    from,
+                    to,
+                    format,
+                }),
+            ..
+        } => {
+            let format: ops::export::Format = format.parse().map_err(cli_error)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = ops::export::export(cx.store, &cx.actor, &org, (&from, &to), format, &mut out)
+                .await
+                .map_err(cli_error)?;
+            std::io::Write::flush(&mut out)?;
+            tracing::debug!(events = n, "exported");
+            Ok(())
+        }
+        Command::Events {
+            org: Some(org),
+            limit,
+            ..
+        } => events(&cx, &org, limit).await,
+        Command::Events { .. } => bail!("--org is required (or: events export --org ...)"),
         Command::Serve | Command::Gateway | Command::Admin => Ok(()),
     };
     store.close().await;

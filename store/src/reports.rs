@@ -268,6 +268,50 @@ impl Store {
         })
     }
 
+    /// An org's events that occurred in `[from, to)`, oldest first, `limit` of them, after
+    /// `cursor` when given (for exports: a range scan of the (org, time) index per page).
+    pub async fn export_page(
+        &self,
+        org_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        cursor: Option<&EventCursor>,
+        limit: i64,
+    ) -> Result<EventPage> {
+        let sql = format!(
+            "SELECT id, {cols} FROM usage_events WHERE org_id = $1 \
+             AND occurred_at >= $2 AND occurred_at < $3 \
+             AND ($4 IS NULL OR occurred_at > $4 OR (occurred_at = $4 AND id > $5)) \
+             ORDER BY occurred_at, id LIMIT $6",
+            cols = crate::usage::EVENT_COLUMNS
+        );
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            #[sqlx(flatten)]
+            event: UsageEvent,
+        }
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as::<_, Row>(&sql)
+            .bind(org_id)
+            .bind(from)
+            .bind(to)
+            .bind(cursor.map(|c| c.occurred_at))
+            .bind(cursor.map_or(0, |c| c.id))
+            .bind(limit)
+            .fetch_all(pool).await)?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last())
+            .flatten()
+            .map(|r| EventCursor {
+                occurred_at: r.event.occurred_at,
+                id: r.id,
+            });
+        Ok(EventPage {
+            events: rows.into_iter().map(|r| r.event).collect(),
+            next,
+        })
+    }
+
     /// When each of an org's keys last appeared in a stored event.
     pub async fn keys_last_used(&self, org_id: i64) -> Result<Vec<(i64, DateTime<Utc>)>> {
         with_pool!(self, pool => sqlx::query_as::<_, (i64, DateTime<Utc>)>(

@@ -627,3 +627,57 @@ fn db_stats_shows_each_table_the_oldest_event_and_the_retention() {
     assert!(events["bytes"].as_i64().unwrap() > 0, "{v}");
     assert_eq!(v["retention_days"]["events"], 90);
 }
+
+#[test]
+fn events_export_writes_csv_or_jsonl_and_refuses_bad_options() {
+    let cli = Cli::new();
+    cli.ok(&["org", "create", "acme"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let org = rt.block_on(async {
+        let store = store::Store::connect(&cli.db, &store::ConnectOptions::default())
+            .await
+            .unwrap();
+        let org = store.get_org_by_name("acme").await.unwrap().id;
+        let events = (0..3)
+            .map(|i| store::UsageEvent {
+                request_id: format!("exp-{i}"),
+                occurred_at: chrono::Utc::now(),
+                org_id: Some(org),
+                provider: "gemini".into(),
+                model: "m".into(),
+                operation: "generateContent".into(),
+                status: 200,
+                priced: true,
+                ..store::UsageEvent::default()
+            })
+            .collect();
+        let (_, r) = store.write_events(events).await;
+        r.unwrap();
+        org
+    });
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let args = |format: &str| {
+        vec![
+            "events", "export", "--org", "acme", "--from", &today, "--to", &today, "--format",
+            format,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<String>>()
+    };
+    let jsonl = cli.ok(&args("jsonl").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(jsonl.lines().count(), 3, "{jsonl}");
+    assert!(jsonl
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).unwrap()["org_id"] == org));
+    let csv = cli.ok(&args("csv").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.lines().next().unwrap().contains("request_id"));
+    let bad = cli.fails(&args("xml").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        bad.contains("--format") && bad.contains("csv or jsonl"),
+        "{bad}"
+    );
+    // The listing still works as before.
+    assert!(cli.ok(&["events", "--org", "acme"]).contains("exp-"));
+}

@@ -338,23 +338,9 @@ async fn render(
     Ok(Page::render(&page))
 }
 
-/// A CSV field, quoted when it must be (and never read as a formula by a spreadsheet).
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// Appends one CSV line.
+/// Appends one CSV line (fields quoted when they must be, never read as formulas).
 fn push_row(out: &mut String, fields: &[String]) {
-    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    let line: Vec<String> = fields.iter().map(|f| ops::export::csv_field(f)).collect();
     out.push_str(&line.join(","));
     out.push('\n');
 }
@@ -458,7 +444,7 @@ async fn csv(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::ops::export::csv_field;
 
     #[test]
     fn csv_fields_are_quoted_and_never_formulas() {

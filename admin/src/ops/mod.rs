@@ -3,6 +3,7 @@
 //! authorize ([`authz`]), validate ([`parse`]), then change and audit in one store transaction.
 
 pub mod authz;
+pub mod export;
 pub mod features;
 pub mod keys;
 pub mod limits;
