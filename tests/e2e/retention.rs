@@ -221,6 +221,41 @@ async fn the_export_equals_the_events(postgres: bool) {
     assert!(csv.contains(",\"user,"), "separators are quoted");
     assert!(csv.contains("'=cmd|"), "a formula-looking cell is defused");
 
+    // The same through the admin API, as a streamed download.
+    let token = env.superuser_token().await;
+    for (format, lines, kind) in [
+        ("jsonl", expected.len(), "application/x-ndjson"),
+        ("csv", expected.len() + 1, "text/csv; charset=utf-8"),
+    ] {
+        let r = crate::harness::client()
+            .get(format!(
+                "{}/api/v1/orgs/acme/events/export?from={from}&to={to}&format={format}",
+                env.admin_url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], kind);
+        assert!(r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("acme-events-"));
+        let body = r.text().await.unwrap();
+        assert_eq!(body.lines().count(), lines, "{format}");
+    }
+    let r = crate::harness::client()
+        .get(format!(
+            "{}/api/v1/orgs/acme/events/export?from={to}&to={from}",
+            env.admin_url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "to before from");
+
     // A member (not an owner) may not export.
     let user = env
         .store

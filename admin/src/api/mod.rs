@@ -159,6 +159,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(orgs::set_limit, orgs::remove_limit))
         .routes(routes!(usage::org_usage))
         .routes(routes!(usage::org_events))
+        .routes(routes!(usage::org_events_export))
         .routes(routes!(usage::org_alerts))
         .routes(routes!(usage::org_audit))
         .routes(routes!(usage::cross_org))

@@ -175,3 +175,80 @@ pub async fn cross_org(
     let w = q.window()?;
     Ok(Json(usage::cross_org(&s.store, &auth.actor, w).await?))
 }
+
+/// What to export.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// First UTC day included (YYYY-MM-DD).
+    pub from: String,
+    /// Last UTC day included (YYYY-MM-DD).
+    pub to: String,
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// The organization's usage events of a range of UTC days as a download, oldest first, streamed
+/// a page at a time (any size): owners and superusers, to keep them before retention deletes
+/// them.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/events/export", tag = "usage",
+    params(("org" = String, Path, description = "The organization's id or name"), ExportQuery),
+    responses((status = 200, description = "The events: JSON lines, or CSV with a header line",
+            content(("application/x-ndjson"), ("text/csv"))),
+        (status = "default", description = "An error", body = super::ErrorBody)))]
+pub async fn org_events_export(
+    State(s): State<Arc<AppState>>,
+    auth: Authed,
+    Path(org): Path<String>,
+    QueryParams(q): QueryParams<ExportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let format: crate::ops::export::Format = q.format.as_deref().unwrap_or("jsonl").parse()?;
+    let export =
+        crate::ops::export::prepare(&s.store, &auth.actor, &org, (&q.from, &q.to), format).await?;
+    let (content_type, ext) = match format {
+        crate::ops::export::Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        crate::ops::export::Format::Jsonl => ("application/x-ndjson", "jsonl"),
+    };
+    let file = format!(
+        "{}-events-{}-{}.{ext}",
+        export.org,
+        q.from.trim(),
+        q.to.trim()
+    );
+    let header = export.header();
+    let store = s.store.clone();
+    let pages = futures_util::stream::unfold(Some(export), move |state| {
+        let store = store.clone();
+        async move {
+            let mut export = state?;
+            match export.next_page(&store).await {
+                Ok(Some((bytes, _))) => Some((Ok(axum::body::Bytes::from(bytes)), Some(export))),
+                Ok(None) => None,
+                Err(e) => {
+                    // The status is sent: the client sees the download cut short.
+                    tracing::error!(error = %e, "export failed part-way");
+                    Some((Err(std::io::Error::other("export failed")), None))
+                }
+            }
+        }
+    });
+    let head = futures_util::stream::iter(header.map(|h| Ok(axum::body::Bytes::from(h))));
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, pages));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{}\"",
+                    file.replace(['"', '\\'], "_")
+                ),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -58,15 +58,29 @@ fn fields(e: &UsageEvent) -> serde_json::Map<String, Value> {
     }
 }
 
-/// Writes the org's events of the UTC days `from` to `to` (inclusive), oldest first; how many.
-pub async fn export(
+/// An export that may go ahead: the org and window checked, the actor allowed.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The organization's name (for file names).
+    pub org: String,
+    org_id: i64,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    /// The format.
+    pub format: Format,
+    cursor: Option<store::EventCursor>,
+    done: bool,
+}
+
+/// Checks an export of the org's events of the UTC days `from` to `to` (inclusive): owners and
+/// superusers only.
+pub async fn prepare(
     store: &Store,
     actor: &Actor,
     org: &str,
     (from, to): (&str, &str),
     format: Format,
-    out: &mut impl Write,
-) -> Result<u64, OpsError> {
+) -> Result<Export, OpsError> {
     let org = visible_org(store, actor, org).await?;
     if !actor.superuser && actor.role_in(org.id) != Some(Role::Owner) {
         return Err(OpsError::Forbidden(
@@ -77,24 +91,47 @@ pub async fn export(
     if to < from {
         return Err(OpsError::invalid("to", "must not be before from"));
     }
-    let start = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let end = to.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + Duration::days(1);
-    let io = |e: std::io::Error| OpsError::Internal(format!("writing the export: {e}"));
-    if format == Format::Csv {
-        let header: Vec<String> = fields(&UsageEvent::default()).keys().cloned().collect();
-        writeln!(out, "{}", header.join(",")).map_err(io)?;
+    Ok(Export {
+        org: org.name,
+        org_id: org.id,
+        start: from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+        end: to.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + Duration::days(1),
+        format,
+        cursor: None,
+        done: false,
+    })
+}
+
+impl Export {
+    /// The CSV header line (none for JSON lines).
+    pub fn header(&self) -> Option<Vec<u8>> {
+        (self.format == Format::Csv).then(|| {
+            let header: Vec<String> = fields(&UsageEvent::default()).keys().cloned().collect();
+            format!("{}\n", header.join(",")).into_bytes()
+        })
     }
-    let mut cursor = None;
-    let mut n = 0u64;
-    loop {
+
+    /// The next page of lines and how many events it holds; `None` once every event is out.
+    pub async fn next_page(&mut self, store: &Store) -> Result<Option<(Vec<u8>, u64)>, OpsError> {
+        if self.done {
+            return Ok(None);
+        }
         let page = store
-            .export_page(org.id, start, end, cursor.as_ref(), PAGE)
+            .export_page(
+                self.org_id,
+                self.start,
+                self.end,
+                self.cursor.as_ref(),
+                PAGE,
+            )
             .await?;
+        let mut out = Vec::with_capacity(page.events.len() * 400);
         for e in &page.events {
-            match format {
+            match self.format {
                 Format::Jsonl => {
-                    serde_json::to_writer(&mut *out, e).map_err(|e| io(e.into()))?;
-                    writeln!(out).map_err(io)?;
+                    serde_json::to_writer(&mut out, e)
+                        .map_err(|e| OpsError::Internal(format!("encoding an event: {e}")))?;
+                    out.push(b'\n');
                 }
                 Format::Csv => {
                     let cells: Vec<String> = fields(e)
@@ -105,14 +142,35 @@ pub async fn export(
                             other => other.to_string(),
                         })
                         .collect();
-                    writeln!(out, "{}", cells.join(",")).map_err(io)?;
+                    out.extend_from_slice(cells.join(",").as_bytes());
+                    out.push(b'\n');
                 }
             }
-            n += 1;
         }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(n),
-        }
+        self.cursor = page.next;
+        self.done = self.cursor.is_none();
+        Ok(Some((out, page.events.len() as u64)))
     }
+}
+
+/// Writes the org's events of the UTC days `from` to `to` (inclusive), oldest first; how many.
+pub async fn export(
+    store: &Store,
+    actor: &Actor,
+    org: &str,
+    window: (&str, &str),
+    format: Format,
+    out: &mut impl Write,
+) -> Result<u64, OpsError> {
+    let mut export = prepare(store, actor, org, window, format).await?;
+    let io = |e: std::io::Error| OpsError::Internal(format!("writing the export: {e}"));
+    if let Some(h) = export.header() {
+        out.write_all(&h).map_err(io)?;
+    }
+    let mut n = 0;
+    while let Some((bytes, count)) = export.next_page(store).await? {
+        out.write_all(&bytes).map_err(io)?;
+        n += count;
+    }
+    Ok(n)
 }
