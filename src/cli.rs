@@ -453,7 +453,7 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
             org: Some(org),
             limit,
             ..
-        } => events(&cx, &org, limit).await,
+        } => events(&cx, &org, limit, settings.raw.ledger.retention_days).await,
         Command::Events { .. } => bail!("--org is required (or: events export --org ...)"),
         Command::Serve | Command::Gateway | Command::Admin => Ok(()),
     };
@@ -853,7 +853,7 @@ async fn usage(cx: &Cx<'_>, org: &str, from: Option<&str>, to: Option<&str>) -> 
     Ok(())
 }
 
-async fn events(cx: &Cx<'_>, org: &str, limit: i64) -> anyhow::Result<()> {
+async fn events(cx: &Cx<'_>, org: &str, limit: i64, kept_days: u64) -> anyhow::Result<()> {
     if !(1..=10_000).contains(&limit) {
         bail!("--limit must be between 1 and 10000, got {limit}");
     }
@@ -870,7 +870,7 @@ async fn events(cx: &Cx<'_>, org: &str, limit: i64) -> anyhow::Result<()> {
             None => break,
         }
     }
-    cx.print(
+    let printed = cx.print(
         &events,
         &[
             "TIME",
@@ -910,5 +910,11 @@ async fn events(cx: &Cx<'_>, org: &str, limit: i64) -> anyhow::Result<()> {
                 })
                 .collect()
         },
-    )
+    );
+    if !cx.json && kept_days > 0 {
+        output::line(&format!(
+            "events are kept {kept_days} days (ledger.retention_days); totals stay in the rollups"
+        ));
+    }
+    printed
 }

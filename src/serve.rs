@@ -162,6 +162,7 @@ pub fn admin_settings(s: &Settings) -> admin::AdminSettings {
             "" => format!("http://{}", s.gateway_listen),
             u => u.trim_end_matches('/').to_owned(),
         },
+        event_retention_days: s.raw.ledger.retention_days,
     }
 }
 

@@ -57,6 +57,9 @@ pub struct AdminSettings {
     pub login_window: std::time::Duration,
     /// The gateway's base URL, for the console's SDK snippet.
     pub gateway_url: String,
+    /// Usage events are kept this many days (`ledger.retention_days`; 0: for ever), which
+    /// event listings say.
+    pub event_retention_days: u64,
 }
 
 impl AdminSettings {
@@ -71,6 +74,7 @@ impl AdminSettings {
             login_max_failures: 10,
             login_window: std::time::Duration::from_secs(15 * 60),
             gateway_url: "http://127.0.0.1:8080".into(),
+            event_retention_days: 0,
         }
     }
 }

@@ -679,5 +679,7 @@ fn events_export_writes_csv_or_jsonl_and_refuses_bad_options() {
         "{bad}"
     );
     // The listing still works as before.
-    assert!(cli.ok(&["events", "--org", "acme"]).contains("exp-"));
+    let listed = cli.ok(&["events", "--org", "acme"]);
+    assert!(listed.contains("exp-"), "{listed}");
+    assert!(listed.contains("events are kept 90 days"), "{listed}");
 }

@@ -103,6 +103,11 @@ async fn pruning_keeps_every_total(postgres: bool) {
         "pruning changes no total"
     );
     assert_eq!(after["by_day"], before["by_day"], "nor any day");
+    let page = env.admin_json("/api/v1/orgs/acme/events").await;
+    assert_eq!(
+        page["kept_days"], 90,
+        "the listing says how far back it goes"
+    );
 
     // A month on: alerts and audit rows kept 30 days go, the session (1 h) has ended; events
     // kept for ever (0) stay.

@@ -80,9 +80,10 @@ pub async fn org_events(
     Path(org): Path<String>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult<Json<usage::EventsPage>> {
-    Ok(Json(
-        usage::events(&s.store, &auth.actor, &org, q.cursor.as_deref(), q.limit).await?,
-    ))
+    let mut page = usage::events(&s.store, &auth.actor, &org, q.cursor.as_deref(), q.limit).await?;
+    let kept = s.settings.event_retention_days;
+    page.kept_days = (kept > 0).then_some(kept);
+    Ok(Json(page))
 }
 
 /// The organization's limit alerts, newest first.

@@ -222,6 +222,9 @@ pub struct EventsPage {
     pub events: Vec<EventView>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Events are kept this many days (older ones are deleted; totals stay in the rollups);
+    /// absent: kept for ever.
+    pub kept_days: Option<u64>,
 }
 
 /// Default and largest page of events.
@@ -267,6 +270,7 @@ pub async fn events(
     let cursor = cursor.map(parse_cursor).transpose()?;
     let page = store.event_page(org.id, cursor.as_ref(), limit).await?;
     Ok(EventsPage {
+        kept_days: None,
         next_cursor: page.next.as_ref().map(cursor_text),
         events: page.events.into_iter().map(EventView::from).collect(),
     })
