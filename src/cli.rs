@@ -274,6 +274,8 @@ pub enum FeatureCmd {
 pub enum DbCmd {
     /// Each table's rows and size, the oldest usage event, and the retention settings.
     Stats,
+    /// Delete now what is past its retention (the background pass does it hourly).
+    Prune,
 }
 
 /// `tollgate limit …`
@@ -428,6 +430,32 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
         Command::Feature(c) => feature(&cx, c).await,
         Command::Limit(c) => limit(&cx, c).await,
         Command::Db(DbCmd::Stats) => db_stats(&cx, settings).await,
+        Command::Db(DbCmd::Prune) => {
+            let raw = &settings.raw;
+            let retention = crate::retention::Retention::from_days(
+                raw.ledger.retention_days,
+                raw.limits.alert_retention_days,
+                raw.admin.audit_retention_days,
+            );
+            let started = std::time::Instant::now();
+            let p = crate::retention::prune_once(cx.store, retention, chrono::Utc::now()).await?;
+            if cx.json {
+                output::json(&serde_json::json!({
+                    "events": p.events, "alerts": p.alerts, "audit": p.audit,
+                    "sessions": p.sessions, "seconds": started.elapsed().as_secs_f64(),
+                }))
+            } else {
+                output::line(&format!(
+                    "pruned {} events, {} alerts, {} audit rows, {} sessions in {:.1} s",
+                    p.events,
+                    p.alerts,
+                    p.audit,
+                    p.sessions,
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
+        }
         Command::Usage { org, from, to } => usage(&cx, &org, from.as_deref(), to.as_deref()).await,
         Command::Events {
             export:
