@@ -82,7 +82,7 @@ where
     loop {
         let n = one().await?;
         total += n;
-        if n < BATCH as u64 {
+        if n == 0 {
             return Ok(total);
         }
         tokio::time::sleep(PAUSE).await;

@@ -8,38 +8,54 @@ use crate::{with_pool, Result, Store, StoreError};
 
 impl Store {
     /// Deletes up to `batch` usage events that occurred before `before`, in one short
-    /// statement; how many. Call until it returns less than `batch`.
+    /// statement; how many. Call until it returns 0.
     pub async fn prune_events_batch(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-        with_pool!(self, pool => sqlx::query(
-            "DELETE FROM usage_events WHERE id IN \
-             (SELECT id FROM usage_events WHERE occurred_at < $1 LIMIT $2)")
+        let sql = match self {
+            // PostgreSQL: the ids are read once (a LIMIT subquery under IN may be re-run by the
+            // plan, and yield other rows each time); SQLite runs it once anyway.
+            Store::Postgres(_) => "DELETE FROM usage_events WHERE id = ANY(ARRAY(SELECT id FROM usage_events WHERE occurred_at < $1 LIMIT $2))",
+            Store::Sqlite(..) => "DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events WHERE occurred_at < $1 LIMIT $2)",
+        };
+        with_pool!(self, pool => sqlx::query(sql)
             .bind(before).bind(batch).execute(pool).await.map(|r| r.rows_affected()))
         .map_err(StoreError::from)
     }
 
     /// Deletes up to `batch` audit rows recorded before `before`; how many.
     pub async fn prune_audit_batch(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-        with_pool!(self, pool => sqlx::query(
-            "DELETE FROM audit_log WHERE id IN \
-             (SELECT id FROM audit_log WHERE occurred_at < $1 LIMIT $2)")
+        let sql = match self {
+            // PostgreSQL: the ids are read once (a LIMIT subquery under IN may be re-run by the
+            // plan, and yield other rows each time); SQLite runs it once anyway.
+            Store::Postgres(_) => "DELETE FROM audit_log WHERE id = ANY(ARRAY(SELECT id FROM audit_log WHERE occurred_at < $1 LIMIT $2))",
+            Store::Sqlite(..) => "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE occurred_at < $1 LIMIT $2)",
+        };
+        with_pool!(self, pool => sqlx::query(sql)
             .bind(before).bind(batch).execute(pool).await.map(|r| r.rows_affected()))
         .map_err(StoreError::from)
     }
 
     /// Deletes up to `batch` limit alerts raised before `before`; how many.
     pub async fn prune_alerts_batch(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-        with_pool!(self, pool => sqlx::query(
-            "DELETE FROM limit_alerts WHERE id IN \
-             (SELECT id FROM limit_alerts WHERE created_at < $1 LIMIT $2)")
+        let sql = match self {
+            // PostgreSQL: the ids are read once (a LIMIT subquery under IN may be re-run by the
+            // plan, and yield other rows each time); SQLite runs it once anyway.
+            Store::Postgres(_) => "DELETE FROM limit_alerts WHERE id = ANY(ARRAY(SELECT id FROM limit_alerts WHERE created_at < $1 LIMIT $2))",
+            Store::Sqlite(..) => "DELETE FROM limit_alerts WHERE id IN (SELECT id FROM limit_alerts WHERE created_at < $1 LIMIT $2)",
+        };
+        with_pool!(self, pool => sqlx::query(sql)
             .bind(before).bind(batch).execute(pool).await.map(|r| r.rows_affected()))
         .map_err(StoreError::from)
     }
 
     /// Deletes up to `batch` admin sessions that expired before `now`; how many.
     pub async fn prune_sessions_batch(&self, now: DateTime<Utc>, batch: i64) -> Result<u64> {
-        with_pool!(self, pool => sqlx::query(
-            "DELETE FROM sessions WHERE id_hash IN \
-             (SELECT id_hash FROM sessions WHERE expires_at < $1 LIMIT $2)")
+        let sql = match self {
+            // PostgreSQL: the ids are read once (a LIMIT subquery under IN may be re-run by the
+            // plan, and yield other rows each time); SQLite runs it once anyway.
+            Store::Postgres(_) => "DELETE FROM sessions WHERE id_hash = ANY(ARRAY(SELECT id_hash FROM sessions WHERE expires_at < $1 LIMIT $2))",
+            Store::Sqlite(..) => "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions WHERE expires_at < $1 LIMIT $2)",
+        };
+        with_pool!(self, pool => sqlx::query(sql)
             .bind(now).bind(batch).execute(pool).await.map(|r| r.rows_affected()))
         .map_err(StoreError::from)
     }
