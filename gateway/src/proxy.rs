@@ -244,9 +244,7 @@ pub struct Ctx {
     upload: Option<UploadChunk>,
     /// Google said the upload is complete (`x-goog-upload-status: final`).
     upload_final: bool,
-    /// The status Google answered an upload chunk with.
-    upload_status: u16,
-    /// The status of the response passed on to the client.
+    /// The status of the response passed on to the client (Google's, for an upload chunk).
     status: u16,
     /// The event, made and journaled as the response's last bytes passed (queued by `logging`).
     journaled: Option<(crate::ledger::Journaled, store::UsageEvent)>,
@@ -1047,7 +1045,6 @@ impl ProxyHttp for Proxy {
             method_delete: false,
             upload: None,
             upload_final: false,
-            upload_status: 0,
             status: 0,
             journaled: None,
             _in_flight: InFlight::new(&self.in_flight),
@@ -1174,7 +1171,7 @@ impl ProxyHttp for Proxy {
             self.finish_owned(ctx);
             // Before the client has the whole answer: its next chunk may come at once, on
             // another connection.
-            self.end_upload_chunk(ctx, ctx.upload_status);
+            self.end_upload_chunk(ctx, ctx.status);
             // The event is journaled before the client has the last byte: a process killed
             // once the answer is out cannot lose it. (One that needs the exact tokenizer is
             // made in `logging`, off the proxy's workers.)
@@ -1229,7 +1226,6 @@ impl ProxyHttp for Proxy {
         ctx.status = resp.status.as_u16();
         close_if_stopping(session);
         if ctx.upload.is_some() {
-            ctx.upload_status = resp.status.as_u16();
             ctx.upload_final = resp
                 .headers
                 .get("x-goog-upload-status")
@@ -1241,7 +1237,7 @@ impl ProxyHttp for Proxy {
             if bodiless {
                 // No body filter follows: the session moves on before the client has the
                 // answer (its next chunk may come at once, on another connection).
-                self.end_upload_chunk(ctx, ctx.upload_status);
+                self.end_upload_chunk(ctx, ctx.status);
             }
         }
         if resp.status.is_success() {

@@ -243,29 +243,13 @@ impl Store {
              ORDER BY occurred_at DESC, id DESC LIMIT $4",
             cols = crate::usage::EVENT_COLUMNS
         );
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: i64,
-            #[sqlx(flatten)]
-            event: UsageEvent,
-        }
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as::<_, Row>(&sql)
+        let rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as::<_, EventRow>(&sql)
             .bind(org_id)
             .bind(cursor.map(|c| c.occurred_at))
             .bind(cursor.map_or(i64::MAX, |c| c.id))
             .bind(limit)
             .fetch_all(pool).await)?;
-        let next = (rows.len() as i64 == limit)
-            .then(|| rows.last())
-            .flatten()
-            .map(|r| EventCursor {
-                occurred_at: r.event.occurred_at,
-                id: r.id,
-            });
-        Ok(EventPage {
-            events: rows.into_iter().map(|r| r.event).collect(),
-            next,
-        })
+        Ok(page_of(rows, limit))
     }
 
     /// An org's events that occurred in `[from, to)`, oldest first, `limit` of them, after
@@ -285,13 +269,7 @@ impl Store {
              ORDER BY occurred_at, id LIMIT $6",
             cols = crate::usage::EVENT_COLUMNS
         );
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: i64,
-            #[sqlx(flatten)]
-            event: UsageEvent,
-        }
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as::<_, Row>(&sql)
+        let rows: Vec<EventRow> = with_pool!(self, pool => sqlx::query_as::<_, EventRow>(&sql)
             .bind(org_id)
             .bind(from)
             .bind(to)
@@ -299,17 +277,7 @@ impl Store {
             .bind(cursor.map_or(0, |c| c.id))
             .bind(limit)
             .fetch_all(pool).await)?;
-        let next = (rows.len() as i64 == limit)
-            .then(|| rows.last())
-            .flatten()
-            .map(|r| EventCursor {
-                occurred_at: r.event.occurred_at,
-                id: r.id,
-            });
-        Ok(EventPage {
-            events: rows.into_iter().map(|r| r.event).collect(),
-            next,
-        })
+        Ok(page_of(rows, limit))
     }
 
     /// When each of an org's keys last appeared in a stored event.
@@ -339,5 +307,28 @@ impl Store {
             "SELECT org_id, COUNT(*) FROM memberships GROUP BY org_id")
             .fetch_all(pool).await)
         .map_err(StoreError::from)
+    }
+}
+
+/// An event with its row id (for the next page's cursor).
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    #[sqlx(flatten)]
+    event: UsageEvent,
+}
+
+/// A page of `limit` rows at most: its events, and the cursor after the last when it is full.
+fn page_of(rows: Vec<EventRow>, limit: i64) -> EventPage {
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|r| EventCursor {
+            occurred_at: r.event.occurred_at,
+            id: r.id,
+        });
+    EventPage {
+        events: rows.into_iter().map(|r| r.event).collect(),
+        next,
     }
 }
