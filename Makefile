@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test soak prereqs nextest sdk promtool chromium bench-load bench-tune bench-memory bench-compare bench-baseline
+.PHONY: run test soak bench-prune prereqs nextest sdk promtool chromium bench-load bench-tune bench-memory bench-compare bench-baseline
 
 ## Installs the system tools the build needs: cmake (pingora's zlib-ng is built with it).
 prereqs:
@@ -88,6 +88,14 @@ soak: prereqs
 	@[ -x .bench/oha/bin/oha ] || cargo install --locked --quiet oha --root .bench/oha
 	cargo build --release --locked -p tollgate -p tollgate-bench
 	python3 benches/soak/soak.py $(SOAK_ARGS)
+
+## Pruning 10 M events past retention while the gateway serves half of its saturation, the prune
+## on and off in turns: benches/results/prune.md. PRUNE_ARGS="--minutes 10" bounds each database.
+bench-prune: prereqs
+	@command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y -q wrk >/dev/null
+	@[ -x .bench/oha/bin/oha ] || cargo install --locked --quiet oha --root .bench/oha
+	cargo build --release --locked -p tollgate -p tollgate-bench
+	python3 benches/prune/prune.py $(PRUNE_ARGS)
 
 ## bare pingora's settings compared (threads, work stealing, keep-alive pool): benches/results/tuning.md.
 bench-tune: prereqs

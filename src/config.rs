@@ -345,6 +345,9 @@ pub struct LedgerConfig {
     /// (0 keeps them all). The daily rollups keep every total: limits, charts and invoices read
     /// them, not the events.
     pub retention_days: u64,
+    /// How often the background pass deletes what is past its retention (events, alerts, audit
+    /// rows, ended sessions), in seconds; the first pass runs at most five minutes after start.
+    pub prune_interval_secs: u64,
 }
 
 impl Default for LedgerConfig {
@@ -356,6 +359,7 @@ impl Default for LedgerConfig {
             flush_ms: 200,
             fsync_ms: 1000,
             retention_days: 90,
+            prune_interval_secs: 3600,
         }
     }
 }

@@ -215,7 +215,11 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         raw.limits.alert_retention_days,
         raw.admin.audit_retention_days,
     );
-    let pruner = tokio::spawn(crate::retention::run(store.clone(), retention));
+    let pruner = tokio::spawn(crate::retention::run(
+        store.clone(),
+        retention,
+        std::time::Duration::from_secs(raw.ledger.prune_interval_secs),
+    ));
     Ok(Running {
         gateway,
         admin,

@@ -38,7 +38,7 @@ pub use keys::{generate_key, hash_key, key_prefix, KEY_PREFIX};
 pub use model::*;
 pub use reports::{AuditQuery, Breakdowns, EventCursor, EventPage, RollupGroup};
 pub use resources::{ResourceChange, ResourceOwner};
-pub use retention::TableStat;
+pub use retention::{PruneStep, TableStat};
 pub use usage::PeriodUsage;
 pub use users::{dummy_password_hash, verify_password};
 

@@ -7,18 +7,36 @@ use chrono::{DateTime, Utc};
 use crate::{with_pool, Result, Store, StoreError};
 
 impl Store {
-    /// Deletes up to `batch` usage events that occurred before `before`, in one short
-    /// statement; how many. Call until it returns 0.
-    pub async fn prune_events_batch(&self, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-        let sql = match self {
-            // PostgreSQL: the ids are read once (a LIMIT subquery under IN may be re-run by the
-            // plan, and yield other rows each time); SQLite runs it once anyway.
-            Store::Postgres(_) => "DELETE FROM usage_events WHERE id = ANY(ARRAY(SELECT id FROM usage_events WHERE occurred_at < $1 LIMIT $2))",
-            Store::Sqlite(..) => "DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events WHERE occurred_at < $1 LIMIT $2)",
+    /// One step of pruning usage events: the next `window` events in the order they were stored
+    /// (ids above `after`), of which those that occurred before `before` are deleted. Two short
+    /// statements over the primary key, so a step costs the same at the start of a backlog of
+    /// millions and at its end (on PostgreSQL, dead rows of earlier steps are not walked again).
+    /// A pass starts at `after = 0` and steps on from [`PruneStep::last_id`] until a step
+    /// deletes nothing: the events stored past that point are within retention, as ids follow time.
+    pub async fn prune_events_step(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        window: i64,
+    ) -> Result<PruneStep> {
+        let (last, seen): (Option<i64>, i64) = with_pool!(self, pool => sqlx::query_as(
+            "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM usage_events WHERE id > $1 ORDER BY id LIMIT $2) w")
+            .bind(after).bind(window).fetch_one(pool).await)?;
+        let Some(last) = last else {
+            return Ok(PruneStep {
+                last_id: after,
+                seen: 0,
+                deleted: 0,
+            });
         };
-        with_pool!(self, pool => sqlx::query(sql)
-            .bind(before).bind(batch).execute(pool).await.map(|r| r.rows_affected()))
-        .map_err(StoreError::from)
+        let deleted = with_pool!(self, pool => sqlx::query(
+            "DELETE FROM usage_events WHERE id > $1 AND id <= $2 AND occurred_at < $3")
+            .bind(after).bind(last).bind(before).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(PruneStep {
+            last_id: last,
+            seen: seen as u64,
+            deleted,
+        })
     }
 
     /// Deletes up to `batch` audit rows recorded before `before`; how many.
@@ -67,6 +85,17 @@ impl Store {
             .fetch_one(pool).await)
         .map_err(StoreError::from)
     }
+}
+
+/// What one step of pruning usage events did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneStep {
+    /// The highest id looked at: the next step starts above it.
+    pub last_id: i64,
+    /// Events looked at (0: the end of the table).
+    pub seen: u64,
+    /// Events deleted.
+    pub deleted: u64,
 }
 
 /// One table's size, for `tollgate db stats`.

@@ -1256,11 +1256,37 @@ async fn table_stats_and_pruning_in_batches(s: Store) {
         assert!(stats.iter().any(|x| x.table == t), "{t} in {stats:?}");
     }
     assert!(stats.iter().all(|x| !x.table.starts_with("_sqlx")));
-    // Batches of 10: 10, then 5, then none.
+    // Windows of 10 in the order stored: 10 deleted, then 5 of the next 10, then none.
     let cutoff = now - Duration::days(90);
-    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 10);
-    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 5);
-    assert_eq!(s.prune_events_batch(cutoff, 10).await.unwrap(), 0);
+    let first = s.prune_events_step(cutoff, 0, 10).await.unwrap();
+    assert_eq!((first.seen, first.deleted), (10, 10));
+    let second = s
+        .prune_events_step(cutoff, first.last_id, 10)
+        .await
+        .unwrap();
+    assert_eq!((second.seen, second.deleted), (10, 5));
+    let third = s
+        .prune_events_step(cutoff, second.last_id, 10)
+        .await
+        .unwrap();
+    assert_eq!((third.seen, third.deleted), (5, 0));
+    let end = s
+        .prune_events_step(cutoff, third.last_id, 10)
+        .await
+        .unwrap();
+    assert_eq!((end.seen, end.deleted, end.last_id), (0, 0, third.last_id));
     assert_eq!(s.count_events(org.id).await.unwrap(), 10);
     assert!(s.oldest_event().await.unwrap().unwrap() > cutoff);
+    // A window deletes only what is past retention, whatever its neighbours.
+    let late = event(
+        "late",
+        Some(org.id),
+        now - Duration::days(200),
+        "gemini-2.5-flash",
+    );
+    let (_, r) = s.write_events(vec![late]).await;
+    r.unwrap();
+    let again = s.prune_events_step(cutoff, 0, 100).await.unwrap();
+    assert_eq!((again.seen, again.deleted), (11, 1));
+    assert_eq!(s.count_events(org.id).await.unwrap(), 10);
 }

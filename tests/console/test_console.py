@@ -58,7 +58,9 @@ def test_the_dashboard_shows_the_traffic_as_the_api_counts_it(page):
             assert numbers(cells[1]) == str(want["total_tokens"])
     assert page.locator("svg.chart rect.day").count() >= 1
     events = page.locator("#table-events tbody tr").count()
-    assert events == len(api("/api/v1/orgs/acme/events")["events"])
+    page_of_events = api("/api/v1/orgs/acme/events")
+    assert events == len(page_of_events["events"])
+    assert f"kept {page_of_events['kept_days']} days" in page.locator("#kept-days").inner_text()
     axe_check(page)
     shot(page, "dashboard")
     page.set_viewport_size({"width": 390, "height": 844})

@@ -4,7 +4,7 @@
 
 use chrono::{Duration, Utc};
 use store::{LimitType, UsageEvent};
-use tollgate::retention::{prune_once, Retention, BATCH};
+use tollgate::retention::{prune_once, Pace, Retention, BATCH};
 
 use crate::harness::{postgres_url, unique_schema, Opts, TestEnv};
 
@@ -86,9 +86,14 @@ async fn pruning_keeps_every_total(postgres: bool) {
         .unwrap();
 
     let now = Utc::now();
-    let pruned = prune_once(&env.store, Retention::from_days(90, 0, 0), now)
-        .await
-        .unwrap();
+    let pruned = prune_once(
+        &env.store,
+        Retention::from_days(90, 0, 0),
+        now,
+        Pace::Gentle,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         pruned.events, 1_500,
         "every event older than 90 days, in batches of {BATCH}"
@@ -112,9 +117,14 @@ async fn pruning_keeps_every_total(postgres: bool) {
     // A month on: alerts and audit rows kept 30 days go, the session (1 h) has ended; events
     // kept for ever (0) stay.
     let later = now + Duration::days(31);
-    let pruned = prune_once(&env.store, Retention::from_days(0, 30, 30), later)
-        .await
-        .unwrap();
+    let pruned = prune_once(
+        &env.store,
+        Retention::from_days(0, 30, 30),
+        later,
+        Pace::Fast,
+    )
+    .await
+    .unwrap();
     assert_eq!(pruned.events, 0);
     assert_eq!(pruned.alerts, 1);
     assert!(pruned.audit >= 1, "{pruned:?}");

@@ -138,6 +138,8 @@ struct DashboardPage {
     cross: Option<Vec<Row>>,
     events: Vec<EventRow>,
     more: Option<String>,
+    /// How long requests are kept (`ledger.retention_days`; `None`: for ever).
+    kept_days: Option<u64>,
 }
 
 fn key_label(k: &str) -> String {
@@ -317,6 +319,7 @@ async fn render(
         ],
         cross,
         more: events.next_cursor.clone(),
+        kept_days: Some(state.settings.event_retention_days).filter(|d| *d > 0),
         events: events
             .events
             .iter()
