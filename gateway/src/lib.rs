@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod admission;
+mod background;
 pub mod clients;
 pub mod error;
 pub mod identity;

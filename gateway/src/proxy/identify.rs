@@ -1,0 +1,83 @@
+//! Identify: what the request is (a known route, within the gateway's bounds on heads and
+//! bodies) and which organization sends it (its key, or the upload session it continues).
+
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::{Ctx, Proxy};
+use crate::admission;
+use crate::error::GatewayError;
+use crate::identity;
+use crate::resources;
+use crate::route;
+
+impl Proxy {
+    /// What the request is (its route, within the gateway's bounds) and who sends it; the error
+    /// says why it cannot be told.
+    pub(super) fn identify(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if let Some(why) = resources::unsupported_path(path) {
+            return Err(GatewayError::Unsupported(why));
+        }
+        if resources::overrides_method(&req.headers) {
+            return Err(GatewayError::Unsupported(
+                "method override headers (X-HTTP-Method-Override and the like) are not accepted",
+            ));
+        }
+        let route = route::classify(req.method.as_str(), path)
+            .map_err(|_| GatewayError::NoRoute(path.to_owned()))?;
+        if route.is_unknown_method() && !self.clients.allow_unknown_operations {
+            let method = path.rsplit_once(':').map_or("", |(_, m)| m);
+            return Err(GatewayError::UnknownMethod(
+                method.chars().take(64).collect(),
+            ));
+        }
+        if let Some(n) = admission::content_length(session) {
+            if n as u64 > self.clients.max_body_bytes {
+                return Err(GatewayError::BodyTooLarge {
+                    max: self.clients.max_body_bytes,
+                });
+            }
+        }
+        // Known from here on, so refusals are logged, metered and labelled with their route.
+        let route = &*ctx.route.insert(route);
+        let snap = self.live.load();
+        if !snap.is_loaded() {
+            return Err(GatewayError::NotReady);
+        }
+        let identity = match self.upload_identity(route, req) {
+            Some(id) => id,
+            None => identity::identify(&snap, &req.headers, req.uri.query()).inspect_err(|e| {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[e.kind()])
+                    .inc();
+            })?,
+        };
+        ctx.identity = Some(identity);
+        Ok(())
+    }
+}
+
+/// The refusal of a request head larger than the gateway accepts (pingora's own bounds are
+/// 1 MiB and 256 headers, which would all be forwarded).
+pub(super) fn head_too_large(
+    req: &RequestHeader,
+    limits: &crate::settings::ClientLimits,
+) -> Option<GatewayError> {
+    if req.headers.len() > limits.max_headers {
+        return Some(GatewayError::HeadersTooLarge {
+            what: "headers",
+            max: limits.max_headers,
+        });
+    }
+    let mut size = req.uri.path_and_query().map_or(0, |p| p.as_str().len()) + 16;
+    for (k, v) in &req.headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    (size > limits.max_header_bytes).then_some(GatewayError::HeadersTooLarge {
+        what: "bytes",
+        max: limits.max_header_bytes,
+    })
+}
