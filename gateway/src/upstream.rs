@@ -241,68 +241,9 @@ pub fn strip_key_param(query: &str) -> String {
         .join("&")
 }
 
-/// Points an `X-Goog-Upload-URL` at the gateway: same path and query, the gateway's origin.
-pub fn rewrite_upload_url(value: &str, public_base: &url::Url) -> Option<String> {
-    let upstream = url::Url::parse(value).ok()?;
-    let mut out = public_base.clone();
-    let prefix = public_base.path().trim_end_matches('/');
-    out.set_path(&format!("{prefix}{}", upstream.path()));
-    out.set_query(upstream.query());
-    Some(out.to_string())
-}
-
-/// The upload session id of a resumable-upload URL's query.
-/// The `upload_id` of an upload chunk's query, strictly: `Err` when the query names it more
-/// than once or in an encoded form (`upload%5Fid=`), which Google might read as another
-/// session than the one checked.
-pub fn strict_upload_id(query: &str) -> Result<Option<&str>, AmbiguousUploadId> {
-    let named = url::form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == "upload_id")
-        .count();
-    let plain: Vec<&str> = query
-        .split('&')
-        .filter_map(|p| p.strip_prefix("upload_id="))
-        .collect();
-    match (named, plain.as_slice()) {
-        (0, []) => Ok(None),
-        (1, [id]) if !id.is_empty() && !id.contains('%') && !id.contains('+') => Ok(Some(id)),
-        _ => Err(AmbiguousUploadId),
-    }
-}
-
-/// An upload chunk's query names its session more than once, or encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the upload session id is repeated or encoded")]
-pub struct AmbiguousUploadId;
-
-pub fn upload_id(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|p| p.strip_prefix("upload_id="))
-        .filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upload_ids_are_read_strictly() {
-        assert_eq!(
-            strict_upload_id("upload_id=A1&upload_protocol=resumable"),
-            Ok(Some("A1"))
-        );
-        assert_eq!(strict_upload_id("upload_protocol=resumable"), Ok(None));
-        for odd in [
-            "upload_id=A1&upload_id=B2",
-            "upload%5Fid=B2",
-            "upload_id=A1&upload%5fid=B2",
-            "upload_id=A%31",
-            "upload_id=",
-        ] {
-            assert_eq!(strict_upload_id(odd), Err(AmbiguousUploadId), "{odd}");
-        }
-    }
 
     #[test]
     fn key_parameters_are_stripped_and_others_kept() {
@@ -313,21 +254,6 @@ mod tests {
             strip_key_param("pageSize=5&monkey=1"),
             "pageSize=5&monkey=1"
         );
-    }
-
-    #[test]
-    fn upload_urls_point_at_the_gateway() {
-        let base = url::Url::parse("http://127.0.0.1:8080").unwrap();
-        let google = "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable";
-        assert_eq!(
-            rewrite_upload_url(google, &base).unwrap(),
-            "http://127.0.0.1:8080/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable"
-        );
-        assert_eq!(
-            upload_id("upload_id=ABC&upload_protocol=resumable"),
-            Some("ABC")
-        );
-        assert_eq!(upload_id("upload_protocol=resumable"), None);
     }
 
     fn gs(base: &str) -> (UpstreamSettings, GatewaySettings) {

@@ -229,3 +229,33 @@ pub(super) fn content_encoding(req: &RequestHeader) -> Option<String> {
     let v = String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
     (!v.is_empty() && !v.eq_ignore_ascii_case("identity")).then(|| v.chars().take(32).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::http::RequestHeader;
+
+    fn with_encoding(v: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1beta/files", None).unwrap();
+        if let Some(v) = v {
+            req.insert_header("content-encoding", v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn only_a_real_content_encoding_counts() {
+        assert_eq!(content_encoding(&with_encoding(None)), None);
+        assert_eq!(content_encoding(&with_encoding(Some("identity"))), None);
+        assert_eq!(content_encoding(&with_encoding(Some(" IDENTITY "))), None);
+        assert_eq!(
+            content_encoding(&with_encoding(Some("gzip"))).as_deref(),
+            Some("gzip")
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            content_encoding(&with_encoding(Some(&long))).map(|v| v.len()),
+            Some(32)
+        );
+    }
+}

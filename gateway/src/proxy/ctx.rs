@@ -140,3 +140,42 @@ fn client_request_id(req: &RequestHeader) -> Option<String> {
     (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| id.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_id(v: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1beta/models", None).unwrap();
+        req.insert_header(REQUEST_ID, v).unwrap();
+        req
+    }
+
+    #[test]
+    fn the_client_id_is_echoed_only_when_sane() {
+        assert_eq!(
+            client_request_id(&with_id(" abc-1 ")).as_deref(),
+            Some("abc-1")
+        );
+        assert_eq!(client_request_id(&with_id("has space")), None);
+        assert_eq!(client_request_id(&with_id(&"a".repeat(129))), None);
+        assert_eq!(
+            client_request_id(&with_id(&"a".repeat(128))).map(|v| v.len()),
+            Some(128)
+        );
+    }
+
+    #[test]
+    fn a_context_counts_in_flight_until_dropped_and_replies_with_the_client_id() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let mut ctx = Ctx::new(&n);
+        assert_eq!(n.load(std::sync::atomic::Ordering::Acquire), 1);
+        ctx.begin(&with_id("mine"));
+        assert_eq!(ctx.reply_id(), "mine");
+        assert!(!ctx.request_id.is_empty() && ctx.request_id != "mine");
+        ctx.begin(&RequestHeader::build("GET", b"/", None).unwrap());
+        assert_eq!(ctx.reply_id(), ctx.request_id);
+        drop(ctx);
+        assert_eq!(n.load(std::sync::atomic::Ordering::Acquire), 0);
+    }
+}

@@ -81,3 +81,45 @@ pub(super) fn head_too_large(
         max: limits.max_header_bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ClientLimits;
+
+    fn head(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(
+            "POST",
+            b"/v1beta/models/gemini-2.5-flash:generateContent",
+            None,
+        )
+        .unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_head_within_the_bounds_passes() {
+        let limits = ClientLimits::default();
+        assert!(head_too_large(&head(&[("x-goog-api-key", "tg_x")]), &limits).is_none());
+    }
+
+    #[test]
+    fn too_many_headers_or_bytes_are_refused_with_431() {
+        let limits = ClientLimits {
+            max_headers: 3,
+            max_header_bytes: 200,
+            ..ClientLimits::default()
+        };
+        let many: Vec<(String, &str)> = (0..4).map(|i| (format!("x-h{i}"), "v")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let e = head_too_large(&head(&many), &limits).expect("four headers of three");
+        assert_eq!(e.status(), 431);
+        let long = "v".repeat(200);
+        let e = head_too_large(&head(&[("x-long", &long)]), &limits).expect("a 200-byte value");
+        assert_eq!(e.status(), 431);
+        assert!(head_too_large(&head(&[("x-short", "v")]), &limits).is_none());
+    }
+}

@@ -14,7 +14,6 @@ use crate::error::GatewayError;
 use crate::identity::{self, Identity};
 use crate::metering::RequestMeter;
 use crate::route::{Operation, Route};
-use crate::upstream;
 
 const UPLOAD_URL: &str = "x-goog-upload-url";
 /// Upload sessions older than this are forgotten.
@@ -135,7 +134,7 @@ impl Proxy {
                 .inc();
             GatewayError::NotOwned(what.to_owned())
         };
-        let Some(id) = upstream::strict_upload_id(req.uri.query().unwrap_or(""))
+        let Some(id) = strict_upload_id(req.uri.query().unwrap_or(""))
             .map_err(|_| refuse("the upload session"))?
         else {
             // The start of an upload.
@@ -238,7 +237,7 @@ impl Proxy {
         {
             return None;
         }
-        let id = upstream::upload_id(req.uri.query()?)?;
+        let id = upload_id(req.uri.query()?)?;
         let entry = self.uploads.get_mut(id)?;
         (entry.started.elapsed() < UPLOAD_SESSION_TTL).then(|| entry.identity.clone())
     }
@@ -289,11 +288,11 @@ impl Proxy {
         let Some(base) = self.public_base(session.req_header()) else {
             return Ok(());
         };
-        if let Some(ours) = upstream::rewrite_upload_url(&google_url, &base) {
+        if let Some(ours) = gateway_upload_url(&google_url, &base) {
             if let (Some(id), Some(identity)) = (
                 url::Url::parse(&ours)
                     .ok()
-                    .and_then(|u| u.query().and_then(upstream::upload_id).map(str::to_owned)),
+                    .and_then(|u| u.query().and_then(upload_id).map(str::to_owned)),
                 &ctx.identity,
             ) {
                 self.uploads.start(id, identity.clone());
@@ -302,6 +301,47 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// Points an `X-Goog-Upload-URL` at the gateway: same path and query, the gateway's origin.
+fn gateway_upload_url(value: &str, public_base: &url::Url) -> Option<String> {
+    let upstream = url::Url::parse(value).ok()?;
+    let mut out = public_base.clone();
+    let prefix = public_base.path().trim_end_matches('/');
+    out.set_path(&format!("{prefix}{}", upstream.path()));
+    out.set_query(upstream.query());
+    Some(out.to_string())
+}
+
+/// The `upload_id` of an upload chunk's query, strictly: `Err` when the query names it more
+/// than once or in an encoded form (`upload%5Fid=`), which Google might read as another
+/// session than the one checked.
+fn strict_upload_id(query: &str) -> Result<Option<&str>, AmbiguousUploadId> {
+    let named = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "upload_id")
+        .count();
+    let plain: Vec<&str> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("upload_id="))
+        .collect();
+    match (named, plain.as_slice()) {
+        (0, []) => Ok(None),
+        (1, [id]) if !id.is_empty() && !id.contains('%') && !id.contains('+') => Ok(Some(id)),
+        _ => Err(AmbiguousUploadId),
+    }
+}
+
+/// An upload chunk's query names its session more than once, or encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the upload session id is repeated or encoded")]
+struct AmbiguousUploadId;
+
+/// The upload session id of a resumable-upload URL's query.
+fn upload_id(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("upload_id="))
+        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -319,6 +359,39 @@ mod tests {
             user: None,
             tool: None,
         }
+    }
+
+    #[test]
+    fn upload_ids_are_read_strictly() {
+        assert_eq!(
+            strict_upload_id("upload_id=A1&upload_protocol=resumable"),
+            Ok(Some("A1"))
+        );
+        assert_eq!(strict_upload_id("upload_protocol=resumable"), Ok(None));
+        for odd in [
+            "upload_id=A1&upload_id=B2",
+            "upload%5Fid=B2",
+            "upload_id=A1&upload%5fid=B2",
+            "upload_id=A%31",
+            "upload_id=",
+        ] {
+            assert_eq!(strict_upload_id(odd), Err(AmbiguousUploadId), "{odd}");
+        }
+    }
+
+    #[test]
+    fn upload_urls_point_at_the_gateway() {
+        let base = url::Url::parse("http://127.0.0.1:8080").unwrap();
+        let google = "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable";
+        assert_eq!(
+            gateway_upload_url(google, &base).unwrap(),
+            "http://127.0.0.1:8080/upload/v1beta/files?upload_id=ABC&upload_protocol=resumable"
+        );
+        assert_eq!(
+            upload_id("upload_id=ABC&upload_protocol=resumable"),
+            Some("ABC")
+        );
+        assert_eq!(upload_id("upload_protocol=resumable"), None);
     }
 
     #[test]
