@@ -62,7 +62,7 @@ impl Gate {
                 .inc();
             let now = chrono::Utc::now();
             ledger.record(store::UsageEvent {
-                request_id: crate::ledger::new_request_id(now),
+                request_id: crate::proxy::new_request_id(now),
                 occurred_at: now,
                 provider: "none".into(),
                 operation: "none".into(),

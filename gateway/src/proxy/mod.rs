@@ -25,7 +25,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use ctx::{Ctx, InFlight};
+pub use ctx::{new_request_id, Ctx, InFlight};
 pub use uploads::{UploadSession, Uploads, UPLOAD_SESSION_TTL};
 
 use crate::access_log::AccessLog;
