@@ -1,7 +1,7 @@
 //! The gateway's background work, on the caller's tokio runtime and never on the request path:
 //! the live-config refresh (and upload-session pruning), the fleet sync of usage counters,
 //! ownerships and the heartbeat, the price file's reload, the access log's flush, and the
-//! metrics listener with `/healthz` and `/readyz`.
+//! metrics listener's routes (`/metrics`, `/healthz`, `/readyz`).
 
 use std::sync::Arc;
 use std::time::Duration;

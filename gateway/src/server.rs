@@ -1,7 +1,7 @@
 //! Starting and stopping a gateway: the pingora proxy on its own thread (pingora builds its own
 //! runtimes and must not run inside ours), and on the caller's tokio runtime the work of
-//! [`crate::background`] (live-config refresh, fleet sync, price reload, DNS, the metrics
-//! listener).
+//! [`crate::background`] (live-config refresh, fleet sync, price reload), the DNS refresh and the
+//! metrics listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,11 +13,17 @@ use crate::error::GatewayError;
 use crate::limits::OrgLimits;
 use crate::resources::{self, Access};
 use crate::route::Operation;
+use crate::snapshot::Snapshot;
 
 impl Proxy {
     /// Whether the identified org may make this request: its feature flags, the upload session
     /// and the resource it names are its own, and the provider has a credential.
-    pub(super) fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    pub(super) fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+    ) -> Result<(), GatewayError> {
         let req = session.req_header();
         let path = req.uri.path();
         let (Some(route), Some(org_id)) =
@@ -25,7 +31,6 @@ impl Proxy {
         else {
             return Err(GatewayError::Internal);
         };
-        let snap = self.live.load();
         for f in route.required_features() {
             if !snap.feature_enabled(org_id, f) {
                 self.metrics
@@ -78,8 +83,9 @@ impl Proxy {
         if let Some(e) = head_too_large(session.req_header(), &self.clients) {
             return Err(e);
         }
-        self.identify(session, ctx)?;
-        self.admit(session, ctx)?;
+        let snap = self.identify(session, ctx)?;
+        self.admit(session, ctx, &snap)?;
+        drop(snap);
         self.gate_cached_content(session, ctx).await?;
         // A compressed body would hide its references from the checks below.
         if let Some(enc) = content_encoding(session.req_header()) {

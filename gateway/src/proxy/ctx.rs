@@ -50,9 +50,8 @@ pub struct Ctx {
     pub(super) upstream_done: Option<Instant>,
     /// How the request touches owned resources.
     pub(super) access: Access,
-    /// Body references already checked against the owners.
-    /// A successful response that creates or reads owned resources, held (up to
-    /// [`MAX_HELD`]) to read the names it gives the org.
+    /// A successful response that creates or reads owned resources, held (up to 1 MiB, see
+    /// `claims.rs`) to read the names it gives the org.
     pub(super) claims: Option<Vec<u8>>,
     /// A DELETE of an owned resource itself (a successful one frees its name).
     pub(super) method_delete: bool,

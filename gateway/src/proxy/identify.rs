@@ -1,6 +1,10 @@
-//! Identify: what the request is (a known route, within the gateway's bounds on heads and
-//! bodies) and which organization sends it (its key, or the upload session it continues).
+//! Identify: what the request is (a known route, a head and a declared body within the
+//! gateway's bounds) and which organization sends it (its key, or the upload session it
+//! continues).
 
+use std::sync::Arc;
+
+use arc_swap::Guard;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
@@ -10,11 +14,17 @@ use crate::error::GatewayError;
 use crate::identity;
 use crate::resources;
 use crate::route;
+use crate::snapshot::Snapshot;
 
 impl Proxy {
     /// What the request is (its route, within the gateway's bounds) and who sends it; the error
     /// says why it cannot be told.
-    pub(super) fn identify(&self, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    /// The snapshot it was identified with is returned: admission reads the same one.
+    pub(super) fn identify(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+    ) -> Result<Guard<Arc<Snapshot>>, GatewayError> {
         let req = session.req_header();
         let path = req.uri.path();
         if let Some(why) = resources::unsupported_path(path) {
@@ -56,7 +66,7 @@ impl Proxy {
             })?,
         };
         ctx.identity = Some(identity);
-        Ok(())
+        Ok(snap)
     }
 }
 
