@@ -146,6 +146,23 @@ impl Proxy {
         e
     }
 
+    /// Refuses the request unless the client already has part of an answer (then it is only
+    /// recorded as refused: its event says so).
+    async fn refuse_if_unanswered(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        refusal: GatewayError,
+    ) {
+        if session.response_written().is_none() {
+            if let Err(write_err) = self.refuse(session, ctx, refusal, &[]).await {
+                tracing::debug!(error = %write_err, "cannot send the refusal");
+            }
+        } else {
+            ctx.refused = Some(refusal);
+        }
+    }
+
     /// A request that could not be proxied: the client is told why in Google's error format
     /// (unless it went away, or already has part of the answer).
     pub(super) async fn fail(
@@ -158,13 +175,7 @@ impl Proxy {
         session.set_keepalive(None);
         if let Some(refusal) = ctx.body_refused.take() {
             let code = refusal.status();
-            if session.response_written().is_none() {
-                if let Err(write_err) = self.refuse(session, ctx, refusal, &[]).await {
-                    tracing::debug!(error = %write_err, "cannot send the refusal");
-                }
-            } else {
-                ctx.refused = Some(refusal);
-            }
+            self.refuse_if_unanswered(session, ctx, refusal).await;
             return FailToProxy {
                 error_code: code,
                 can_reuse_downstream: false,
@@ -185,14 +196,8 @@ impl Proxy {
                     };
                 }
                 // The client sent a body it framed wrongly (a bad chunk size): it is told so.
-                let refusal = GatewayError::BadBody;
-                if session.response_written().is_none() {
-                    if let Err(write_err) = self.refuse(session, ctx, refusal, &[]).await {
-                        tracing::debug!(error = %write_err, "cannot send the refusal");
-                    }
-                } else {
-                    ctx.refused = Some(refusal);
-                }
+                self.refuse_if_unanswered(session, ctx, GatewayError::BadBody)
+                    .await;
                 return FailToProxy {
                     error_code: 400,
                     can_reuse_downstream: false,
