@@ -154,3 +154,17 @@ pub async fn run(store: Store, retention: Retention, every: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gentle_pass_rests_39_times_its_step_and_a_fast_one_20_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(Pace::Gentle.pause(ms(10)), ms(390));
+        assert_eq!(Pace::Gentle.pause(Duration::ZERO), ms(20));
+        assert_eq!(Pace::Fast.pause(ms(10)), ms(20));
+        assert_eq!(Pace::Fast.pause(ms(500)), ms(20));
+    }
+}
