@@ -95,22 +95,22 @@ pub async fn prune_once(
     Ok(p)
 }
 
-/// Usage events step by step in the order they were stored, until a step finds none past
-/// retention (or the table ends).
+/// Usage events step by step in the order they were stored, until a step deletes none (the
+/// rest is within retention, or the table ended).
 async fn events(store: &Store, before: DateTime<Utc>, pace: Pace) -> Result<u64, StoreError> {
-    let (mut total, mut after) = (0, 0);
-    loop {
-        let started = tokio::time::Instant::now();
-        let step = store.prune_events_step(before, after, BATCH).await?;
-        total += step.deleted;
-        if step.seen == 0 || step.deleted == 0 {
-            return Ok(total);
-        }
-        after = step.last_id;
-        tokio::time::sleep(pace.pause(started.elapsed())).await;
-    }
+    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+    let after = &AtomicI64::new(0);
+    batches(pace, move || async move {
+        let step = store
+            .prune_events_step(before, after.load(Relaxed), BATCH)
+            .await?;
+        after.store(step.last_id, Relaxed);
+        Ok(step.deleted)
+    })
+    .await
 }
 
+/// Runs `one` (a batch; how many rows it deleted) until it deletes none, resting as `pace` says.
 async fn batches<F, Fut>(pace: Pace, mut one: F) -> Result<u64, StoreError>
 where
     F: FnMut() -> Fut,
