@@ -27,7 +27,7 @@ import run as load  # noqa: E402
 RESULTS = os.path.join(load.ROOT, "benches", "results")
 CHUNK_SECS = 20
 # Turns with the prune running and stopped.
-ON_SECS, OFF_SECS = 20, 10
+ON_SECS, OFF_SECS = 40, 10
 
 
 def fill_sqlite(path, n):
@@ -88,7 +88,10 @@ def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs):
     fill_secs = time.time() - started
     print(f"prune {name}: {n} events written in {fill_secs:.0f} s", flush=True)
     up_port = load.start_upstream(logs, procs)
-    t = load.start_tollgate(f"prune-{name}", db_url, up_port, tmp, logs)
+    # The serving gateway's own retention pass is off (retention 0 keeps everything): pruning is
+    # the CLI's, in turns, so that "off" turns really have none.
+    t = load.start_tollgate(f"prune-{name}", db_url, up_port, tmp, logs,
+                            extra={"TOLLGATE_LEDGER__RETENTION_DAYS": "0"})
     procs.append(t.proc)
     env, _ = load.tollgate_env(f"prune-{name}", db_url, up_port, tmp)
     sat = load.run_wrk(t, load.JSON_PATH, 16, 5, lua)["rps"]
@@ -124,6 +127,9 @@ def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs):
         "p99_mean_ms": [round(mean(x, "p99_us"), 2) for x in (off, on)],
         "p99_worst_ms": [round(max(r["p99_us"] for r in x) / 1000, 2) for x in (off, on)],
         "non_2xx": sum(r["non_2xx"] or 0 for r in off + on),
+        # Each turn's p99 in order, to see how the run evolved (the database grows all along).
+        "turn_p99_ms": {"off": [round(r["p99_us"] / 1000, 2) for r in off],
+                        "on": [round(r["p99_us"] / 1000, 2) for r in on]},
     }
     res["p99_change_pct"] = round((res["p99_ms"][1] / res["p99_ms"][0] - 1) * 100, 1)
     print(f"prune {name}: {res}", flush=True)
@@ -153,6 +159,7 @@ def main():
                                check=True, capture_output=True, timeout=60)
                 db = "postgres://postgres@127.0.0.1:5432/tollgate_prune"
             runs.append(bench(backend, db, args.events, tmp, logs, lua, procs, args.minutes * 60 or float("inf")))
+            write_results(runs, args.events, args.minutes)
             load.stop_all(procs)
             procs.clear()
             if backend == "postgres":
@@ -160,13 +167,18 @@ def main():
                                 "DROP DATABASE IF EXISTS tollgate_prune"], capture_output=True, timeout=60)
     finally:
         load.stop_all(procs)
+
+
+def write_results(runs, events, minutes):
+    """benches/results/prune.md and prune.json, for the databases done so far."""
     lines = ["# Pruning under load", "",
-             f"`benches/prune/prune.py`, {datetime.date.today()}: {args.events:,} events past retention deleted at the "
+             f"`benches/prune/prune.py`, {datetime.date.today()}: {events:,} events past retention deleted at the "
              "background pass's gentle pace (1,000 rows per statement, then 39 times the statement's duration of rest; "
-             "`tollgate db prune` on the gateway's core) while the gateway serves half of its saturation (gateway on "
+             "`tollgate db prune` on the gateway's core; the serving gateway's own pass is off) while the gateway serves "
+             "half of its saturation (gateway on "
              "one core, load and upstream on the other, PostgreSQL unpinned). The prune runs in turns of "
              f"{ON_SECS} s with {OFF_SECS} s stopped between them, so the machine's own noise weighs on both sides"
-             + (f", for {args.minutes:g} minutes of pruning per database; " if args.minutes else "; ") +
+             + (f", for {minutes:g} minutes of pruning per database; " if minutes else "; ") +
              "p50/p99 are the median of the turns' oha runs (p99: mean and worst run in brackets).",
              load.platform_line(), "",
              "| database | rate (req/s) | pruned | turns off / on | p50 off → on | p99 off → on | p99 change | non-200 |",
