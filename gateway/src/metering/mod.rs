@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use pricing::{Metered, PriceTable};
 use scan::{Found, Key, Scanner, Watch};
-use usage::{Tokens, UsageMetadata};
+use usage::Tokens;
 
 use crate::route::{is_image_model, Operation, Route};
 
@@ -134,6 +134,10 @@ static RESPONSE_KEYS: &[Key] = &[
         watch: Watch::Value,
     },
 ];
+/// The response keys as needles: answers come from Google, so the scanner searches for the keys
+/// instead of walking every string (built once).
+static RESPONSE_NEEDLES: std::sync::LazyLock<Option<scan::Needles>> =
+    std::sync::LazyLock::new(|| scan::Needles::new(RESPONSE_KEYS));
 const RS_USAGE: usize = 0;
 const RS_B64: usize = 1;
 const RS_GCS: usize = 2;
@@ -321,7 +325,10 @@ pub struct ResponseMeter {
 impl Default for ResponseMeter {
     fn default() -> Self {
         ResponseMeter {
-            scanner: Scanner::new(RESPONSE_KEYS, RESPONSE_TEXT_BOUND),
+            scanner: match &*RESPONSE_NEEDLES {
+                Some(needles) => Scanner::searching(needles, RESPONSE_TEXT_BOUND),
+                None => Scanner::new(RESPONSE_KEYS, RESPONSE_TEXT_BOUND),
+            },
             last_usage: Vec::new(),
             usage: std::sync::OnceLock::new(),
             imagen_images: 0,
@@ -395,9 +402,7 @@ impl ResponseMeter {
 
     /// The usage of the last complete `usageMetadata`, if any arrived.
     pub fn usage(&self) -> Option<Tokens> {
-        *self
-            .usage
-            .get_or_init(|| UsageMetadata::parse(&self.last_usage))
+        *self.usage.get_or_init(|| usage::parse(&self.last_usage))
     }
 }
 

@@ -5,6 +5,14 @@
 //!
 //! No I/O and no allocation proportional to the body: captured values are bounded by
 //! [`MAX_CAPTURE`]; a value longer than that is reported as truncated.
+//!
+//! Keys are found in one of two ways: by walking every string (requests: anyone writes them, so
+//! names written with escapes count too), or by searching for the names as written (answers
+//! from Google, [`Needles`]).
+
+mod needles;
+
+pub use needles::Needles;
 
 /// Longest value kept for a watched key (a `usageMetadata` object is well under 2 KB).
 pub const MAX_CAPTURE: usize = 16 * 1024;
@@ -97,16 +105,35 @@ pub struct Scanner {
     pending: Option<usize>,
     capture: Option<Capture>,
     buf: Vec<u8>,
+    /// Search mode's needles (`None`: walk every string).
+    needles: Option<&'static Needles>,
+    /// Search mode: the last bytes searched, where a needle split by a chunk's end begins.
+    win: [u8; needles::WINDOW],
+    win_len: usize,
+    /// The run of backslashes just before `win` began.
+    win_run: usize,
+    /// The run of backslashes the data fed so far ends with.
+    bs_run: usize,
 }
 
 impl Scanner {
-    /// A scanner for these keys; `text_bound` limits how much of each `Text` value is kept.
+    /// A scanner that walks every string for these keys; `text_bound` limits how much of each
+    /// `Text` value is kept.
     pub fn new(keys: &'static [Key], text_bound: usize) -> Scanner {
         // Every watched name must fit wholly escaped (tests run with debug assertions).
         debug_assert!(
             keys.iter().all(|k| k.name.len() * 6 <= MAX_KEY),
             "a watched key is too long for MAX_KEY"
         );
+        Scanner::with(keys, text_bound, None)
+    }
+
+    /// A scanner that searches for its needles' keys (JSON from a trusted writer).
+    pub fn searching(needles: &'static Needles, text_bound: usize) -> Scanner {
+        Scanner::with(needles.keys, text_bound, Some(needles))
+    }
+
+    fn with(keys: &'static [Key], text_bound: usize, needles: Option<&'static Needles>) -> Scanner {
         Scanner {
             keys,
             text_bound,
@@ -119,11 +146,19 @@ impl Scanner {
             pending: None,
             capture: None,
             buf: Vec::new(),
+            needles,
+            win: [0; needles::WINDOW],
+            win_len: 0,
+            win_run: 0,
+            bs_run: 0,
         }
     }
 
     /// Feeds the next chunk, calling `on` for each finding.
     pub fn feed(&mut self, mut data: &[u8], on: &mut impl FnMut(Found<'_>)) {
+        if let Some(needles) = self.needles {
+            return self.feed_search(needles, data, on);
+        }
         while !data.is_empty() {
             if self.capture.is_some() {
                 let used = self.feed_capture(data, on);
@@ -251,7 +286,9 @@ impl Scanner {
         });
     }
 
-    /// Consumes bytes of a captured value; returns how many were used.
+    /// Consumes bytes of a captured value; returns how many were used. A value that begins and
+    /// ends in one chunk is reported from the chunk itself; only one that spans chunks is
+    /// gathered in `buf`.
     fn feed_capture(&mut self, data: &[u8], on: &mut impl FnMut(Found<'_>)) -> usize {
         let Some(c) = self.capture.as_mut() else {
             return 0;
@@ -262,113 +299,104 @@ impl Scanner {
             MAX_CAPTURE
         };
         let mut i = 0;
-        let mut done = false;
-        while i < data.len() && !done {
-            let b = data[i];
+        // The value's bytes in this chunk: from `from` (after whitespace and a string's opening
+        // quote) to `to`, once the value ends here (a string's closing quote and a scalar's
+        // delimiter are not part of it).
+        let mut from = 0;
+        let mut to = None;
+        while i < data.len() && to.is_none() {
             match c.shape {
                 Shape::Unknown => {
                     i += 1;
-                    match b {
-                        b' ' | b'\t' | b'\r' | b'\n' => continue,
+                    match data[i - 1] {
+                        b' ' | b'\t' | b'\r' | b'\n' => from = i,
                         b'{' | b'[' => {
                             c.shape = Shape::Structured;
                             c.depth = 1;
+                            from = i - 1;
                         }
                         b'"' => {
                             c.shape = Shape::Str;
-                            continue; // the quotes are not part of a string's content
+                            from = i;
                         }
-                        _ => c.shape = Shape::Scalar,
+                        _ => {
+                            c.shape = Shape::Scalar;
+                            from = i - 1;
+                        }
                     }
-                    push(&mut self.buf, c, b, bound);
                 }
                 Shape::Str => {
-                    // Fast path: copy or skip up to the next quote or backslash.
-                    if !c.esc {
-                        let run = find_quote_or_escape(&data[i..]).unwrap_or(data.len() - i);
-                        push_slice(&mut self.buf, c, &data[i..i + run], bound);
-                        i += run;
-                        if i == data.len() {
-                            break;
-                        }
+                    let (next, closed) = through_string(data, i, &mut c.esc);
+                    i = next;
+                    if closed {
+                        to = Some(i - 1);
                     }
-                    let b = data[i];
-                    i += 1;
-                    if c.esc {
-                        c.esc = false;
-                    } else if b == b'\\' {
-                        c.esc = true;
-                    } else if b == b'"' {
-                        done = true;
-                        continue;
-                    }
-                    push(&mut self.buf, c, b, bound);
                 }
                 Shape::Scalar => {
-                    if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
-                        done = true; // the delimiter belongs to the enclosing structure
-                    } else {
-                        i += 1;
-                        push(&mut self.buf, c, b, bound);
+                    // The delimiter belongs to the enclosing structure: it is not consumed.
+                    match data[i..].iter().position(|b| {
+                        matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                    }) {
+                        None => i = data.len(),
+                        Some(off) => {
+                            i += off;
+                            to = Some(i);
+                        }
                     }
                 }
-                Shape::Structured => {
-                    // Find where the value ends (or the chunk does), then copy that run once.
-                    let start = i;
-                    while i < data.len() && !done {
-                        if c.in_str && !c.esc {
-                            // Inside a string only a quote or a backslash matters.
-                            match find_quote_or_escape(&data[i..]) {
-                                Some(off) => i += off,
-                                None => {
-                                    i = data.len();
-                                    break;
+                Shape::Structured if c.in_str => {
+                    let (next, closed) = through_string(data, i, &mut c.esc);
+                    i = next;
+                    c.in_str = !closed;
+                }
+                Shape::Structured => match find_structure(&data[i..]) {
+                    None => i = data.len(),
+                    Some(off) => {
+                        i += off + 1;
+                        match data[i - 1] {
+                            b'"' => c.in_str = true,
+                            b'{' | b'[' => c.depth += 1,
+                            _ => {
+                                c.depth -= 1;
+                                if c.depth == 0 {
+                                    to = Some(i);
                                 }
                             }
                         }
-                        let b = data[i];
-                        i += 1;
-                        if c.in_str {
-                            if c.esc {
-                                c.esc = false;
-                            } else if b == b'\\' {
-                                c.esc = true;
-                            } else if b == b'"' {
-                                c.in_str = false;
-                            }
-                        } else {
-                            match b {
-                                b'"' => c.in_str = true,
-                                b'{' | b'[' => c.depth += 1,
-                                b'}' | b']' => {
-                                    c.depth -= 1;
-                                    done = c.depth == 0;
-                                }
-                                _ => {}
-                            }
-                        }
                     }
-                    push_slice(&mut self.buf, c, &data[start..i], bound);
-                }
+                },
             }
         }
-        if done {
-            if let Some(c) = self.capture.take() {
-                let found = match c.watch {
-                    Watch::Text => Found::Text {
-                        key: c.key,
-                        head: &self.buf,
-                        len: c.len,
-                    },
-                    _ => Found::Value {
-                        key: c.key,
-                        bytes: &self.buf,
-                        truncated: c.truncated,
-                    },
-                };
-                on(found);
-            }
+        let end = to.unwrap_or(data.len());
+        let run = &data[from.min(end)..end];
+        if to.is_none() {
+            push_slice(&mut self.buf, c, run, bound);
+            return i;
         }
+        let Some(mut c) = self.capture.take() else {
+            return i;
+        };
+        // Nothing gathered before: the value lies in this chunk.
+        let bytes = if c.len == 0 {
+            c.len = run.len();
+            c.truncated = run.len() > bound;
+            &run[..run.len().min(bound)]
+        } else {
+            push_slice(&mut self.buf, &mut c, run, bound);
+            &self.buf[..]
+        };
+        on(match c.watch {
+            Watch::Text => Found::Text {
+                key: c.key,
+                head: bytes,
+                len: c.len,
+            },
+            _ => Found::Value {
+                key: c.key,
+                bytes,
+                truncated: c.truncated,
+            },
+        });
         i
     }
 }
@@ -380,7 +408,7 @@ const SHORT: usize = 16;
 
 /// The next quote or backslash.
 #[inline]
-fn find_quote_or_escape(hay: &[u8]) -> Option<usize> {
+pub(super) fn find_quote_or_escape(hay: &[u8]) -> Option<usize> {
     find_short(
         hay,
         |w| has_byte(w, b'"') | has_byte(w, b'\\'),
@@ -399,6 +427,45 @@ fn find_quote(hay: &[u8]) -> Option<usize> {
         let from = hay.len().min(SHORT);
         memchr::memchr(b'"', &hay[from..]).map(|i| i + from)
     })
+}
+
+/// Inside a string, from `i`: past its closing quote (`true`) or as far as the chunk allows
+/// (`false`), keeping whether the last byte seen was an unfinished escape in `esc`.
+fn through_string(data: &[u8], i: usize, esc: &mut bool) -> (usize, bool) {
+    if *esc {
+        *esc = false;
+        return (i + 1, false);
+    }
+    match find_quote_or_escape(&data[i..]) {
+        None => (data.len(), false),
+        Some(off) => {
+            let at = i + off;
+            *esc = data[at] == b'\\';
+            (at + 1, !*esc)
+        }
+    }
+}
+
+/// The next quote or bracket (`{`, `[`, `}`, `]`): all that matters outside strings while finding
+/// where a captured object or array ends. Eight bytes at a time: `[` and `]` are `{` and `}` with
+/// bit 5 clear, so one comparison finds both of a pair.
+#[inline]
+fn find_structure(hay: &[u8]) -> Option<usize> {
+    const BIT5: u64 = 0x2020_2020_2020_2020;
+    let mut i = 0;
+    while let Some(w) = hay.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*w);
+        let m = has_byte(w, b'"') | has_byte(w | BIT5, b'{') | has_byte(w | BIT5, b'}');
+        if m != 0 {
+            // The lowest marked byte is exact for its own comparison, so for all three.
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..]
+        .iter()
+        .position(|&b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']'))
+        .map(|p| i + p)
 }
 
 /// Looks through the first [`SHORT`] bytes eight at a time (`word` marks matching bytes of a
@@ -432,15 +499,6 @@ fn push_slice(buf: &mut Vec<u8>, c: &mut Capture, bytes: &[u8], bound: usize) {
     let room = bound.saturating_sub(buf.len()).min(bytes.len());
     buf.extend_from_slice(&bytes[..room]);
     if room < bytes.len() {
-        c.truncated = true;
-    }
-}
-
-fn push(buf: &mut Vec<u8>, c: &mut Capture, b: u8, bound: usize) {
-    c.len += 1;
-    if buf.len() < bound {
-        buf.push(b);
-    } else {
         c.truncated = true;
     }
 }
