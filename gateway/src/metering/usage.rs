@@ -166,7 +166,22 @@ impl<'a> Reader<'a> {
         if text == b"-0" || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        std::str::from_utf8(text).ok()?.parse().ok()
+        // Accumulated on the number's own side, so that i64::MIN fits and overflow is refused.
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let mut n: i64 = 0;
+        for &d in digits {
+            let d = i64::from(d - b'0');
+            n = n.checked_mul(10)?;
+            n = if negative {
+                n.checked_sub(d)?
+            } else {
+                n.checked_add(d)?
+            };
+        }
+        Some(n)
     }
 
     /// An optional minus and the integer part (no leading zero).
