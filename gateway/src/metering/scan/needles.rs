@@ -31,6 +31,11 @@ impl Needles {
     /// Needles for these keys (a needle's index is its key's index); `None` when a key is too
     /// long for the window or no searcher can be built, and the caller walks every string.
     pub fn new(keys: &'static [Key]) -> Option<Needles> {
+        Needles::build(keys, true)
+    }
+
+    /// `packed`: try Teddy first (tests build the fallback alone to check it too).
+    fn build(keys: &'static [Key], packed: bool) -> Option<Needles> {
         if keys.iter().any(|k| k.name.len() + 2 > WINDOW + 1) {
             return None;
         }
@@ -38,12 +43,16 @@ impl Needles {
             .iter()
             .map(|k| [&b"\""[..], k.name, b"\""].concat())
             .collect();
-        let finder = match packed::Config::new()
-            .match_kind(packed::MatchKind::LeftmostFirst)
-            .builder()
-            .extend(&quoted)
-            .build()
-        {
+        let teddy = packed
+            .then(|| {
+                packed::Config::new()
+                    .match_kind(packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(&quoted)
+                    .build()
+            })
+            .flatten();
+        let finder = match teddy {
             Some(s) => Finder::Packed(s),
             None => Finder::Automaton(
                 AhoCorasick::builder()
@@ -53,6 +62,12 @@ impl Needles {
             ),
         };
         Some(Needles { keys, finder })
+    }
+
+    /// The same needles searched by the general automaton only.
+    #[cfg(test)]
+    pub(super) fn automaton(keys: &'static [Key]) -> Option<Needles> {
+        Needles::build(keys, false)
     }
 
     /// The first needle in `hay`: its key, start and end.
@@ -144,12 +159,7 @@ impl Scanner {
         } else {
             self.keep_window(&chunk[from..], chunk, from, before);
         }
-        let tail = chunk.iter().rev().take_while(|&&b| b == b'\\').count();
-        self.bs_run = if tail == chunk.len() {
-            self.bs_run + tail
-        } else {
-            tail
-        };
+        self.bs_run = run_before(chunk, chunk.len(), before);
     }
 
     /// A needle that began in the window and ends in this chunk: its key and where it ends in

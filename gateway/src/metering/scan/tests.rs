@@ -31,12 +31,21 @@ struct Seen {
 
 static NEEDLES: std::sync::LazyLock<Needles> =
     std::sync::LazyLock::new(|| Needles::new(KEYS).unwrap());
+/// The searcher used where the CPU has no Teddy.
+static AUTOMATON: std::sync::LazyLock<Needles> =
+    std::sync::LazyLock::new(|| Needles::automaton(KEYS).unwrap());
 
-/// What both modes find, which must agree (on valid JSON).
+/// What the modes find (walking, and searching with each searcher), which must agree (on
+/// valid JSON).
 fn scan_chunks(chunks: &[&[u8]]) -> Seen {
     let walked = scan_with(Scanner::new(KEYS, 8), chunks);
     let searched = scan_with(Scanner::searching(&NEEDLES, 8), chunks);
     assert_eq!(walked, searched, "walking and searching disagree");
+    let automaton = scan_with(Scanner::searching(&AUTOMATON, 8), chunks);
+    assert_eq!(
+        walked, automaton,
+        "walking and the automaton's search disagree"
+    );
     walked
 }
 
