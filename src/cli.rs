@@ -274,8 +274,9 @@ pub enum FeatureCmd {
 pub enum DbCmd {
     /// Each table's rows and size, the oldest usage event, and the retention settings.
     Stats,
-    /// Delete now what is past its retention (the background pass does it hourly), at the
-    /// background's gentle pace: a batch, then 39 times its duration of rest.
+    /// Delete now what is past its retention (the background pass does it hourly), as the
+    /// background pass does: on a thread of the lowest priority, a batch, then 3 (SQLite) or 39
+    /// (PostgreSQL) times its duration of rest.
     Prune {
         /// Rest only 20 ms between batches (a maintenance window: several times faster, and
         /// felt by the traffic).
@@ -444,12 +445,22 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
                 raw.admin.audit_retention_days,
             );
             let started = std::time::Instant::now();
-            let pace = match fast {
-                true => crate::retention::Pace::Fast,
-                false => crate::retention::Pace::Gentle,
+            let now = chrono::Utc::now();
+            // Gentle: as the serving process's pass does it, on a thread of the lowest priority.
+            let p = match fast {
+                true => {
+                    let fast = crate::retention::Pace::Fast;
+                    crate::retention::prune_once(cx.store, retention, now, fast).await?
+                }
+                false => {
+                    let db = crate::retention::Db {
+                        url: settings.database_url.clone(),
+                        connect: settings.connect.clone(),
+                        shared: cx.store.clone(),
+                    };
+                    crate::retention::prune_low(db, retention, now).await?
+                }
             };
-            let p =
-                crate::retention::prune_once(cx.store, retention, chrono::Utc::now(), pace).await?;
             if cx.json {
                 output::json(&serde_json::json!({
                     "events": p.events, "alerts": p.alerts, "audit": p.audit,

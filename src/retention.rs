@@ -1,13 +1,15 @@
 //! The background pruner: every `ledger.prune_interval_secs` (the first pass at most five minutes
 //! after start), usage events, limit alerts and audit rows past their retention, and ended admin
-//! sessions, are deleted in batches of [`BATCH`] rows paced by [`Pace`], so the ledger's writes,
-//! the admin's reads and the traffic never wait long behind it. Several instances pruning at once
-//! is harmless.
+//! sessions, are deleted in batches of [`BATCH`] rows paced by [`Pace`], on a thread of the
+//! lowest priority with a connection of its own ([`on_low_thread`]), so the ledger's writes, the
+//! admin's reads and the traffic never wait long behind it. Several instances pruning at once is
+//! harmless.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use store::{Store, StoreError};
+use store::{ConnectOptions, Store, StoreError};
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1_000;
@@ -15,16 +17,24 @@ pub const BATCH: i64 = 1_000;
 const PAUSE: Duration = Duration::from_millis(20);
 /// A gentle pass pauses this many times as long as its last batch took, so it uses at most a
 /// fortieth of a core (or of the database server) however large the backlog: traffic first.
-/// Pruning is never urgent; a measured tenth raised the traffic's p99 noticeably more.
+/// Pruning is never urgent.
 const GENTLE: u32 = 39;
+/// A pass whose work runs on a thread of the lowest priority here (SQLite, see
+/// [`on_low_thread`]) pauses this many times its last batch: the traffic takes the core first
+/// anyway, so the pause only bounds the pass's share of what is left and of the disk.
+const LOW: u32 = 3;
 /// The first pass waits for start-up to be over.
 const FIRST: Duration = Duration::from_secs(300);
 
 /// How hard a pass works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// The background's pace: a batch, then 39 times its duration of rest.
+    /// The background's pace where the work runs at the traffic's priority (PostgreSQL's
+    /// server): a batch, then 39 times its duration of rest.
     Gentle,
+    /// The background's pace where the work runs at the lowest priority (SQLite on the pass's
+    /// own thread): a batch, then 3 times its duration of rest.
+    Low,
     /// For a maintenance window: the shortest pause only.
     Fast,
 }
@@ -33,6 +43,7 @@ impl Pace {
     fn pause(self, batch: Duration) -> Duration {
         match self {
             Pace::Gentle => PAUSE.max(batch * GENTLE),
+            Pace::Low => PAUSE.max(batch * LOW),
             Pace::Fast => PAUSE,
         }
     }
@@ -128,16 +139,145 @@ where
     }
 }
 
-/// Prunes gently every `every` (the first pass at most five minutes after start), for ever
-/// (aborted with the process).
-pub async fn run(store: Store, retention: Retention, every: Duration) {
+/// The nice value of a pass's threads, the lowest priority:
+/// the proxy's workers (and the ledger's threads, at nice 10) take the core whenever they have
+/// work and the pass gets what is left, so a pass costs the traffic its I/O, not its CPU.
+pub const NICE: i32 = 19;
+
+/// The database a pass opens for itself.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The database URL.
+    pub url: String,
+    /// Its connection settings (the pass uses one connection).
+    pub connect: ConnectOptions,
+    /// The services' store: used instead when the database is in memory (it cannot be opened twice).
+    pub shared: Store,
+}
+
+/// Runs `work` on a new thread at [`NICE`], in a runtime of its own, with a store of its own
+/// opened there: sqlx runs each SQLite connection on a thread spawned by the one that opens it,
+/// and a new thread inherits its parent's nice value, so SQLite's deletes run at that priority
+/// too, and `work` is given [`Pace::Low`]. On PostgreSQL the server does the work at its own
+/// priority (and an in-memory database is the services' own connection): [`Pace::Gentle`] then.
+pub fn on_low_thread<F, Fut, T>(
+    db: Db,
+    work: F,
+) -> std::io::Result<std::thread::JoinHandle<Result<T, StoreError>>>
+where
+    F: FnOnce(Store, Pace) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, StoreError>>,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("tollgate-prune".into())
+        .spawn(move || {
+            lower_own_priority();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            rt.block_on(async move {
+                if db.shared.is_in_memory() {
+                    return work(db.shared, Pace::Gentle).await;
+                }
+                let connect = ConnectOptions {
+                    max_connections: 1,
+                    ..db.connect
+                };
+                let store = match Store::connect_lazy(&db.url, &connect).await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        tracing::warn!(error.kind = e.kind(), error = %e, "pruning cannot open the database");
+                        return Err(e);
+                    }
+                };
+                let pace = match store.backend() {
+                    store::Backend::Sqlite => Pace::Low,
+                    store::Backend::Postgres => Pace::Gentle,
+                };
+                let out = work(store.clone(), pace).await;
+                store.close().await;
+                out
+            })
+        })
+}
+
+/// Sets the calling thread's nice value to [`NICE`] (Linux: a nice value is per thread, and
+/// inherited by the threads it starts). Not `SCHED_IDLE`: a pass starved while it holds SQLite's
+/// write lock stalls the ledger behind it; at nice 19 it still gets a sliver of a busy core.
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+        tracing::debug!(error = %e, "cannot lower the pruning thread's priority");
+    }
+}
+
+/// One background pass as of `now` on a thread of the lowest priority (see [`on_low_thread`]).
+pub async fn prune_low(
+    db: Db,
+    retention: Retention,
+    now: DateTime<Utc>,
+) -> Result<Pruned, StoreError> {
+    let thread = on_low_thread(db, move |store, pace| async move {
+        prune_once(&store, retention, now, pace).await
+    })
+    .map_err(|e| StoreError::Io(e.to_string()))?;
+    join(thread).await
+}
+
+async fn join<T: Send + 'static>(
+    thread: std::thread::JoinHandle<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(move || thread.join()).await {
+        Ok(Ok(out)) => out,
+        _ => Err(StoreError::Io("the pruning thread panicked".into())),
+    }
+}
+
+/// The background pruner (see [`start`]).
+pub struct Pruner {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Pruner {
+    /// Stops the pass at its next step and waits for its thread to end.
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if let Err(e) = join(thread).await {
+                tracing::warn!(error.kind = e.kind(), error = %e, "the pruner ended with an error");
+            }
+        }
+    }
+}
+
+/// Starts [`run`] on a thread of the lowest priority (see [`on_low_thread`]).
+pub fn start(db: Db, retention: Retention, every: Duration) -> std::io::Result<Pruner> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = on_low_thread(db, move |store, pace| async move {
+        tokio::select! {
+            _ = stopped => {}
+            () = run(store, retention, every, pace) => {}
+        }
+        Ok(())
+    })?;
+    Ok(Pruner {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// Prunes gently every `every` (the first pass at most five minutes after start), for ever.
+pub async fn run(store: Store, retention: Retention, every: Duration, pace: Pace) {
     let every = every.max(Duration::from_secs(1));
     let first = tokio::time::Instant::now() + FIRST.min(every);
     let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match prune_once(&store, retention, Utc::now(), Pace::Gentle).await {
+        match prune_once(&store, retention, Utc::now(), pace).await {
             Ok(p) if p != Pruned::default() => {
                 tracing::info!(
                     events = p.events,
@@ -159,10 +299,85 @@ pub async fn run(store: Store, retention: Retention, every: Duration) {
 mod tests {
     use super::*;
 
+    /// The nice value of each of this process's threads whose name starts with `prefix`.
+    #[cfg(target_os = "linux")]
+    fn nice_of(prefix: &str) -> Vec<i32> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let tid = task.file_name().to_str().unwrap().parse::<i32>().unwrap();
+            let pid = rustix::process::Pid::from_raw(tid);
+            // A thread that ended meanwhile has no priority left to read.
+            if let (true, Ok(nice)) = (
+                name.starts_with(prefix),
+                rustix::process::getpriority_process(pid),
+            ) {
+                out.push(nice);
+            }
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_and_its_sqlite_connection_run_at_the_lowest_priority() {
+        let base = rustix::process::getpriority_process(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let shared = Store::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        shared.migrate().await.unwrap();
+        let db = Db {
+            url,
+            connect: ConnectOptions::default(),
+            shared: shared.clone(),
+        };
+        let thread = on_low_thread(db, |store, pace| async move {
+            store.ping().await?;
+            Ok((nice_of("tollgate-prune"), nice_of("sqlx-sqlite"), pace))
+        })
+        .unwrap();
+        let (pass, sqlite, pace) = join(thread).await.unwrap();
+        assert_eq!(pass, [NICE], "the pass's own thread");
+        assert_eq!(pace, Pace::Low, "low priority: the shorter rests");
+        // The services' connection stays where it was; the pass's (where SQLite deletes) is as
+        // low as the pass.
+        assert!(sqlite.contains(&base), "{sqlite:?}");
+        assert!(sqlite.contains(&NICE), "{sqlite:?}");
+    }
+
+    #[tokio::test]
+    async fn the_pruner_stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let shared = Store::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        shared.migrate().await.unwrap();
+        let db = Db {
+            url,
+            connect: ConnectOptions::default(),
+            shared,
+        };
+        // The first pass would come in five minutes: stop returns long before.
+        let pruner = start(
+            db,
+            Retention::from_days(90, 0, 0),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), pruner.stop())
+            .await
+            .expect("the pruner's thread ended");
+    }
+
     #[test]
-    fn a_gentle_pass_rests_39_times_its_step_and_a_fast_one_20_ms() {
+    fn a_gentle_pass_rests_39_times_its_step_a_low_one_3_times_and_a_fast_one_20_ms() {
         let ms = Duration::from_millis;
         assert_eq!(Pace::Gentle.pause(ms(10)), ms(390));
+        assert_eq!(Pace::Low.pause(ms(10)), ms(30));
+        assert_eq!(Pace::Low.pause(ms(1)), ms(20));
         assert_eq!(Pace::Gentle.pause(Duration::ZERO), ms(20));
         assert_eq!(Pace::Fast.pause(ms(10)), ms(20));
         assert_eq!(Pace::Fast.pause(ms(500)), ms(20));

@@ -45,13 +45,13 @@ pub struct Running {
     /// The store they share.
     pub store: Store,
     /// Deletes rows past their retention in the background.
-    pruner: tokio::task::JoinHandle<()>,
+    pruner: crate::retention::Pruner,
 }
 
 impl Running {
     /// Stops everything: the proxy first (so no new requests), then the admin service.
     pub async fn stop(self, how: gateway::Stop) {
-        self.pruner.abort();
+        self.pruner.stop().await;
         if let Some(g) = self.gateway {
             g.stop(how).await;
         }
@@ -215,11 +215,17 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         raw.limits.alert_retention_days,
         raw.admin.audit_retention_days,
     );
-    let pruner = tokio::spawn(crate::retention::run(
-        store.clone(),
+    let db = crate::retention::Db {
+        url: settings.database_url.clone(),
+        connect: settings.connect.clone(),
+        shared: store.clone(),
+    };
+    let pruner = crate::retention::start(
+        db,
         retention,
         std::time::Duration::from_secs(raw.ledger.prune_interval_secs),
-    ));
+    )
+    .context("cannot start the pruner's thread")?;
     Ok(Running {
         gateway,
         admin,
@@ -290,7 +296,11 @@ fn lower_background_priority() {
                 .file_name()
                 .to_str()
                 .and_then(|t| t.parse::<i32>().ok());
-            if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+            let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) else {
+                continue;
+            };
+            // Lowered only: the pruner's connection runs lower still (`retention::NICE`).
+            if rustix::process::getpriority_process(Some(pid)).is_ok_and(|n| n < BACKGROUND_NICE) {
                 // On Linux a thread id names one thread here, not the whole process.
                 if let Err(e) = rustix::process::setpriority_process(Some(pid), BACKGROUND_NICE) {
                     tracing::debug!(thread = name.trim(), error = %e, "cannot lower a background thread's priority");

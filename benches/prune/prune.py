@@ -28,6 +28,7 @@ RESULTS = os.path.join(load.ROOT, "benches", "results")
 CHUNK_SECS = 20
 # Turns with the prune running and stopped.
 ON_SECS, OFF_SECS = 40, 10
+ALL_CPUS = f"0-{os.cpu_count() - 1}"
 
 
 def fill_sqlite(path, n):
@@ -74,7 +75,27 @@ def old_left(name, db_url):
     return int(out.stdout.strip())
 
 
-def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs):
+def as_in_process(pid):
+    """Gives the CLI's pass the weight the serving process's pass has. That one runs on a thread
+    at nice 19 inside the gateway's process; the CLI runs in a session of its own, and Linux's
+    autogroup shares a core between sessions before nice values count, so its nice 19 alone would
+    leave it half of the gateway's core. Its session's nice (the prune is alone in it) is 19 too."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write("19")
+    except OSError:
+        pass  # no autogroup: nice values already count across processes
+
+
+def pin_postgres(cpus):
+    """Moves the PostgreSQL server's processes (and the backends it forks later) to `cpus`."""
+    pids = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+    pids += subprocess.run(["pgrep", "-f", "^postgres: "], capture_output=True, text=True).stdout.split()
+    for pid in set(pids):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, pid], capture_output=True)
+
+
+def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs, wrap, fast):
     env, _ = load.tollgate_env(f"prune-{name}", db_url, 0, tmp)
     load.cli(env, "migrate")
     started = time.time()
@@ -103,8 +124,9 @@ def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs):
     on, off, prune_secs, done = [], [], 0.0, False
     off.append(p99_run(t, rate, OFF_SECS))
     while not done:
-        prune = load.spawn(["taskset", "-c", load.PROXY_CPU, os.path.join(load.REL, "tollgate"), "db", "prune"],
-                           logs, env)
+        prune = load.spawn(wrap + ["taskset", "-c", load.PROXY_CPU, os.path.join(load.REL, "tollgate"), "db", "prune"]
+                           + (["--fast"] if fast else []), logs, env)
+        as_in_process(prune.pid)
         turn = time.time()
         on.append(p99_run(t, rate, ON_SECS))
         done = prune.poll() is not None
@@ -142,6 +164,10 @@ def main():
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--minutes", type=float, default=0,
                     help="stop pruning after this many minutes of turns per database (0: prune everything)")
+    ap.add_argument("--postgres-minutes", type=float, default=None,
+                    help="like --minutes, for PostgreSQL only (its gentle pace is ten times slower)")
+    ap.add_argument("--wrap", default="", help="a command the prune runs under, for experiments (e.g. 'chrt --idle 0')")
+    ap.add_argument("--fast", action="store_true", help="prune at the maintenance pace (for experiments)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-prune-")
     logs = open(os.path.join(tmp, "prune.log"), "w")
@@ -154,32 +180,47 @@ def main():
             if backend == "sqlite":
                 db = f"sqlite://{tmp}/prune.db"
             else:
+                # The database server's work (the deletes happen there) on the load's core, not
+                # the gateway's: in production it has a host of its own.
+                pin_postgres(load.LOAD_CPU)
                 subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q",
                                 "-c", "DROP DATABASE IF EXISTS tollgate_prune", "-c", "CREATE DATABASE tollgate_prune"],
                                check=True, capture_output=True, timeout=60)
                 db = "postgres://postgres@127.0.0.1:5432/tollgate_prune"
-            runs.append(bench(backend, db, args.events, tmp, logs, lua, procs, args.minutes * 60 or float("inf")))
-            write_results(runs, args.events, args.minutes)
+            runs.append(bench(backend, db, args.events, tmp, logs, lua, procs, minutes(args, backend) * 60 or float("inf"),
+                              args.wrap.split(), args.fast))
+            write_results(runs, args.events)
             load.stop_all(procs)
             procs.clear()
             if backend == "postgres":
+                pin_postgres(ALL_CPUS)
                 subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
                                 "DROP DATABASE IF EXISTS tollgate_prune"], capture_output=True, timeout=60)
     finally:
         load.stop_all(procs)
+        if "postgres" in args.backends:
+            pin_postgres(ALL_CPUS)
 
 
-def write_results(runs, events, minutes):
+def minutes(args, backend):
+    if backend == "postgres" and args.postgres_minutes is not None:
+        return args.postgres_minutes
+    return args.minutes
+
+
+def write_results(runs, events):
     """benches/results/prune.md and prune.json, for the databases done so far."""
     lines = ["# Pruning under load", "",
-             f"`benches/prune/prune.py`, {datetime.date.today()}: {events:,} events past retention deleted at the "
-             "background pass's gentle pace (1,000 rows per statement, then 39 times the statement's duration of rest; "
-             "`tollgate db prune` on the gateway's core; the serving gateway's own pass is off) while the gateway serves "
-             "half of its saturation (gateway on "
-             "one core, load and upstream on the other, PostgreSQL unpinned). The prune runs in turns of "
-             f"{ON_SECS} s with {OFF_SECS} s stopped between them, so the machine's own noise weighs on both sides"
-             + (f", for {minutes:g} minutes of pruning per database; " if minutes else "; ") +
-             "p50/p99 are the median of the turns' oha runs (p99: mean and worst run in brackets).",
+             f"`benches/prune/prune.py`, {datetime.date.today()}: {events:,} events past retention deleted by the "
+             "background pass's code (`tollgate db prune`, 1,000 rows per statement, on the gateway's core at nice "
+             "19, its session's autogroup at nice 19 too, so that it weighs against the gateway as the serving "
+             "process's nice-19 pass does) while the gateway serves half of its "
+             "saturation (gateway on one core; load, upstream and PostgreSQL on the other). Pace: on SQLite the pass "
+             "deletes on its own lowest-priority thread and rests 3 times each statement's duration; on PostgreSQL "
+             "the server deletes at its own priority and the pass rests 39 times. The serving gateway's own pass is "
+             f"off. The prune runs in turns of {ON_SECS} s with {OFF_SECS} s stopped between them, so the machine's "
+             "own noise weighs on both sides; p50/p99 are the median of the turns' oha runs (p99: mean and worst "
+             "run in brackets). A database not pruned to the end stopped after the minutes of pruning shown.",
              load.platform_line(), "",
              "| database | rate (req/s) | pruned | turns off / on | p50 off → on | p99 off → on | p99 change | non-200 |",
              "|---|---|---|---|---|---|---|---|"]

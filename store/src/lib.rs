@@ -229,6 +229,11 @@ impl Store {
         Ok(Store::Postgres(pool))
     }
 
+    /// Whether this is an in-memory SQLite database, which no other connection can open.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self, Store::Sqlite(_, None))
+    }
+
     /// Applies every embedded migration not yet applied. Re-running is harmless.
     ///
     /// A database created by a build whose initial migration lacked

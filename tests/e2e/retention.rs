@@ -4,22 +4,26 @@
 
 use chrono::{Duration, Utc};
 use store::{LimitType, UsageEvent};
-use tollgate::retention::{prune_once, Pace, Retention, BATCH};
+use tollgate::retention::{prune_low, prune_once, Db, Pace, Retention, BATCH};
 
 use crate::harness::{postgres_url, unique_schema, Opts, TestEnv};
 
 async fn env(postgres: bool) -> Option<TestEnv> {
+    Some(env_and_schema(postgres).await?.0)
+}
+
+async fn env_and_schema(postgres: bool) -> Option<(TestEnv, Option<String>)> {
     let database = match postgres {
         false => None,
         true => Some((postgres_url()?, Some(unique_schema("retention")))),
     };
-    Some(
-        TestEnv::start_with(Opts {
-            database,
-            ..Opts::default()
-        })
-        .await,
-    )
+    let schema = database.as_ref().and_then(|(_, s)| s.clone());
+    let env = TestEnv::start_with(Opts {
+        database,
+        ..Opts::default()
+    })
+    .await;
+    Some((env, schema))
 }
 
 fn event(n: usize, org: i64, days_ago: i64) -> UsageEvent {
@@ -42,7 +46,7 @@ fn event(n: usize, org: i64, days_ago: i64) -> UsageEvent {
 }
 
 async fn pruning_keeps_every_total(postgres: bool) {
-    let Some(env) = env(postgres).await else {
+    let Some((env, schema)) = env_and_schema(postgres).await else {
         return;
     };
     let (org, _) = env.org_with_key("acme").await;
@@ -85,15 +89,20 @@ async fn pruning_keeps_every_total(postgres: bool) {
         .await
         .unwrap();
 
+    // The gentle pass as the serving process runs it: on a thread of its own, with its own
+    // connection.
     let now = Utc::now();
-    let pruned = prune_once(
-        &env.store,
-        Retention::from_days(90, 0, 0),
-        now,
-        Pace::Gentle,
-    )
-    .await
-    .unwrap();
+    let db = Db {
+        url: env.db_url.clone(),
+        connect: store::ConnectOptions {
+            pg_schema: schema,
+            ..Default::default()
+        },
+        shared: env.store.clone(),
+    };
+    let pruned = prune_low(db, Retention::from_days(90, 0, 0), now)
+        .await
+        .unwrap();
     assert_eq!(
         pruned.events, 1_500,
         "every event older than 90 days, in batches of {BATCH}"
