@@ -318,21 +318,30 @@ mod tests {
         out
     }
 
-    #[cfg(target_os = "linux")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_pass_and_its_sqlite_connection_run_at_the_lowest_priority() {
-        let base = rustix::process::getpriority_process(None).unwrap();
+    /// A migrated SQLite file, open as the services' store (its connection stays open).
+    async fn sqlite_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let shared = Store::connect(&url, &ConnectOptions::default())
             .await
             .unwrap();
         shared.migrate().await.unwrap();
-        let db = Db {
-            url,
-            connect: ConnectOptions::default(),
-            shared: shared.clone(),
-        };
+        let connect = ConnectOptions::default();
+        (
+            dir,
+            Db {
+                url,
+                connect,
+                shared,
+            },
+        )
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_and_its_sqlite_connection_run_at_the_lowest_priority() {
+        let base = rustix::process::getpriority_process(None).unwrap();
+        let (_dir, db) = sqlite_db().await;
         let thread = on_low_thread(db, |store, pace| async move {
             store.ping().await?;
             Ok((nice_of("tollgate-prune"), nice_of("sqlx-sqlite"), pace))
@@ -349,17 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pruner_stops_when_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let shared = Store::connect(&url, &ConnectOptions::default())
-            .await
-            .unwrap();
-        shared.migrate().await.unwrap();
-        let db = Db {
-            url,
-            connect: ConnectOptions::default(),
-            shared,
-        };
+        let (_dir, db) = sqlite_db().await;
         // The first pass would come in five minutes: stop returns long before.
         let pruner = start(
             db,
