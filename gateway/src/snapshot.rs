@@ -255,6 +255,9 @@ pub struct LiveConfig {
     /// The store's config version the current snapshot was loaded at ([`NO_VERSION`] when it
     /// came from elsewhere: empty, the saved copy, or a test).
     version: AtomicI64,
+    /// Held while a loaded snapshot is checked against `version` and put in place: refreshes
+    /// can overlap (the beat and an explicit one), and an older load must not replace a newer.
+    swapping: std::sync::Mutex<()>,
 }
 
 /// "The current snapshot was not loaded from the store at a known version."
@@ -274,6 +277,7 @@ impl LiveConfig {
             saved_path: path,
             saved_digest: std::sync::Mutex::new(0),
             version: AtomicI64::new(NO_VERSION),
+            swapping: std::sync::Mutex::new(()),
         }
     }
 
@@ -363,8 +367,15 @@ impl LiveConfig {
         };
         match SnapshotRows::load(store).await {
             Ok(rows) => {
+                let swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+                let current = self.version.load(Ordering::Relaxed);
+                if current != NO_VERSION && version < current {
+                    // A refresh that read a newer version finished first.
+                    return true;
+                }
                 self.store(Snapshot::from_rows(&rows));
                 self.version.store(version, Ordering::Relaxed);
+                drop(swapping);
                 self.save(&rows);
                 true
             }
