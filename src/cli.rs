@@ -453,11 +453,7 @@ async fn manage(settings: &Settings, command: Command, json: bool) -> anyhow::Re
                     crate::retention::prune_once(cx.store, retention, now, fast).await?
                 }
                 false => {
-                    let db = crate::retention::Db {
-                        url: settings.database_url.clone(),
-                        connect: settings.connect.clone(),
-                        shared: cx.store.clone(),
-                    };
+                    let db = crate::retention::Db::new(settings, cx.store.clone());
                     crate::retention::prune_low(db, retention, now).await?
                 }
             };

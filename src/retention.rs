@@ -155,6 +155,17 @@ pub struct Db {
     pub shared: Store,
 }
 
+impl Db {
+    /// The configured database, with the services' (or the CLI's) store beside it.
+    pub fn new(settings: &crate::config::Settings, shared: Store) -> Db {
+        Db {
+            url: settings.database_url.clone(),
+            connect: settings.connect.clone(),
+            shared,
+        }
+    }
+}
+
 /// Runs `work` on a new thread at [`NICE`], in a runtime of its own, with a store of its own
 /// opened there: sqlx runs each SQLite connection on a thread spawned by the one that opens it,
 /// and a new thread inherits its parent's nice value, so SQLite's deletes run at that priority

@@ -215,11 +215,7 @@ pub async fn start(settings: &Settings, services: Services) -> anyhow::Result<Ru
         raw.limits.alert_retention_days,
         raw.admin.audit_retention_days,
     );
-    let db = crate::retention::Db {
-        url: settings.database_url.clone(),
-        connect: settings.connect.clone(),
-        shared: store.clone(),
-    };
+    let db = crate::retention::Db::new(settings, store.clone());
     let pruner = crate::retention::start(
         db,
         retention,
