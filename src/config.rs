@@ -644,6 +644,7 @@ impl Config {
                 max_connections: self.database.max_connections,
                 acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
                 pg_schema: None,
+                role: None,
             },
             gateway_listen: parse_addr("gateway.listen", &g.listen)?,
             admin_listen: parse_addr("admin.listen", &self.admin.listen)?,

@@ -66,6 +66,9 @@ pub struct ConnectOptions {
     pub acquire_timeout: Duration,
     /// PostgreSQL only: the schema to use (created if missing). Tests use one per test.
     pub pg_schema: Option<String>,
+    /// PostgreSQL only: what these connections do, after `tollgate-` in their `application_name`
+    /// (`tollgate-prune`), so an operator can single them out in `pg_stat_activity`.
+    pub role: Option<&'static str>,
 }
 
 impl Default for ConnectOptions {
@@ -74,6 +77,7 @@ impl Default for ConnectOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             pg_schema: None,
+            role: None,
         }
     }
 }
@@ -196,9 +200,13 @@ impl Store {
         let mut options =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         // Named in pg_stat_activity, so an operator sees (and can single out) our connections.
-        options = options.application_name(&match &opts.pg_schema {
-            Some(schema) => format!("tollgate/{schema}"),
+        let name = match opts.role {
+            Some(role) => format!("tollgate-{role}"),
             None => "tollgate".to_owned(),
+        };
+        options = options.application_name(&match &opts.pg_schema {
+            Some(schema) => format!("{name}/{schema}"),
+            None => name,
         });
         if let Some(schema) = &opts.pg_schema {
             if !schema

@@ -316,3 +316,49 @@ async fn sqlite_export_equals_the_events() {
 async fn postgres_export_equals_the_events() {
     the_export_equals_the_events(true).await;
 }
+
+/// An operator looking at PostgreSQL's sessions sees which one is the pruning pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pass_names_its_connection() {
+    let Some((env, Some(schema))) = env_and_schema(true).await else {
+        return;
+    };
+    let db = Db {
+        url: env.db_url.clone(),
+        connect: store::ConnectOptions {
+            pg_schema: Some(schema.clone()),
+            ..Default::default()
+        },
+        shared: env.store.clone(),
+    };
+    let url = env.db_url.clone();
+    let mine = format!("tollgate%/{schema}");
+    let thread = tollgate::retention::on_low_thread(db, move |store, pace| async move {
+        store.ping().await?; // the pass's connection is open now
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1",
+        )
+        .bind(&mine)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        Ok((names, pace))
+    })
+    .unwrap();
+    let (names, pace) = tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        names.contains(&format!("tollgate-prune/{schema}")),
+        "the pass's connection is named for what it does: {names:?}"
+    );
+    assert_eq!(
+        pace,
+        Pace::Gentle,
+        "PostgreSQL deletes at the server's priority"
+    );
+    env.stop().await;
+}

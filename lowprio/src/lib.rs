@@ -1,0 +1,128 @@
+//! Lowers a thread's scheduling priority for background work (pruning, the ledger, logs).
+//!
+//! A nice value alone decides how a busy core is shared, not how soon a request's thread gets
+//! it back: Linux's scheduler (EEVDF, 6.6+) lets a running thread finish its slice (0.75 ms ×
+//! (1 + log₂ CPUs) by default) before a thread that wakes on the same core runs, whatever their
+//! nice values. So a background thread also asks for the shortest slice, 0.1 ms (Linux 6.12+;
+//! earlier kernels ignore the request and only the nice value applies). Threads it starts
+//! inherit both.
+
+use std::io;
+use std::time::Duration;
+
+/// The shortest slice Linux accepts (it clamps requests to 0.1–100 ms).
+pub const SHORTEST_SLICE: Duration = Duration::from_micros(100);
+
+/// Gives the calling thread nice value `nice` under the normal policy, and asks for `slice` as
+/// its scheduler slice. Linux only; elsewhere it does nothing.
+pub fn lower_current_thread(nice: i32, slice: Duration) -> io::Result<()> {
+    lower_thread(0, nice, slice)
+}
+
+/// As [`lower_current_thread`], for thread `tid` of this process (0: the calling thread).
+pub fn lower_thread(tid: i32, nice: i32, slice: Duration) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::set_normal(tid, nice, slice)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tid, nice, slice);
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::time::Duration;
+
+    /// The kernel's `struct sched_attr` (include/uapi/linux/sched/types.h), first version plus
+    /// the utilisation clamps (size 56).
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        sched_policy: u32,
+        sched_flags: u64,
+        sched_nice: i32,
+        sched_priority: u32,
+        /// For the normal policy, the requested slice in nanoseconds (Linux 6.12+).
+        sched_runtime: u64,
+        sched_deadline: u64,
+        sched_period: u64,
+        sched_util_min: u32,
+        sched_util_max: u32,
+    }
+
+    pub(super) fn set_normal(tid: i32, nice: i32, slice: Duration) -> io::Result<()> {
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            sched_policy: libc::SCHED_OTHER as u32,
+            sched_nice: nice.clamp(-20, 19),
+            sched_runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+            ..SchedAttr::default()
+        };
+        // SAFETY: sched_setattr(2) reads `attr.size` bytes from a valid, initialised
+        // `struct sched_attr` that outlives the call, and writes nothing.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setattr,
+                tid as libc::c_long,
+                &attr as *const SchedAttr,
+                0 as libc::c_uint,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A field of `/proc/thread-self/sched` (the scheduler's debug view of this thread).
+    fn sched_field(name: &str) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    fn nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command's closing parenthesis; the nice value is the 19th field.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_lowered_thread_and_the_threads_it_starts_run_at_nice_19_with_the_shortest_slice() {
+        std::thread::spawn(|| {
+            lower_current_thread(19, SHORTEST_SLICE).unwrap();
+            assert_eq!(nice(), 19);
+            // The slice shows where the kernel has custom slices (6.12+) and a debug view.
+            let slice = sched_field("se.slice");
+            match slice {
+                Some(slice) => assert_eq!(slice, 100_000, "0.1 ms"),
+                None => assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI machines run Linux 6.12+ with /proc/thread-self/sched"
+                ),
+            }
+            let child = std::thread::spawn(move || (nice(), sched_field("se.slice")))
+                .join()
+                .unwrap();
+            assert_eq!(child, (19, slice), "inherited");
+        })
+        .join()
+        .unwrap();
+    }
+}
