@@ -216,13 +216,14 @@ where
 }
 
 /// Sets the calling thread's nice value to [`NICE`] and its scheduler slice to the shortest
-/// (see the `lowprio` crate: a request's thread waking on this core gets it within 0.1 ms
-/// instead of a whole slice). A nice value is per thread on Linux, and both are inherited by the
-/// threads it starts. Not `SCHED_IDLE`: a pass starved while it holds SQLite's write lock stalls
-/// the ledger behind it; at nice 19 it still gets a sliver of a busy core.
+/// (see the `lowprio` crate: its turn on a contended core ends after 0.1 ms instead of a whole
+/// slice, so a request's thread waking there waits less). A nice value is per thread on Linux,
+/// and both are inherited by the threads it starts. Not `SCHED_IDLE`: a pass starved while it
+/// holds SQLite's write lock stalls the ledger behind it; at nice 19 it still gets a sliver of a
+/// busy core.
 fn lower_own_priority() {
     if let Err(e) = lowprio::lower_current_thread(NICE, lowprio::SHORTEST_SLICE) {
-        tracing::debug!(error = %e, "cannot lower the pruning thread's priority");
+        tracing::warn!(error = %e, "cannot shorten the pruning thread's scheduler slice");
     }
 }
 

@@ -90,20 +90,54 @@ def as_in_process(pid):
         pass  # no autogroup: nice values already count across processes
 
 
-def lower_backend(name):
-    """PostgreSQL only: gives the pass's server process (its connection is named `tollgate-prune`)
-    the lowest priority on the load's core, where it stands for a database host of its own: there
-    it would take nothing from the gateway's machine. Each backend is a session of its own, so its
-    autogroup's nice is what counts. Waits up to 10 s for the connection; returns its pid."""
+def shortest_slice(pid):
+    """What the pass's own thread asks for (the `lowprio` crate), for another process: nice 19
+    and the shortest scheduler slice (sched_setattr(2), Linux 6.12+). Returns whether it took."""
+    import ctypes
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                    ("nice", ctypes.c_int32), ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                    ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64),
+                    ("util_min", ctypes.c_uint32), ("util_max", ctypes.c_uint32)]
+    attr = Attr(size=ctypes.sizeof(Attr), policy=0, nice=19, runtime=100_000)
+    sched_setattr = {"x86_64": 314, "aarch64": 274}.get(os.uname().machine)
+    return bool(sched_setattr) and ctypes.CDLL(None).syscall(sched_setattr, pid, ctypes.byref(attr), 0) == 0
+
+
+def prune_backends():
+    """The server processes of connections named `tollgate-prune` (the serving gateway's own,
+    idle, pass holds one too)."""
+    return set(subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "tollgate_prune", "-Atc",
+                               "SELECT pid FROM pg_stat_activity WHERE application_name = 'tollgate-prune'"],
+                              capture_output=True, text=True, timeout=10).stdout.split())
+
+
+def is_lowest(pid):
+    """Whether process `pid` runs at nice 19 with the shortest slice (0.1 ms)."""
+    try:
+        with open(f"/proc/{pid}/sched") as f:
+            fields = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in f if ":" in l)}
+        return int(fields["prio"]) == 139 and int(fields["se.slice"]) == 100_000
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def lower_backend(before):
+    """PostgreSQL only: the pass's server process (its connection is named `tollgate-prune`)
+    stands for a database host of its own, which would take nothing from the gateway's machine:
+    it gets the lowest priority (its autogroup too: each backend is a session of its own) and the
+    shortest slice, on any core, so it runs only on time the gateway and the load leave.
+    Waits up to 10 s for a connection not in `before`; returns its pids."""
     deadline = time.time() + 10
     while time.time() < deadline:
-        out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "tollgate_prune", "-Atc",
-                              "SELECT pid FROM pg_stat_activity WHERE application_name = 'tollgate-prune'"],
-                             capture_output=True, text=True, timeout=10).stdout.split()
+        out = prune_backends() - before
         if out:
             for pid in out:
                 as_in_process(int(pid))
-                subprocess.run(["renice", "-n", "19", "-p", pid], capture_output=True)
+                subprocess.run(["taskset", "-p", "-c", ALL_CPUS, pid], capture_output=True)
+                if not shortest_slice(int(pid)):
+                    subprocess.run(["renice", "-n", "19", "-p", pid], capture_output=True)
             return out
         time.sleep(0.05)
     return None
@@ -145,17 +179,22 @@ def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs, wrap, fast, lo
     # both sides alike. "On" is `tollgate db prune` at the background pass's gentle pace, on the
     # gateway's core (where the background pass runs: same code, same CPU); it is stopped at the
     # end of its turn (a killed statement is rolled back) and started again at the next.
-    on, off, prune_secs, done, turns = [], [], 0.0, False, 0
+    on, off, prune_secs, done, turns, lowered = [], [], 0.0, False, 0, 0
     off.append(p99_run(t, rate, OFF_SECS))
     while not done:
+        before = prune_backends() if name == "postgres" else set()
         prune = load.spawn(wrap + ["taskset", "-c", load.PROXY_CPU, os.path.join(load.REL, "tollgate"), "db", "prune"]
                            + (["--fast"] if fast else []), logs, env)
-        procs.append(prune)  # stopped with the rest if the benchmark is interrupted
-        as_in_process(prune.pid)
-        if name == "postgres" and low_server and not lower_backend(name):
-            print("prune postgres: the pass's connection was not seen within 10 s", flush=True)
         turn = time.time()
         turns += 1
+        procs.append(prune)  # stopped with the rest if the benchmark is interrupted
+        as_in_process(prune.pid)
+        if name == "postgres" and low_server and not fast:  # --fast uses the CLI's own connection
+            pids = lower_backend(before)
+            if pids and all(is_lowest(p) for p in pids):
+                lowered += 1
+            else:
+                print(f"prune postgres: the pass's server process was not lowered in turn {turns}", flush=True)
         for _ in range(ON_SECS // WINDOW_SECS):
             on.append(p99_run(t, rate, WINDOW_SECS))
             if prune.poll() is not None:
@@ -173,9 +212,11 @@ def bench(name, db_url, n, tmp, logs, lua, procs, max_prune_secs, wrap, fast, lo
     mean = lambda runs, k: statistics.mean(r[k] for r in runs) / 1000  # noqa: E731
     res = {
         "backend": name, "events": n, "fill_secs": round(fill_secs), "saturation_rps": round(sat), "rate_rps": round(rate),
-        "pruned": n - left, "left": left, "prune_secs": round(prune_secs), "turns": [len(off), len(on) * WINDOW_SECS // ON_SECS], "windows": [len(off), len(on)],
+        "pruned": n - left, "left": left, "prune_secs": round(prune_secs), "turns": [len(off), turns], "windows": [len(off), len(on)],
         "done": left == 0, "date": str(datetime.date.today()), "cpu": load.platform_line(),
-        "wrap": " ".join(wrap),
+        "wrap": " ".join(wrap), "fast": fast,
+        # Turns in which the pass's server process was seen at nice 19 with the shortest slice.
+        "server_lowered_turns": lowered if name == "postgres" and low_server else None,
         "server_priority": (None if name != "postgres" else "lowest" if low_server else "server's"),
         "all_secs": round(prune_secs * n / max(1, n - left)),
         "p50_ms": [round(med(x, "p50_us"), 2) for x in (off, on)],
@@ -203,8 +244,9 @@ def main():
     ap.add_argument("--wrap", default="", help="a command the prune runs under, for experiments (e.g. 'chrt --idle 0')")
     ap.add_argument("--fast", action="store_true", help="prune at the maintenance pace (for experiments)")
     ap.add_argument("--report", action="store_true", help="only write prune.md again from prune.json")
-    ap.add_argument("--server-priority", action="store_true",
-                    help="PostgreSQL: leave the pass's server process at the server's priority (for comparison)")
+    ap.add_argument("--lower-server", action="store_true",
+                    help="PostgreSQL: give the pass's server process the lowest priority and the shortest slice "
+                         "on any core, standing for a host of its own (its rests then grow: slower)")
     args = ap.parse_args()
     if args.report:
         write_results([], args.events)
@@ -214,7 +256,7 @@ def main():
     lua = os.path.join(tmp, "wrk.lua")
     with open(lua, "w") as f:
         f.write(load.WRK_LUA)
-    runs, procs = [], []
+    runs, procs, ok = [], [], False
     try:
         for backend in args.backends.split(","):
             if backend == "sqlite":
@@ -228,7 +270,7 @@ def main():
                                check=True, capture_output=True, timeout=60)
                 db = "postgres://postgres@127.0.0.1:5432/tollgate_prune"
             runs.append(bench(backend, db, args.events, tmp, logs, lua, procs, minutes(args, backend) * 60 or float("inf"),
-                              args.wrap.split(), args.fast, not args.server_priority))
+                              args.wrap.split(), args.fast, args.lower_server))
             write_results(runs, args.events)
             load.stop_all(procs)
             procs.clear()
@@ -236,12 +278,16 @@ def main():
                 pin_postgres(ALL_CPUS)
                 subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
                                 "DROP DATABASE IF EXISTS tollgate_prune"], capture_output=True, timeout=60)
+        ok = True
     finally:
         load.stop_all(procs)
         if "postgres" in args.backends:
             pin_postgres(ALL_CPUS)
         logs.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"prune: stopped early; logs and databases left in {tmp}", flush=True)
 
 
 def minutes(args, backend):
@@ -250,12 +296,17 @@ def minutes(args, backend):
     return args.minutes
 
 
+def key(run):
+    """What makes two results the same measurement: a new one replaces an old one of that key."""
+    return (run["backend"], run.get("server_priority"), run["events"], run.get("wrap", ""), run.get("fast", False))
+
+
 def write_results(runs, events):
     """benches/results/prune.md and prune.json: the databases done so far, and the earlier
     results of databases this run did not measure (each result carries its date)."""
     try:
         with open(os.path.join(RESULTS, "prune.json")) as f:
-            earlier = [r for r in json.load(f) if r.get("date") and r["backend"] not in {x["backend"] for x in runs}]
+            earlier = [r for r in json.load(f) if key(r) not in {key(x) for x in runs}]
     except (OSError, ValueError):
         earlier = []
     runs = earlier + runs
@@ -267,8 +318,9 @@ def write_results(runs, events):
              "serves half of its saturation (the median of three 5 s `wrk` runs; gateway on one core; load, "
              "upstream and PostgreSQL on the other). Pace: on SQLite the pass deletes on its own thread and rests "
              "3 times each statement's duration; on PostgreSQL the server deletes and the pass rests 39 times. "
-             "PostgreSQL stands for a host of its own: the pass's server process (`tollgate-prune` in "
-             "`pg_stat_activity`) runs at the lowest priority on the load's core unless the row says otherwise. "
+             "The PostgreSQL server runs on the load's core at its own priority; with `--lower-server` the pass's "
+             "server process (`tollgate-prune` in `pg_stat_activity`) gets the lowest priority and the shortest "
+             "slice on any core instead, standing for a host of its own. "
              "The serving gateway's own pass is off. The prune runs in turns of "
              f"{ON_SECS} s with {OFF_SECS} s stopped between them, so the machine's own noise weighs on both "
              f"sides, and latency is measured by `oha` in windows of {WINDOW_SECS} s on both sides: p50/p99 are "
@@ -280,7 +332,7 @@ def write_results(runs, events):
         (b, d), (mb, md), (wb, wd) = r["p99_ms"], r["p99_mean_ms"], r["p99_worst_ms"]
         pruned = (f"{r['pruned']:,} events in {r['prune_secs']} s of pruning" if r["done"] else
                   f"{r['pruned']:,} events in {r['prune_secs']} s of pruning (all {r['events']:,}: ~{r['all_secs'] / 60:.0f} min)")
-        backend = r["backend"] + (" (server at its own priority)" if r.get("server_priority") == "server's" else "")
+        backend = r["backend"] + (" (pass's server process lowered)" if r.get("server_priority") == "lowest" else "")
         windows = r.get("windows", r["turns"])
         lines.append(f"| {backend} | {r.get('date')}, {r.get('cpu')} | {r['rate_rps']} | {pruned} "
                      f"| {r['turns'][0]} / {r['turns'][1]} ({windows[0]} / {windows[1]}) "

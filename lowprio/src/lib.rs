@@ -1,11 +1,11 @@
-//! Lowers a thread's scheduling priority for background work (pruning, the ledger, logs).
+//! Lowers a thread's scheduling priority for background work (today: the retention pass).
 //!
-//! A nice value alone decides how a busy core is shared, not how soon a request's thread gets
-//! it back: Linux's scheduler (EEVDF, 6.6+) lets a running thread finish its slice (0.75 ms ×
-//! (1 + log₂ CPUs) by default) before a thread that wakes on the same core runs, whatever their
-//! nice values. So a background thread also asks for the shortest slice, 0.1 ms (Linux 6.12+;
-//! earlier kernels ignore the request and only the nice value applies). Threads it starts
-//! inherit both.
+//! A nice value decides how a busy core is shared, not how soon a request's thread gets it
+//! back: Linux's scheduler (EEVDF, 6.6+) lets a running thread finish its slice (the base slice
+//! scaled by the number of CPUs: 1.4 ms on our 2-core machines) before a thread that wakes on
+//! the same core runs, whatever their nice values. So a background thread also asks for the
+//! shortest slice, 0.1 ms (Linux 6.12+; earlier kernels ignore the request and only the nice
+//! value applies). Threads it starts inherit both.
 
 use std::io;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use std::time::Duration;
 pub const SHORTEST_SLICE: Duration = Duration::from_micros(100);
 
 /// Gives the calling thread nice value `nice` under the normal policy, and asks for `slice` as
-/// its scheduler slice. Linux only; elsewhere it does nothing.
+/// its scheduler slice. Linux only; elsewhere it does nothing. Where the kernel refuses the
+/// call (a sandbox without `sched_setattr`), the nice value is still set, and the error says
+/// the slice was not.
 pub fn lower_current_thread(nice: i32, slice: Duration) -> io::Result<()> {
     lower_thread(0, nice, slice)
 }
@@ -23,7 +25,10 @@ pub fn lower_current_thread(nice: i32, slice: Duration) -> io::Result<()> {
 pub fn lower_thread(tid: i32, nice: i32, slice: Duration) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        linux::set_normal(tid, nice, slice)
+        linux::set_normal(tid, nice, slice).inspect_err(|_| {
+            let pid = rustix::process::Pid::from_raw(tid);
+            let _ = rustix::process::setpriority_process(pid, nice);
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -54,23 +59,25 @@ mod linux {
         sched_util_min: u32,
         sched_util_max: u32,
     }
+    const _: () = assert!(std::mem::size_of::<SchedAttr>() == 56);
 
     pub(super) fn set_normal(tid: i32, nice: i32, slice: Duration) -> io::Result<()> {
-        let attr = SchedAttr {
+        let mut attr = SchedAttr {
             size: std::mem::size_of::<SchedAttr>() as u32,
             sched_policy: libc::SCHED_OTHER as u32,
             sched_nice: nice.clamp(-20, 19),
             sched_runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
             ..SchedAttr::default()
         };
-        // SAFETY: sched_setattr(2) reads `attr.size` bytes from a valid, initialised
-        // `struct sched_attr` that outlives the call, and writes nothing.
+        // SAFETY: sched_setattr(2) reads `attr.size` bytes from a valid, initialised, exclusively
+        // borrowed `struct sched_attr` that outlives the call; the only write it may do (on
+        // E2BIG, the kernel's own size into `size`) stays within it.
         #[allow(unsafe_code)]
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_sched_setattr,
                 tid as libc::c_long,
-                &attr as *const SchedAttr,
+                &mut attr as *mut SchedAttr,
                 0 as libc::c_uint,
             )
         };

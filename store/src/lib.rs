@@ -82,6 +82,21 @@ impl Default for ConnectOptions {
     }
 }
 
+/// A PostgreSQL URL's options, with our `application_name`: named in `pg_stat_activity`, so
+/// an operator sees (and can single out) our connections.
+fn pg_options(url: &str, opts: &ConnectOptions) -> Result<PgConnectOptions> {
+    let options =
+        PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+    let name = match opts.role {
+        Some(role) => format!("tollgate-{role}"),
+        None => "tollgate".to_owned(),
+    };
+    Ok(options.application_name(&match &opts.pg_schema {
+        Some(schema) => format!("{name}/{schema}"),
+        None => name,
+    }))
+}
+
 /// A handle to the database: cheap to clone (the pools are reference counted).
 #[derive(Clone)]
 pub enum Store {
@@ -181,8 +196,7 @@ impl Store {
     pub async fn connect_lazy(url: &str, opts: &ConnectOptions) -> Result<Store> {
         match Self::connect(url, opts).await {
             Err(e) if e.is_unavailable() && Backend::from_url(url) == Some(Backend::Postgres) => {
-                let mut options = PgConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+                let mut options = pg_options(url, opts)?;
                 if let Some(schema) = &opts.pg_schema {
                     options = options.options([("search_path", schema.as_str())]);
                 }
@@ -197,17 +211,7 @@ impl Store {
     }
 
     async fn connect_postgres(url: &str, opts: &ConnectOptions) -> Result<Store> {
-        let mut options =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
-        // Named in pg_stat_activity, so an operator sees (and can single out) our connections.
-        let name = match opts.role {
-            Some(role) => format!("tollgate-{role}"),
-            None => "tollgate".to_owned(),
-        };
-        options = options.application_name(&match &opts.pg_schema {
-            Some(schema) => format!("{name}/{schema}"),
-            None => name,
-        });
+        let mut options = pg_options(url, opts)?;
         if let Some(schema) = &opts.pg_schema {
             if !schema
                 .chars()
