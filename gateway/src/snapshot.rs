@@ -367,16 +367,9 @@ impl LiveConfig {
         };
         match SnapshotRows::load(store).await {
             Ok(rows) => {
-                let swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
-                let current = self.version.load(Ordering::Relaxed);
-                if current != NO_VERSION && version < current {
-                    // A refresh that read a newer version finished first.
-                    return true;
+                if self.install(version, &rows) {
+                    self.save(&rows);
                 }
-                self.store(Snapshot::from_rows(&rows));
-                self.version.store(version, Ordering::Relaxed);
-                drop(swapping);
-                self.save(&rows);
                 true
             }
             Err(e) => {
@@ -384,6 +377,20 @@ impl LiveConfig {
                 false
             }
         }
+    }
+
+    /// Makes `rows`, read at config `version`, the current snapshot, unless a refresh that read
+    /// a newer version installed its rows first (two refreshes can overlap: the periodic one and
+    /// one asked for); whether they were installed.
+    fn install(&self, version: i64, rows: &SnapshotRows) -> bool {
+        let _swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.version.load(Ordering::Relaxed);
+        if current != NO_VERSION && version < current {
+            return false;
+        }
+        self.store(Snapshot::from_rows(rows));
+        self.version.store(version, Ordering::Relaxed);
+        true
     }
 }
 
@@ -431,5 +438,47 @@ impl Snapshot {
     /// Switches a feature off in a test snapshot.
     pub fn disable(&mut self, org: i64, feature: Feature) {
         self.disabled.insert((org, feature));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_with_orgs(orgs: &[(i64, &str)]) -> SnapshotRows {
+        let mut rows = SnapshotRows::default();
+        for (id, name) in orgs {
+            rows.add_org(*id, name);
+        }
+        rows
+    }
+
+    /// Two refreshes overlap and the one that read the older version finishes last: the newer
+    /// snapshot stays (an org created and refreshed for must not vanish until the next beat).
+    #[test]
+    fn an_older_load_finishing_last_does_not_replace_a_newer_snapshot() {
+        let live = LiveConfig::new();
+        let older = rows_with_orgs(&[(1, "acme")]);
+        let newer = rows_with_orgs(&[(1, "acme"), (2, "globex")]);
+        assert!(live.install(8, &newer));
+        assert!(!live.install(7, &older), "read before the newer one");
+        assert!(live.load().org(2).is_some(), "globex is still known");
+        assert_eq!(live.version.load(Ordering::Relaxed), 8);
+        // A load at the same or a later version is installed.
+        assert!(live.install(8, &newer));
+        assert!(live.install(9, &older));
+        assert!(
+            live.load().org(2).is_none(),
+            "the org was deleted at version 9"
+        );
+    }
+
+    /// A snapshot stored without a version (tests, a saved copy at start) is replaced by any load.
+    #[test]
+    fn any_load_replaces_a_snapshot_of_no_known_version() {
+        let live = LiveConfig::new();
+        live.store(Snapshot::for_tests(&[(5, "initech")], &[]));
+        assert!(live.install(1, &rows_with_orgs(&[(1, "acme")])));
+        assert!(live.load().org(1).is_some() && live.load().org(5).is_none());
     }
 }
