@@ -313,42 +313,25 @@ pub async fn run(store: Store, retention: Retention, every: Duration, pace: Pace
 mod tests {
     use super::*;
 
-    /// The nice value of each of this process's threads whose name starts with `prefix`.
+    /// The nice values and scheduler slices (ns, where the kernel shows them) of this
+    /// process's threads whose name starts with `prefix`.
     #[cfg(target_os = "linux")]
-    fn nice_of(prefix: &str) -> Vec<i32> {
-        let mut out = Vec::new();
+    fn threads(prefix: &str) -> (Vec<i32>, Vec<u64>) {
+        let (mut nice, mut slice) = (Vec::new(), Vec::new());
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !name.starts_with(prefix) {
+                continue;
+            }
             let tid = task.file_name().to_str().unwrap().parse::<i32>().unwrap();
-            let pid = rustix::process::Pid::from_raw(tid);
             // A thread that ended meanwhile has no priority left to read.
-            if let (true, Ok(nice)) = (
-                name.starts_with(prefix),
-                rustix::process::getpriority_process(pid),
-            ) {
-                out.push(nice);
+            if let Ok(n) = rustix::process::getpriority_process(rustix::process::Pid::from_raw(tid))
+            {
+                nice.push(n);
             }
+            slice.extend(lowprio::slice_ns(tid));
         }
-        out
-    }
-
-    /// The scheduler slice (ns) of each of this process's threads whose name starts with
-    /// `prefix`, from the scheduler's debug view.
-    #[cfg(target_os = "linux")]
-    fn slice_of(prefix: &str) -> Vec<u64> {
-        let mut out = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
-            let slice = sched.lines().find_map(|l| {
-                let (key, value) = l.split_once(':')?;
-                (key.trim() == "se.slice").then(|| value.trim().parse().ok())?
-            });
-            if let (true, Some(slice)) = (name.starts_with(prefix), slice) {
-                out.push(slice);
-            }
-        }
-        out
+        (nice, slice)
     }
 
     /// A migrated SQLite file, open as the services' store (its connection stays open).
@@ -377,24 +360,20 @@ mod tests {
         let (_dir, db) = sqlite_db().await;
         let thread = on_low_thread(db, |store, pace| async move {
             store.ping().await?;
-            let slices = (slice_of("tollgate-prune"), slice_of("sqlx-sqlite"));
-            Ok((
-                nice_of("tollgate-prune"),
-                nice_of("sqlx-sqlite"),
-                pace,
-                slices,
-            ))
+            Ok((threads("tollgate-prune"), threads("sqlx-sqlite"), pace))
         })
         .unwrap();
-        let (pass, sqlite, pace, slices) = join(thread).await.unwrap();
+        let ((pass, pass_slice), (sqlite, sqlite_slice), pace) = join(thread).await.unwrap();
         assert_eq!(pass, [NICE], "the pass's own thread");
-        // And it gives the core up within 0.1 ms (Linux 6.12+, as on every CI machine).
-        assert_eq!(slices.0, [100_000], "the pass's slice");
-        assert!(
-            slices.1.contains(&100_000),
-            "its connection's: {:?}",
-            slices.1
-        );
+        // And its turn on a contended core lasts 0.1 ms (Linux 6.12+ with the scheduler's debug
+        // view, as on every CI machine; elsewhere the slice may not show).
+        if !pass_slice.is_empty() || std::env::var_os("CI").is_some() {
+            assert_eq!(pass_slice, [100_000], "the pass's slice");
+            assert!(
+                sqlite_slice.contains(&100_000),
+                "its connection's: {sqlite_slice:?}"
+            );
+        }
         assert_eq!(pace, Pace::Low, "low priority: the shorter rests");
         // The services' connection stays where it was; the pass's (where SQLite deletes) is as
         // low as the pass.

@@ -37,6 +37,21 @@ pub fn lower_thread(tid: i32, nice: i32, slice: Duration) -> io::Result<()> {
     }
 }
 
+/// The scheduler slice of thread `tid` of this process (0: the calling thread), in
+/// nanoseconds, as the scheduler's debug view (`/proc/…/sched`) shows it; `None` where it does
+/// not (not Linux, or a kernel without that view).
+pub fn slice_ns(tid: i32) -> Option<u64> {
+    let path = match tid {
+        0 => "/proc/thread-self/sched".to_owned(),
+        tid => format!("/proc/self/task/{tid}/sched"),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key.trim() == "se.slice").then(|| value.trim().parse().ok())?
+    })
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
@@ -94,15 +109,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// A field of `/proc/thread-self/sched` (the scheduler's debug view of this thread).
-    fn sched_field(name: &str) -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-        text.lines().find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            (key.trim() == name).then(|| value.trim().parse().ok())?
-        })
-    }
-
     fn nice() -> i32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         // Fields after the command's closing parenthesis; the nice value is the 19th field.
@@ -116,7 +122,7 @@ mod tests {
             lower_current_thread(19, SHORTEST_SLICE).unwrap();
             assert_eq!(nice(), 19);
             // The slice shows where the kernel has custom slices (6.12+) and a debug view.
-            let slice = sched_field("se.slice");
+            let slice = slice_ns(0);
             match slice {
                 Some(slice) => assert_eq!(slice, 100_000, "0.1 ms"),
                 None => assert!(
@@ -124,7 +130,7 @@ mod tests {
                     "CI machines run Linux 6.12+ with /proc/thread-self/sched"
                 ),
             }
-            let child = std::thread::spawn(move || (nice(), sched_field("se.slice")))
+            let child = std::thread::spawn(move || (nice(), slice_ns(0)))
                 .join()
                 .unwrap();
             assert_eq!(child, (19, slice), "inherited");
