@@ -20,6 +20,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: bound
+/// but not listening, so no other test's server can take it meanwhile (a port found free and
+/// released can be, and then "unreachable" answers).
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 /// Options for [`TestEnv::start`].
 pub struct Opts {
     pub read_timeout_ms: u64,

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use store::{Feature, KeyKind};
 
-use crate::harness::{client, eventually, free_port, Opts, TestEnv};
+use crate::harness::{client, eventually, refusing_port, Opts, TestEnv};
 
 const GEN: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
 
@@ -359,7 +359,7 @@ async fn a_cut_stream_reaches_the_client_as_a_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_502() {
-    let closed = free_port();
+    let (_held, closed) = refusing_port();
     let env = TestEnv::start_with(Opts {
         gemini_url: Some(format!("http://127.0.0.1:{closed}")),
         ..Opts::default()
