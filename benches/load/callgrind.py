@@ -43,6 +43,33 @@ def control(pid, flag):
     subprocess.run(["callgrind_control", flag, str(pid)], capture_output=True, timeout=120)
 
 
+ALLOCATORS = {"malloc", "calloc", "realloc", "mi_malloc", "mi_calloc", "mi_realloc", "mi_zalloc", "mi_malloc_aligned"}
+
+
+def allocations(dump):
+    """Calls into the allocator in a callgrind dump: the `calls=` lines under a `cfn=` that names
+    malloc, calloc or realloc (glibc's or mimalloc's). Names are compressed: `(id) name` defines
+    an id the first time, `(id)` refers to it after."""
+    names, total, target = {}, 0, None
+    with open(dump) as f:
+        for line in f:
+            if line.startswith(("fn=", "cfn=")):
+                ref = line.split("=", 1)[1].strip()
+                if ref.startswith("("):
+                    i, _, rest = ref.partition(")")
+                    if rest.strip():
+                        names[i] = rest.strip()
+                    fname = names.get(i, "")
+                else:
+                    fname = ref
+                target = fname if line.startswith("cfn=") else None
+            elif line.startswith("calls=") and target is not None:
+                if target.split("'")[0] in ALLOCATORS:
+                    total += int(line[6:].split()[0])
+                target = None
+    return total
+
+
 def profile(name, cmd, env, port, headers, n, top, tmp, logs):
     out = os.path.join(tmp, f"{name}.callgrind")
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no", "--separate-threads=no"]
@@ -69,7 +96,13 @@ def profile(name, cmd, env, port, headers, n, top, tmp, logs):
     parts = [d for d in dumps if d.count(".") > out.count(".") + 1] or dumps
     ann = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes", parts[0]], capture_output=True, text=True).stdout
     total = next((int(l.split()[0].replace(",", "")) for l in ann.splitlines() if l.strip().endswith("PROGRAM TOTALS")), 0)
-    print(f"\n== {name}: {total / n:,.0f} instructions per request ({n} requests)")
+    allocs = allocations(parts[0])
+    # The ledger's SQLite insert runs on a background thread in batches that, under callgrind's
+    # slow sequential load, hold one or two events: its share per request swings between runs
+    # (36-42k), so the figure without it is the one to compare.
+    insert = next((int(l.split()[0].replace(",", "")) for l in ann.splitlines() if "store::sqlite_events::EventDb::insert [" in l), 0)
+    print(f"\n== {name}: {total / n:,.0f} instructions per request ({n} requests), {(total - insert) / n:,.0f} without the "
+          f"ledger's SQLite insert ({insert / n:,.0f}), {allocs / n:.1f} allocations per request")
     incl = [l for l in ann.splitlines() if "(" in l and l.strip()[:1].isdigit()]
     print("-- inclusive")
     for l in incl[:top]:
@@ -79,7 +112,7 @@ def profile(name, cmd, env, port, headers, n, top, tmp, logs):
     rows = [l for l in slf.splitlines() if "(" in l and l.strip()[:1].isdigit()]
     for l in [l for l in rows if float(l.split("(")[1].split("%")[0]) < 50][:top]:
         print(l[:200])
-    return total / n
+    return total / n, allocs / n
 
 
 def main():
@@ -107,7 +140,8 @@ def main():
             results["bare pingora (mimalloc)"] = profile("bare-mimalloc", [os.path.join(run.REL, "bare-pingora-mimalloc"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *run.BARE_TUNED],
                                                          {}, port, {}, args.requests, args.top, tmp, logs)
         if args.only in (None, "tollgate"):
-            env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp)
+            # One worker, as bare pingora runs (unpinned, the default would start one per core).
+            env, port = run.tollgate_env("callgrind", f"sqlite://{tmp}/cg.db", up_port, tmp, {"TOLLGATE_GATEWAY__THREADS": "1"})
             key = run.tollgate_org(env)
             results["tollgate"] = profile("tollgate", [args.binary or os.path.join(run.REL, "tollgate"), "gateway"], env, port,
                                           {"x-goog-api-key": key}, args.requests, args.top, tmp, logs)
@@ -115,8 +149,8 @@ def main():
         run.stop_all(procs)
         logs.close()
     print()
-    for k, v in results.items():
-        print(f"{k}: {v:,.0f} instructions/request")
+    for k, (v, a) in results.items():
+        print(f"{k}: {v:,.0f} instructions/request, {a:.1f} allocations/request")
     print(f"(profiles kept in {tmp})")
 
 

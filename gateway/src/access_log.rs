@@ -209,12 +209,12 @@ fn format_line(
         ("operation", l.operation),
     ] {
         key(out, json, k);
-        json_str(out, v);
+        crate::event_line::str_literal(out, v);
     }
     key(out, json, "status");
     out.extend_from_slice(n.format(l.status).as_bytes());
     key(out, json, "refused");
-    json_str(out, l.refused);
+    crate::event_line::str_literal(out, l.refused);
     if let Some(v) = l.upstream_ms {
         key(out, json, "upstream_ms");
         out.extend_from_slice(n.format(v).as_bytes());
@@ -248,30 +248,6 @@ fn key(out: &mut Vec<u8>, json: bool, k: &str) {
         out.extend_from_slice(k.as_bytes());
         out.push(b'=');
     }
-}
-
-/// `v` as a JSON string literal (quotes, backslashes and control characters escaped).
-fn json_str(out: &mut Vec<u8>, v: &str) {
-    out.push(b'"');
-    let bytes = v.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(bytes);
-    } else {
-        for &b in bytes {
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b if b < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", b);
-                }
-                b => out.push(b),
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use store::UsageEvent;
 
+thread_local! {
+    /// Per worker: the record being written, reused so a record costs no allocation.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A segment is sealed and a new one started once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Set in a segment's `pending` once it is sealed: an append that finds it goes to the next.
@@ -122,13 +127,13 @@ impl Journal {
             // Sealed between the load and the count: the next segment is current already.
             seg.pending.fetch_sub(1, Ordering::AcqRel);
         };
-        let result = serde_json::to_vec(event)
-            .map_err(std::io::Error::other)
-            .and_then(|mut line| {
-                line.push(b'\n');
-                let at = seg.end.fetch_add(line.len() as u64, Ordering::Relaxed);
-                seg.file.write_all_at(&line, at)
-            });
+        let result = LINE.with_borrow_mut(|line| {
+            line.clear();
+            crate::event_line::write(line, event);
+            line.push(b'\n');
+            let at = seg.end.fetch_add(line.len() as u64, Ordering::Relaxed);
+            seg.file.write_all_at(line, at)
+        });
         (seg, result)
     }
 

@@ -61,7 +61,7 @@ impl Spool {
     pub fn append(&self, events: &[UsageEvent]) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(events.len() * 512);
         for e in events {
-            serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
+            crate::event_line::write(&mut buf, e);
             buf.push(b'\n');
         }
         let mut guard = self

@@ -12,6 +12,7 @@ pub mod admission;
 mod background;
 pub mod clients;
 pub mod error;
+pub mod event_line;
 pub mod identity;
 pub mod journal;
 pub mod ledger;

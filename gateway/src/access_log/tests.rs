@@ -107,7 +107,7 @@ fn text_lines_are_one_line_each_with_quoted_strings() {
 #[test]
 fn control_characters_become_unicode_escapes() {
     let mut out = Vec::new();
-    json_str(&mut out, "a\u{1}b");
+    crate::event_line::str_literal(&mut out, "a\u{1}b");
     assert_eq!(out, b"\"a\\u0001b\"");
 }
 
