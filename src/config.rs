@@ -156,11 +156,12 @@ pub fn redact_url(url: &str) -> String {
 pub struct GatewayConfig {
     /// Address the proxy listens on.
     pub listen: String,
-    /// Worker threads of the proxy (1–2 suit a 2-core machine; 0 = one per core).
+    /// Worker threads of the proxy; 0 (the default) = one per core the process may run on.
     pub threads: usize,
-    /// Whether the workers share one work-stealing task pool; off (the default), each worker
-    /// runs its own connections, 4 % more requests per second on a core.
-    pub work_stealing: bool,
+    /// Whether the workers share one work-stealing task pool. Unset (the default): off with one
+    /// worker (4 % more requests per second on a core), on with more (pingora's independent
+    /// per-worker runtimes can spin forever at a fast stop: see `gateway::server::work_stealing`).
+    pub work_stealing: Option<bool>,
     /// Connecting to an upstream gives up after this many milliseconds (→ 502).
     pub upstream_connect_timeout_ms: u64,
     /// Waiting for upstream bytes gives up after this many milliseconds of silence (→ 504).
@@ -202,8 +203,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            threads: 1,
-            work_stealing: false,
+            threads: 0,
+            work_stealing: None,
             upstream_connect_timeout_ms: 5_000,
             upstream_read_timeout_ms: 300_000,
             upstream_idle_timeout_ms: 55_000,

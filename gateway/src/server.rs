@@ -55,6 +55,9 @@ pub enum StartError {
     /// The ledger's journal cannot be opened.
     #[error("cannot open the journal next to the spool: {0}")]
     Journal(std::io::Error),
+    /// The settings do not go together.
+    #[error("{0}")]
+    Config(String),
     /// The proxy thread could not be started or did not come up.
     #[error("the proxy did not start: {0}")]
     Proxy(String),
@@ -176,6 +179,7 @@ impl Drop for RunningGateway {
 /// listener, and starts the proxy. Returns once the proxy accepts connections. Must be called on
 /// a multi-thread tokio runtime that outlives the gateway (the background tasks run on it).
 pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGateway, StartError> {
+    let stealing = work_stealing(settings.threads, settings.work_stealing)?;
     // Fail with a clear message rather than a pingora panic when the port is taken.
     std::net::TcpListener::bind(settings.listen).map_err(|reason| StartError::Listen {
         what: "gateway",
@@ -313,7 +317,7 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     }));
 
     let (stop_tx, stop_rx) = watch::channel(None);
-    let server = build_server(&settings, proxy, metrics.clone(), refused_ledger);
+    let server = build_server(&settings, proxy, metrics.clone(), refused_ledger, stealing);
     let proxy_thread = std::thread::Builder::new()
         .name("tollgate-proxy".into())
         .spawn(move || {
@@ -340,8 +344,36 @@ pub async fn start(settings: GatewaySettings, store: Store) -> Result<RunningGat
     wait_listening(settings.listen)
         .await
         .map_err(StartError::Proxy)?;
-    tracing::info!(listen = %settings.listen, metrics = %metrics_addr, "gateway listening");
+    tracing::info!(listen = %settings.listen, metrics = %metrics_addr, workers = worker_threads(settings.threads), "gateway listening");
     Ok(running)
+}
+
+/// The proxy's workers: `configured`, or for 0 one per core the process may run on (Rust's
+/// `available_parallelism` counts the CPU affinity mask and a cgroup's CPU quota, so a gateway
+/// pinned to one core or limited to one CPU gets one worker, not one per core of the host).
+pub fn worker_threads(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Whether the workers share a work-stealing pool: as configured, else only with more than one
+/// worker. Independent per-worker runtimes with more than one worker are refused: pingora 0.9
+/// does not tell its accept loops to stop on a fast stop, so a loop left on one worker, whose
+/// listener belonged to a worker already shut down, retries a failing accept without yielding
+/// and the stop never ends (seen in the test suite with two workers).
+pub fn work_stealing(threads: usize, configured: Option<bool>) -> Result<bool, StartError> {
+    let workers = worker_threads(threads);
+    match configured {
+        Some(false) if workers > 1 => Err(StartError::Config(format!(
+            "gateway.work_stealing = false needs one worker, and {workers} are configured \
+             (gateway.threads = {}): unset it, or set gateway.threads = 1",
+            threads
+        ))),
+        Some(on) => Ok(on),
+        None => Ok(workers > 1),
+    }
 }
 
 fn build_server(
@@ -349,22 +381,19 @@ fn build_server(
     proxy: Proxy,
     metrics: Arc<Metrics>,
     ledger: crate::ledger::Ledger,
+    stealing: bool,
 ) -> Server {
     let conf = ServerConf {
-        // 0 means one worker per core, as the configuration documents.
-        threads: match settings.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        },
-        // Off by default: one independent current-thread runtime per worker, +4 % requests/s
-        // for bare pingora on one core (benches/results/tuning.md); the hooks never need a task
-        // to migrate (slow work goes to spawn_blocking or a channel). Caveat: pingora 0.9 keeps
+        threads: worker_threads(settings.threads),
+        // Off with one worker: one independent current-thread runtime, +4 % requests/s for bare
+        // pingora on one core (benches/results/tuning.md); the hooks never need a task to
+        // migrate (slow work goes to spawn_blocking or a channel). Caveat: pingora 0.9 keeps
         // each no-steal worker's runtime handles in a `thread_local::ThreadLocal`, whose slots
         // pass to new threads that reuse an exited thread's id, so once such a server stopped,
         // another one started in the same process may spawn onto dead runtimes. One gateway
         // per process (the binary) is unaffected; tests that restart in-process turn it on
         // (cloudflare/pingora#981, fix proposed in #982).
-        work_stealing: settings.work_stealing,
+        work_stealing: stealing,
         // Idle upstream connections kept per worker (pingora's default is 128): a gateway in
         // front of a handful of Google endpoints can have far more requests in flight than that
         // (streams), and each connection not kept is a new TCP and TLS handshake later. A pool
@@ -396,4 +425,30 @@ async fn wait_listening(addr: SocketAddr) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(format!("nothing listens on {addr} after 5 s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_workers_means_one_per_core_this_process_may_use() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(worker_threads(0), cores);
+        assert_eq!(worker_threads(3), 3);
+    }
+
+    #[test]
+    fn work_stealing_follows_the_workers_unless_set() {
+        assert!(!work_stealing(1, None).unwrap());
+        assert!(work_stealing(2, None).unwrap());
+        assert!(work_stealing(1, Some(true)).unwrap());
+        assert!(!work_stealing(1, Some(false)).unwrap());
+        let err = work_stealing(2, Some(false)).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.work_stealing = false needs one worker"),
+            "{err}"
+        );
+        assert!(err.contains("gateway.threads = 2"), "{err}");
+    }
 }

@@ -60,10 +60,11 @@ pub struct GatewaySettings {
     pub listen: SocketAddr,
     /// Metrics and health listener.
     pub metrics_listen: SocketAddr,
-    /// Proxy worker threads (0 = one per core).
+    /// Proxy worker threads (0 = one per core the process may run on).
     pub threads: usize,
-    /// One work-stealing pool for all workers (else one independent runtime per worker).
-    pub work_stealing: bool,
+    /// One work-stealing pool for all workers (else one independent runtime per worker); `None`:
+    /// decided by the number of workers ([`crate::server::work_stealing`]).
+    pub work_stealing: Option<bool>,
     /// The Gemini Developer API.
     pub gemini: UpstreamSettings,
     /// Vertex AI.

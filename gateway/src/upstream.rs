@@ -266,7 +266,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             threads: 1,
-            work_stealing: false,
+            work_stealing: None,
             gemini: u.clone(),
             vertex: u.clone(),
             connect_timeout: Duration::from_secs(1),

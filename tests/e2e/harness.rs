@@ -99,7 +99,7 @@ impl TestEnv {
         let gateway_port = free_port();
         let toml_text = format!(
             "[database]\nurl = \"{db_url}\"\nacquire_timeout_ms = 1000\n\
-             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\nwork_stealing = {ws}\n\
+             [gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\nrefresh_secs = 1\nshutdown_grace_secs = 0\n{ws}\
              upstream_read_timeout_ms = {rt}\nupstream_connect_timeout_ms = 1000\n{gw}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [providers.gemini]\nbase_url = \"{g}\"\n[providers.vertex]\nbase_url = \"{v}\"\n\
@@ -109,7 +109,8 @@ impl TestEnv {
             saved = opts.saved_config.clone().unwrap_or_else(|| dir.path().join("live.json")).display(),
             limits = opts.limits_toml,
             gw = opts.gateway_toml,
-            ws = opts.work_stealing,
+            // Unset: the default (a work-stealing pool when there is more than one core).
+            ws = if opts.work_stealing { "work_stealing = true\n" } else { "" },
             spool = dir.path().join("spool/events.jsonl").display(),
             flush = opts.flush_ms,
             pricing = opts.pricing.clone().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/config/pricing.toml").into()).display(),
