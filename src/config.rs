@@ -334,7 +334,8 @@ pub struct LedgerConfig {
     pub spool_path: String,
     /// Usage events held in memory before overflowing to the spool.
     pub queue_capacity: usize,
-    /// Most events written in one database transaction.
+    /// Most events written in one database transaction. Larger batches cost less per event when
+    /// many orgs' events interleave (docs/performance.md#the-stored-event-what-each-index-costs).
     pub batch_size: usize,
     /// How often queued events are written, in milliseconds.
     pub flush_ms: u64,
@@ -356,7 +357,7 @@ impl Default for LedgerConfig {
         Self {
             spool_path: "data/spool/events.jsonl".into(),
             queue_capacity: 10_000,
-            batch_size: 500,
+            batch_size: 2_000,
             flush_ms: 200,
             fsync_ms: 1000,
             retention_days: 90,
