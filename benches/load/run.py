@@ -489,6 +489,69 @@ def stop_all(procs):
 BARE_TUNED = ["1", "false", "1024"]
 
 
+def threads(args, tmp, logs, lua):
+    """One proxy worker against two: bare pingora and Tollgate (SQLite), pinned to one core and
+    free to use both. wrk and the fake upstream stay on CPU 0, so a proxy that uses both cores
+    shares one of them with the load: on a 2-core machine nothing can be pinned apart from a
+    two-core proxy."""
+    procs = []
+    both = "0,1"
+    # Work stealing as Tollgate chooses it: off for one worker, on for two.
+    bare = [("bare pingora, 1 thread, CPU 1", ["1", "false", "1024"], PROXY_CPU),
+            ("bare pingora, 2 threads, CPU 1", ["2", "true", "1024"], PROXY_CPU),
+            ("bare pingora, 2 threads, both cores", ["2", "true", "1024"], both)]
+    tolls = [("tollgate, 1 thread, CPU 1", "1", PROXY_CPU),
+             ("tollgate, 2 threads, CPU 1", "2", PROXY_CPU),
+             ("tollgate, 1 thread, both cores", "1", both),
+             ("tollgate, 2 threads, both cores", "2", both)]
+    results = {}
+    try:
+        up_port = start_upstream(logs, procs)
+        targets = []
+        for name, a, cpus in bare:
+            port = free_port()
+            p = spawn([os.path.join(REL, "bare-pingora"), f"127.0.0.1:{port}", f"127.0.0.1:{up_port}", *a], logs, cpus=cpus)
+            procs.append(p)
+            wait_port(port)
+            targets.append(Target(name, port, proc=p))
+        for i, (name, n, cpus) in enumerate(tolls):
+            t = start_tollgate(f"tollgate-t{i}", f"sqlite://{tmp}/threads-{i}.db", up_port, tmp, logs, cpus=cpus,
+                               extra={"TOLLGATE_GATEWAY__THREADS": n})
+            t.name = name
+            procs.append(t.proc)
+            targets.append(t)
+        for c in (16, 64):
+            runs = {t.name: [] for t in targets}
+            for _ in range(args.rounds):
+                for t in targets:
+                    runs[t.name].append(run_wrk(t, JSON_PATH, c, args.duration, lua))
+            for t in targets:
+                results.setdefault(t.name, {})[f"json_c{c}"] = medians(runs[t.name])
+                pairs = [r["rps"] / b["rps"] for r, b in zip(runs[t.name], runs[bare[0][0]]) if r.get("rps") and b.get("rps")]
+                results[t.name][f"json_c{c}"]["x_bare_rounds"] = pairs
+    finally:
+        stop_all(procs)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    lines = [f"Proxy workers, {date}, {os.cpu_count()} CPUs ({platform_line()}), `benches/load/run.py --threads --duration {args.duration} --rounds {args.rounds}`.",
+             f"wrk and the fake upstream on CPU {LOAD_CPU}; \"CPU {PROXY_CPU}\": the proxy's threads pinned there; \"both cores\": not pinned. "
+             "JSON workload, medians; × = each round's ratio to bare pingora with 1 thread in the same round.", "",
+             "| proxy | req/s c=16 | × | CPU µs/req | p99 µs | req/s c=64 | × | CPU µs/req | p99 µs | non-2xx |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        a, b = r.get("json_c16", {}), r.get("json_c64", {})
+        if "error" in a or "error" in b:
+            lines.append(f"| {name} | error ||||||||| ")
+            continue
+        x = lambda v: f"{statistics.median(v['x_bare_rounds']):.2f}" if v.get("x_bare_rounds") else "–"  # noqa: E731
+        lines.append(f"| {name} | {a['rps']:.0f} | {x(a)} | {a['cpu_us_per_req'] or 0:.1f} | {a['p99_us']:.0f} | "
+                     f"{b['rps']:.0f} | {x(b)} | {b['cpu_us_per_req'] or 0:.1f} | {b['p99_us']:.0f} | {a['non_2xx'] + b['non_2xx']} |")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(ROOT, "benches", "results", "threads.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(ROOT, "benches", "results", f"threads-{date}.json"), "w") as f:
+        json.dump({"date": date, "args": vars(args), "results": results}, f, indent=2)
+    sys.stdout.write(md)
+
+
 def tune(args, tmp, logs, lua):
     """bare pingora's settings, each at c=16 and c=64, alternating, medians."""
     procs = []
@@ -558,6 +621,7 @@ def main():
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--quick", action="store_true", help="JSON workload only, one round")
     ap.add_argument("--tune", action="store_true", help="compare bare pingora's settings instead")
+    ap.add_argument("--threads", action="store_true", help="one proxy worker against two, pinned and not")
     ap.add_argument("--memory", action="store_true",
                     help="only memory per held stream, each measurement in a fresh process")
     args = ap.parse_args()
@@ -570,6 +634,9 @@ def main():
     lua = os.path.join(tmp, "wrk.lua")
     if args.tune:
         tune(args, tmp, logs, lua)
+        return
+    if args.threads:
+        threads(args, tmp, logs, lua)
         return
     if args.memory:
         fresh_memory(args, tmp, logs)
