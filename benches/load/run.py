@@ -489,6 +489,25 @@ def stop_all(procs):
 BARE_TUNED = ["1", "false", "1024"]
 
 
+def wrk_rounds(targets, conns, args, lua):
+    """The JSON workload against each target, alternating (A B C A B C), args.rounds times."""
+    runs = {t.name: [] for t in targets}
+    for _ in range(args.rounds):
+        for t in targets:
+            runs[t.name].append(run_wrk(t, JSON_PATH, conns, args.duration, lua))
+    return runs
+
+
+def write_results(stem, date, args, results, lines):
+    """benches/results/STEM.md (the table) and STEM-DATE.json (every figure); the table to stdout."""
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(ROOT, "benches", "results", f"{stem}.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(ROOT, "benches", "results", f"{stem}-{date}.json"), "w") as f:
+        json.dump({"date": date, "args": vars(args), "results": results}, f, indent=2)
+    sys.stdout.write(md)
+
+
 def threads(args, tmp, logs, lua):
     """One proxy worker against two: bare pingora and Tollgate (SQLite), pinned to one core and
     free to use both. wrk and the fake upstream stay on CPU 0, so a proxy that uses both cores
@@ -521,10 +540,7 @@ def threads(args, tmp, logs, lua):
             procs.append(t.proc)
             targets.append(t)
         for c in (16, 64):
-            runs = {t.name: [] for t in targets}
-            for _ in range(args.rounds):
-                for t in targets:
-                    runs[t.name].append(run_wrk(t, JSON_PATH, c, args.duration, lua))
+            runs = wrk_rounds(targets, c, args, lua)
             for t in targets:
                 results.setdefault(t.name, {})[f"json_c{c}"] = medians(runs[t.name])
                 pairs = [r["rps"] / b["rps"] for r, b in zip(runs[t.name], runs[bare[0][0]]) if r.get("rps") and b.get("rps")]
@@ -544,12 +560,7 @@ def threads(args, tmp, logs, lua):
         x = lambda v: f"{statistics.median(v['x_bare_rounds']):.2f}" if v.get("x_bare_rounds") else "–"  # noqa: E731
         lines.append(f"| {name} | {a['rps']:.0f} | {x(a)} | {a['cpu_us_per_req'] or 0:.1f} | {a['p99_us']:.0f} | "
                      f"{b['rps']:.0f} | {x(b)} | {b['cpu_us_per_req'] or 0:.1f} | {b['p99_us']:.0f} | {a['non_2xx'] + b['non_2xx']} |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "benches", "results", "threads.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(ROOT, "benches", "results", f"threads-{date}.json"), "w") as f:
-        json.dump({"date": date, "args": vars(args), "results": results}, f, indent=2)
-    sys.stdout.write(md)
+    write_results("threads", date, args, results, lines)
 
 
 def tune(args, tmp, logs, lua):
@@ -581,10 +592,7 @@ def tune(args, tmp, logs, lua):
             targets.append(Target(name, port, proc=p))
         targets.append(start_nginx("nginx proxy_pass (1 worker), for reference", tmp, up_port, logs, procs))
         for c in (16, 64):
-            runs = {t.name: [] for t in targets}
-            for _ in range(args.rounds):
-                for t in targets:
-                    runs[t.name].append(run_wrk(t, JSON_PATH, c, args.duration, lua))
+            runs = wrk_rounds(targets, c, args, lua)
             for t in targets:
                 results.setdefault(t.name, {})[f"json_c{c}"] = medians(runs[t.name])
         # What a larger write buffer costs: memory per held stream (connection), as in the main run.
@@ -606,12 +614,7 @@ def tune(args, tmp, logs, lua):
         kib = (r.get("streams_1000") or {}).get("kib_per_stream")
         lines.append(f"| {name} | {a['rps']:.0f} | {a['rps'] / base['json_c16']['rps']:.2f} | {a['cpu_us_per_req'] or 0:.1f} | "
                      f"{b['rps']:.0f} | {b['rps'] / base['json_c64']['rps']:.2f} | {b['p99_us']:.0f} | {'–' if kib is None else f'{kib:.1f}'} | {a['non_2xx'] + b['non_2xx']} |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "benches", "results", "tuning.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(ROOT, "benches", "results", f"tuning-{date}.json"), "w") as f:
-        json.dump({"date": date, "args": vars(args), "results": results}, f, indent=2)
-    sys.stdout.write(md)
+    write_results("tuning", date, args, results, lines)
 
 
 def main():
