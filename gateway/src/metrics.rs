@@ -307,17 +307,29 @@ impl Metrics {
         if let Some(s) = labels.series.get(&org) {
             return s.clone();
         }
+        let other = || labels.other.get_or_init(|| resolve(OTHER_ORG)).clone();
         if labels.taken.load(Ordering::Relaxed) >= labels.cap {
-            return labels.other.get_or_init(|| resolve(OTHER_ORG)).clone();
+            return other();
         }
-        labels
-            .series
-            .entry(org)
-            .or_insert_with(|| {
-                labels.taken.fetch_add(1, Ordering::Relaxed);
-                resolve(name)
-            })
-            .clone()
+        match labels.series.entry(org) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                // A slot is claimed before the label is made: two workers that both saw the last
+                // free slot must not both take it.
+                let claimed = labels
+                    .taken
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < labels.cap).then_some(n + 1)
+                    })
+                    .is_ok();
+                if claimed {
+                    v.insert(resolve(name)).clone()
+                } else {
+                    drop(v);
+                    other()
+                }
+            }
+        }
     }
 
     /// The usage series of a model label (a priced model's name, `unknown` or `none`: a set
@@ -363,6 +375,37 @@ impl OrgLabels {
             series: DashMap::new(),
             taken: AtomicUsize::new(0),
             other: OnceLock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers racing for the last free labels take no more than there are: every org past
+    /// the cap is `other`, whichever worker saw it first.
+    #[test]
+    fn racing_workers_never_label_more_orgs_than_the_cap() {
+        for _ in 0..20 {
+            let m = Arc::new(Metrics::new(10).unwrap());
+            let barrier = Arc::new(std::sync::Barrier::new(8));
+            let workers: Vec<_> = (0..8)
+                .map(|w| {
+                    let (m, barrier) = (m.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for org in 0..40 {
+                            m.org_series(w * 1_000 + org, &format!("org-{w}-{org}"));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+            assert_eq!(m.org_labels.series.len(), 10);
+            assert_eq!(m.org_labels.taken.load(Ordering::Relaxed), 10);
         }
     }
 }
