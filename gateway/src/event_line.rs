@@ -41,63 +41,58 @@ pub fn write(out: &mut Vec<u8>, e: &UsageEvent) {
         upstream_latency_ms,
         total_latency_ms,
     } = e;
-    use Value::{Bool, Int, OptInt, OptStr, Str, Time};
-    for (key, value) in [
-        (&b"{\"request_id\":"[..], Str(request_id)),
-        (
-            b",\"client_request_id\":",
-            OptStr(client_request_id.as_deref()),
-        ),
-        (b",\"occurred_at\":", Time(occurred_at)),
-        (b",\"org_id\":", OptInt(*org_id)),
-        (b",\"key_id\":", OptInt(*key_id)),
-        (b",\"user_ref\":", OptStr(user_ref.as_deref())),
-        (b",\"tool\":", OptStr(tool.as_deref())),
-        (b",\"provider\":", Str(provider)),
-        (b",\"model\":", Str(model)),
-        (b",\"operation\":", Str(operation)),
-        (b",\"status\":", Int(i64::from(*status))),
-        (b",\"streamed\":", Bool(*streamed)),
-        (b",\"metered\":", Bool(*metered)),
-        (b",\"input_tokens\":", Int(*input_tokens)),
-        (b",\"output_tokens\":", Int(*output_tokens)),
-        (b",\"thinking_tokens\":", Int(*thinking_tokens)),
-        (b",\"cached_tokens\":", Int(*cached_tokens)),
-        (b",\"tool_prompt_tokens\":", Int(*tool_prompt_tokens)),
-        (b",\"total_tokens\":", Int(*total_tokens)),
-        (b",\"input_audio_tokens\":", Int(*input_audio_tokens)),
-        (b",\"output_image_tokens\":", Int(*output_image_tokens)),
-        (b",\"images\":", Int(*images)),
-        (b",\"videos\":", Int(*videos)),
-        (b",\"video_seconds\":", Int(*video_seconds)),
-        (b",\"cost_micros\":", Int(*cost_micros)),
-        (b",\"estimated\":", Bool(*estimated)),
-        (b",\"priced\":", Bool(*priced)),
-        (b",\"upstream_latency_ms\":", OptInt(*upstream_latency_ms)),
-        (b",\"total_latency_ms\":", Int(*total_latency_ms)),
+    out.extend_from_slice(b"{\"request_id\":");
+    str_literal(out, request_id);
+    out.extend_from_slice(b",\"client_request_id\":");
+    opt_str(out, client_request_id.as_deref());
+    out.extend_from_slice(b",\"occurred_at\":");
+    timestamp(out, occurred_at);
+    out.extend_from_slice(b",\"org_id\":");
+    opt_int(out, *org_id);
+    out.extend_from_slice(b",\"key_id\":");
+    opt_int(out, *key_id);
+    out.extend_from_slice(b",\"user_ref\":");
+    opt_str(out, user_ref.as_deref());
+    out.extend_from_slice(b",\"tool\":");
+    opt_str(out, tool.as_deref());
+    out.extend_from_slice(b",\"provider\":");
+    str_literal(out, provider);
+    out.extend_from_slice(b",\"model\":");
+    str_literal(out, model);
+    out.extend_from_slice(b",\"operation\":");
+    str_literal(out, operation);
+    out.extend_from_slice(b",\"status\":");
+    int(out, *status);
+    out.extend_from_slice(b",\"streamed\":");
+    boolean(out, *streamed);
+    out.extend_from_slice(b",\"metered\":");
+    boolean(out, *metered);
+    for (name, v) in [
+        (&b",\"input_tokens\":"[..], input_tokens),
+        (b",\"output_tokens\":", output_tokens),
+        (b",\"thinking_tokens\":", thinking_tokens),
+        (b",\"cached_tokens\":", cached_tokens),
+        (b",\"tool_prompt_tokens\":", tool_prompt_tokens),
+        (b",\"total_tokens\":", total_tokens),
+        (b",\"input_audio_tokens\":", input_audio_tokens),
+        (b",\"output_image_tokens\":", output_image_tokens),
+        (b",\"images\":", images),
+        (b",\"videos\":", videos),
+        (b",\"video_seconds\":", video_seconds),
+        (b",\"cost_micros\":", cost_micros),
     ] {
-        out.extend_from_slice(key);
-        match value {
-            Str(v) | OptStr(Some(v)) => str_literal(out, v),
-            Int(n) | OptInt(Some(n)) => {
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())
-            }
-            OptStr(None) | OptInt(None) => out.extend_from_slice(b"null"),
-            Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-            Time(t) => timestamp(out, t),
-        }
+        out.extend_from_slice(name);
+        int(out, *v);
     }
+    out.extend_from_slice(b",\"estimated\":");
+    boolean(out, *estimated);
+    out.extend_from_slice(b",\"priced\":");
+    boolean(out, *priced);
+    out.extend_from_slice(b",\"upstream_latency_ms\":");
+    opt_int(out, *upstream_latency_ms);
+    out.extend_from_slice(b",\"total_latency_ms\":");
+    int(out, *total_latency_ms);
     out.push(b'}');
-}
-
-/// A field's value, by how JSON writes it.
-enum Value<'a> {
-    Str(&'a str),
-    OptStr(Option<&'a str>),
-    Int(i64),
-    OptInt(Option<i64>),
-    Bool(bool),
-    Time(&'a DateTime<Utc>),
 }
 
 /// `v` as a JSON string literal, escaped as serde_json escapes (`\"`, `\\`, the short forms
@@ -145,6 +140,28 @@ pub fn str_literal(out: &mut Vec<u8>, v: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+fn opt_str(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => str_literal(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn opt_int(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(n) => int(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn boolean(out: &mut Vec<u8>, v: bool) {
+    out.extend_from_slice(if v { b"true" } else { b"false" });
 }
 
 /// RFC 3339 in UTC as chrono's serde writes it: `Z`, and the fraction in 0, 3, 6 or 9 digits,
